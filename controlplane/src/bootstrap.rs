@@ -1,0 +1,126 @@
+//! First-start work: fleet host keys, the token signing key and the first
+//! admin. Each is created once and stored, so every replica and every edge
+//! sees the same values.
+
+use std::io::Write;
+use std::path::Path;
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData, RsaKeypair};
+use russh::keys::{Algorithm, EcdsaCurve, PrivateKey};
+use tracing::info;
+
+use crate::store::{AdminData, Store, StoreError, now_ms};
+
+/// Admin created on first start unless the environment names another.
+const DEFAULT_ADMIN: &str = "admin";
+const RSA_BITS: usize = 3072;
+
+fn encode(key: PrivateKey) -> Result<String, StoreError> {
+    key.to_openssh(LineEnding::LF)
+        .map(|s| s.to_string())
+        .map_err(|e| StoreError::Internal(format!("cannot encode host key: {e}")))
+}
+
+fn generate(kind: &str) -> Result<String, StoreError> {
+    let mut rng = rand::rng();
+    let fail = |e: russh::keys::ssh_key::Error| StoreError::Internal(format!("cannot generate {kind} host key: {e}"));
+    let key = match kind {
+        "ed25519" => PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(fail)?,
+        "rsa" => PrivateKey::try_from(KeypairData::from(
+            RsaKeypair::random(&mut rng, RSA_BITS).map_err(fail)?,
+        ))
+        .map_err(fail)?,
+        _ => PrivateKey::try_from(KeypairData::from(
+            EcdsaKeypair::random(&mut rng, EcdsaCurve::NistP256).map_err(fail)?,
+        ))
+        .map_err(fail)?,
+    };
+    encode(key)
+}
+
+/// The fleet's host keys (ed25519, RSA 3072, ECDSA P-256), generated on
+/// first start.
+pub async fn host_keys(store: &Store) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for (name, kind) in [
+        ("host_key_ed25519", "ed25519"),
+        ("host_key_rsa", "rsa"),
+        ("host_key_ecdsa", "ecdsa"),
+    ] {
+        let pem = store.config_or_insert(name, move || generate(kind)).await?;
+        let key = PrivateKey::from_openssh(&pem)
+            .map_err(|e| anyhow::anyhow!("stored host key {name} is not valid: {e}"))?;
+        info!(
+            algorithm = %key.algorithm(),
+            fingerprint = %key.public_key().fingerprint(Default::default()),
+            "host key"
+        );
+        keys.push(pem);
+    }
+    Ok(keys)
+}
+
+/// The shared HS256 key for REST tokens.
+pub async fn jwt_key(store: &Store) -> anyhow::Result<Vec<u8>> {
+    let hex_key = store
+        .config_or_insert("jwt_signing_key", || Ok(crate::random_token(32)))
+        .await?;
+    hex::decode(hex_key).map_err(|e| anyhow::anyhow!("stored token signing key is not valid: {e}"))
+}
+
+/// Creates the first admin when there is none: from
+/// `FERRY_DEFAULT_ADMIN_USERNAME`/`_PASSWORD`, else `admin` with a random
+/// password printed once and saved to `DATA_DIR/initial-admin-password`.
+pub async fn first_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    if store.count_admins().await? > 0 {
+        return Ok(());
+    }
+    let username = std::env::var("FERRY_DEFAULT_ADMIN_USERNAME")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+    let (password, generated) = match std::env::var("FERRY_DEFAULT_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (crate::random_token(12), true),
+    };
+    let hash = crate::passwords::hash(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let now = now_ms();
+    match store
+        .add_admin(AdminData {
+            username: username.clone(),
+            status: 1,
+            password: hash,
+            permissions: "[\"*\"]".into(),
+            filters: "{}".into(),
+            email: String::new(),
+            description: "created at first start".into(),
+            additional_info: String::new(),
+            created_at: now,
+            updated_at: now,
+            last_login: 0,
+        })
+        .await
+    {
+        Ok(()) => {}
+        // Another replica created it first.
+        Err(StoreError::AlreadyExists(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    if generated {
+        let path = data_dir.join("initial-admin-password");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&path)?;
+        writeln!(f, "{password}")?;
+        // Printed once, on stdout, never in the logs.
+        println!("created admin {username:?} with password {password} (also saved to {})", path.display());
+    } else {
+        info!(username, "created admin from FERRY_DEFAULT_ADMIN_USERNAME/PASSWORD");
+    }
+    Ok(())
+}

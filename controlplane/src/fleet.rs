@@ -1,0 +1,285 @@
+//! The fleet: which edges are attached, the live connections they report, and
+//! the session leases the control plane handed out. REST reads it to list and
+//! close connections; the gRPC Attach stream keeps it current.
+//!
+//! Leases live in memory here for the single-replica case; a lease whose edge
+//! stops renewing it expires after [`LEASE_TTL`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferry_proto::edge::v1::{
+    ConnectionOpened, ConnectionStatus, ControlMessage, DisconnectConnection, DisconnectUser,
+    control_message,
+};
+use tokio::sync::mpsc;
+
+/// How long a session lease lives without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often edges send heartbeats (well within the TTL).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Edge {
+    version: String,
+    tx: mpsc::Sender<ControlMessage>,
+    /// Distinguishes a re-attached edge from the stream it replaced.
+    generation: u64,
+}
+
+/// A live connection as REST shows it.
+#[derive(Debug, Clone)]
+pub struct LiveConnection {
+    pub edge_id: String,
+    pub opened: ConnectionOpened,
+    pub status: ConnectionStatus,
+}
+
+struct Lease {
+    username: String,
+    edge_id: String,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    edges: HashMap<String, Edge>,
+    connections: HashMap<String, LiveConnection>,
+    leases: HashMap<String, Lease>,
+    next_generation: u64,
+}
+
+/// Shared view of every attached edge.
+#[derive(Default)]
+pub struct Fleet {
+    state: Mutex<State>,
+}
+
+/// An attached edge as `/api/v2/status` would show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EdgeSummary {
+    pub edge_id: String,
+    pub version: String,
+    pub connections: usize,
+}
+
+impl Fleet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers an edge's command channel; returns its generation.
+    pub fn attach(&self, edge_id: &str, version: &str, tx: mpsc::Sender<ControlMessage>) -> u64 {
+        let mut s = self.lock();
+        s.next_generation += 1;
+        let generation = s.next_generation;
+        s.edges.insert(
+            edge_id.to_string(),
+            Edge {
+                version: version.to_string(),
+                tx,
+                generation,
+            },
+        );
+        generation
+    }
+
+    /// Forgets an edge's stream and its connections. Its leases are left to
+    /// expire, so a short network blip does not free session slots early.
+    pub fn detach(&self, edge_id: &str, generation: u64) {
+        let mut s = self.lock();
+        if s.edges.get(edge_id).map(|e| e.generation) == Some(generation) {
+            s.edges.remove(edge_id);
+            s.connections.retain(|_, c| c.edge_id != edge_id);
+        }
+    }
+
+    pub fn edges(&self) -> Vec<EdgeSummary> {
+        let s = self.lock();
+        let mut out: Vec<EdgeSummary> = s
+            .edges
+            .iter()
+            .map(|(id, e)| EdgeSummary {
+                edge_id: id.clone(),
+                version: e.version.clone(),
+                connections: s.connections.values().filter(|c| &c.edge_id == id).count(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        out
+    }
+
+    pub fn connection_opened(&self, edge_id: &str, opened: ConnectionOpened) {
+        let status = ConnectionStatus {
+            connection_id: opened.connection_id.clone(),
+            last_activity_ms: opened.connection_time_ms,
+            active_transfers: Vec::new(),
+        };
+        self.lock().connections.insert(
+            opened.connection_id.clone(),
+            LiveConnection {
+                edge_id: edge_id.to_string(),
+                opened,
+                status,
+            },
+        );
+    }
+
+    pub fn connection_closed(&self, connection_id: &str) {
+        self.lock().connections.remove(connection_id);
+    }
+
+    /// Applies a heartbeat: fresh connection state and lease renewals.
+    pub fn heartbeat(&self, edge_id: &str, statuses: Vec<ConnectionStatus>, lease_ids: &[String]) {
+        let mut s = self.lock();
+        for st in statuses {
+            if let Some(c) = s.connections.get_mut(&st.connection_id)
+                && c.edge_id == edge_id
+            {
+                c.status = st;
+            }
+        }
+        let expires = Instant::now() + LEASE_TTL;
+        for id in lease_ids {
+            if let Some(l) = s.leases.get_mut(id)
+                && l.edge_id == edge_id
+            {
+                l.expires = expires;
+            }
+        }
+    }
+
+    pub fn connections(&self) -> Vec<LiveConnection> {
+        let mut out: Vec<LiveConnection> = self.lock().connections.values().cloned().collect();
+        out.sort_by(|a, b| a.opened.connection_id.cmp(&b.opened.connection_id));
+        out
+    }
+
+    /// Asks the edge holding `connection_id` to close it. False when no
+    /// attached edge holds such a connection.
+    pub fn disconnect(&self, connection_id: &str) -> bool {
+        let tx = {
+            let s = self.lock();
+            let Some(conn) = s.connections.get(connection_id) else {
+                return false;
+            };
+            match s.edges.get(&conn.edge_id) {
+                Some(e) => e.tx.clone(),
+                None => return false,
+            }
+        };
+        let msg = ControlMessage {
+            kind: Some(control_message::Kind::DisconnectConnection(DisconnectConnection {
+                connection_id: connection_id.to_string(),
+            })),
+        };
+        tx.try_send(msg).is_ok()
+    }
+
+    /// Asks every edge to end all sessions of `username`.
+    pub fn disconnect_user(&self, username: &str) {
+        let txs: Vec<_> = self.lock().edges.values().map(|e| e.tx.clone()).collect();
+        for tx in txs {
+            let msg = ControlMessage {
+                kind: Some(control_message::Kind::DisconnectUser(DisconnectUser {
+                    username: username.to_string(),
+                })),
+            };
+            if tx.try_send(msg).is_err() {
+                tracing::warn!(username, "edge command queue full, disconnect not delivered");
+            }
+        }
+    }
+
+    /// Grants a session lease to a login on `edge_id`.
+    pub fn grant_lease(&self, username: &str, edge_id: &str) -> (String, Instant) {
+        let id = crate::random_token(16);
+        let expires = Instant::now() + LEASE_TTL;
+        self.lock().leases.insert(
+            id.clone(),
+            Lease {
+                username: username.to_string(),
+                edge_id: edge_id.to_string(),
+                expires,
+            },
+        );
+        (id, expires)
+    }
+
+    pub fn release_lease(&self, lease_id: &str) {
+        self.lock().leases.remove(lease_id);
+    }
+
+    /// Live leases of a user, fleet-wide (for `max_sessions`).
+    pub fn leases_of(&self, username: &str) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .leases
+            .values()
+            .filter(|l| l.username == username && l.expires > now)
+            .count()
+    }
+
+    /// Drops expired leases; run periodically.
+    pub fn expire_leases(&self) {
+        let now = Instant::now();
+        self.lock().leases.retain(|_, l| l.expires > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(id: &str, user: &str) -> ConnectionOpened {
+        ConnectionOpened {
+            connection_id: id.into(),
+            username: user.into(),
+            protocol: "SFTP".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn disconnect_reaches_the_edge_holding_the_connection() {
+        let fleet = Fleet::default();
+        let (tx_a, mut rx_a) = mpsc::channel(4);
+        let (tx_b, mut rx_b) = mpsc::channel(4);
+        fleet.attach("a", "1", tx_a);
+        fleet.attach("b", "1", tx_b);
+        fleet.connection_opened("b", opened("c1", "u"));
+        assert!(fleet.disconnect("c1"));
+        assert!(!fleet.disconnect("nope"));
+        assert!(rx_a.try_recv().is_err());
+        match rx_b.try_recv().unwrap().kind {
+            Some(control_message::Kind::DisconnectConnection(d)) => assert_eq!(d.connection_id, "c1"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn detach_forgets_connections_but_not_a_newer_stream() {
+        let fleet = Fleet::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let old = fleet.attach("a", "1", tx.clone());
+        fleet.connection_opened("a", opened("c1", "u"));
+        let new = fleet.attach("a", "1", tx);
+        fleet.detach("a", old);
+        assert_eq!(fleet.edges().len(), 1);
+        fleet.detach("a", new);
+        assert!(fleet.edges().is_empty());
+        assert!(fleet.connections().is_empty());
+    }
+
+    #[test]
+    fn leases_count_until_released() {
+        let fleet = Fleet::default();
+        let (l1, _) = fleet.grant_lease("u", "a");
+        let (_l2, _) = fleet.grant_lease("u", "b");
+        assert_eq!(fleet.leases_of("u"), 2);
+        fleet.release_lease(&l1);
+        assert_eq!(fleet.leases_of("u"), 1);
+        assert_eq!(fleet.leases_of("other"), 0);
+    }
+}

@@ -1,0 +1,155 @@
+//! Ferry's control plane: the store, credential checks, the fleet of attached
+//! edges, the gRPC service edges call and the REST API admins call. It never
+//! sees file data (that flows only through edges).
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod fleet;
+pub mod grpc;
+pub mod passwords;
+pub mod rest;
+pub mod store;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry_proto::edge::v1::edge_control_server::EdgeControlServer;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub store: store::Store,
+    pub fleet: fleet::Fleet,
+    /// OpenSSH-format private host keys sent to every edge.
+    pub host_keys: Vec<String>,
+    /// SSH identification sent by edges (after `SSH-2.0-`).
+    pub server_version: String,
+    /// HS256 key for REST tokens; stored in the database so every replica
+    /// signs and verifies with the same one.
+    pub jwt_key: Vec<u8>,
+    /// A hash verified when the account does not exist, so both paths cost
+    /// the same.
+    pub dummy_hash: String,
+}
+
+/// Settings of a control-plane process.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    pub data_dir: PathBuf,
+    pub http_bind: SocketAddr,
+    pub grpc_bind: SocketAddr,
+    /// Token edges must present; required unless gRPC binds to loopback.
+    pub edge_token: Option<String>,
+}
+
+/// A random URL-safe token of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A running control plane: its bound addresses and the task serving it.
+pub struct RunningControlPlane {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the store, bootstraps fleet settings and the first admin, binds the
+/// HTTP and gRPC listeners and serves them until `shutdown` resolves.
+pub async fn start_controlplane(
+    opts: ControlPlaneOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningControlPlane> {
+    if opts.edge_token.is_none() && !opts.grpc_bind.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to bind gRPC to non-loopback address {} without an edge token: \
+             set FERRY_EDGE_TOKEN or --edge-token-file",
+            opts.grpc_bind
+        );
+    }
+    if let Some(t) = &opts.edge_token
+        && t.len() < 16
+    {
+        anyhow::bail!("the edge token must be at least 16 characters long");
+    }
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
+    let db_path = opts.data_dir.join("ferry.db");
+    let store = store::Store::open_sqlite(&db_path)?;
+    info!(path = %db_path.display(), "database ready");
+    let host_keys = bootstrap::host_keys(&store).await?;
+    let jwt_key = bootstrap::jwt_key(&store).await?;
+    bootstrap::first_admin(&store, &opts.data_dir).await?;
+    let dummy_hash = passwords::hash(random_token(16))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let state = Arc::new(AppState {
+        store,
+        fleet: fleet::Fleet::default(),
+        host_keys,
+        server_version: format!("Ferry_{}", ferry_proto::VERSION),
+        jwt_key,
+        dummy_hash,
+    });
+
+    let http = TcpListener::bind(opts.http_bind)
+        .await
+        .with_context(|| format!("cannot bind HTTP to {}", opts.http_bind))?;
+    let grpc = TcpListener::bind(opts.grpc_bind)
+        .await
+        .with_context(|| format!("cannot bind gRPC to {}", opts.grpc_bind))?;
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+    info!(%http_addr, %grpc_addr, "control plane listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let sweeper_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            sweeper_state.fleet.expire_leases();
+        }
+    });
+
+    let app = rest::router(state.clone());
+    let http_task = axum::serve(http, app).with_graceful_shutdown(wait_stop(stop_rx.clone()));
+    let token = opts.edge_token.map(Arc::new);
+    let svc = EdgeControlServer::with_interceptor(
+        grpc::EdgeService::new(state.clone()),
+        grpc::token_interceptor(token),
+    );
+    let grpc_task = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait_stop(stop_rx));
+    let task = tokio::spawn(async move {
+        let (h, g) = tokio::join!(http_task, grpc_task);
+        h.context("HTTP server failed")?;
+        g.context("gRPC server failed")?;
+        Ok(())
+    });
+    Ok(RunningControlPlane {
+        http_addr,
+        grpc_addr,
+        state,
+        task,
+    })
+}

@@ -1,0 +1,139 @@
+//! `ferry`: the control plane, alone or with an embedded edge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ferry_controlplane::{ControlPlaneOptions, start_controlplane};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Ferry SFTP service: control plane (and all-in-one server)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: control plane on SQLite in the data
+    /// directory plus one embedded edge serving SFTP.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address the embedded edge's SFTP listener binds to.
+        #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
+        sftp_bind: SocketAddr,
+    },
+    /// Run the control plane alone; edges (`ferry-edge`) attach over gRPC.
+    Controlplane {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Directory holding the SQLite database and generated files; created if missing.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address of the REST API (and /healthz).
+    #[arg(long, env = "FERRY_HTTP_BIND", default_value = "127.0.0.1:8080")]
+    http_bind: SocketAddr,
+    /// Address of the gRPC service edges attach to. A non-loopback address
+    /// requires an edge token.
+    #[arg(long, env = "FERRY_GRPC_BIND", default_value = "127.0.0.1:50051")]
+    grpc_bind: SocketAddr,
+    /// File holding the token edges must present (overrides FERRY_EDGE_TOKEN).
+    #[arg(long, env = "FERRY_EDGE_TOKEN_FILE")]
+    edge_token_file: Option<PathBuf>,
+}
+
+fn edge_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read edge token file {}", path.display()))?;
+        let token = text.trim().to_string();
+        anyhow::ensure!(!token.is_empty(), "edge token file {} is empty", path.display());
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("FERRY_EDGE_TOKEN").ok().filter(|t| !t.is_empty()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ferry_dataplane::init_logging();
+    let cli = Cli::parse();
+    let (common, sftp_bind) = match cli.command {
+        Command::Serve { common, sftp_bind } => (common, Some(sftp_bind)),
+        Command::Controlplane { common } => (common, None),
+    };
+    let mut token = edge_token(common.edge_token_file.as_ref())?;
+    if sftp_bind.is_some() && token.is_none() {
+        // The embedded edge and the control plane share a fresh secret.
+        token = Some(ferry_controlplane::random_token(32));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let cp = start_controlplane(
+        ControlPlaneOptions {
+            data_dir: common.data_dir,
+            http_bind: common.http_bind,
+            grpc_bind: common.grpc_bind,
+            edge_token: token.clone(),
+        },
+        stop(),
+    )
+    .await?;
+    let edge = match sftp_bind {
+        Some(sftp_bind) => {
+            let grpc = cp.grpc_addr;
+            let target = if grpc.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
+            } else {
+                grpc
+            };
+            Some(
+                ferry_dataplane::start_edge(
+                    ferry_dataplane::EdgeOptions {
+                        control_plane: format!("http://{target}"),
+                        token: token.clone(),
+                        sftp_bind,
+                        edge_id: None,
+                    },
+                    stop(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(edge) = edge {
+        let _ = edge.task.await;
+    }
+    cp.task.await??;
+    Ok(())
+}

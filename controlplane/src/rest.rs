@@ -1,0 +1,439 @@
+//! REST API under `/api/v2`, shaped like SFTPGo v2: Basic-auth token
+//! exchange, JWT bearer auth, users CRUD, live connections. Every error is JSON
+//! `{"message","error"}`, 404 and 405 included.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use base64::Engine;
+use ferry_proto::error::ErrorCode;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::store::{Order, StoreError, now_ms};
+use crate::users::{UserInput, UserView};
+
+/// Largest request body accepted (users are small; this bounds memory).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Lifetime of access tokens (SFTPGo's `jwt_lifetime` default: 20 minutes).
+pub const TOKEN_LIFETIME_SECS: i64 = 20 * 60;
+/// Audience of API tokens.
+const AUDIENCE_API: &str = "API";
+
+/// An API failure, rendered as SFTPGo's JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            Json(json!({"message": self.message, "error": self.code.reason()})),
+        )
+            .into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ferry\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
+            StoreError::AlreadyExists(m) => ApiError::new(ErrorCode::AlreadyExists, m),
+            StoreError::Unavailable(m) => {
+                tracing::error!(error = m, "database unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the database is unavailable")
+            }
+            StoreError::Internal(m) => {
+                tracing::error!(error = m, "database error");
+                ApiError::new(ErrorCode::Internal, "database error")
+            }
+        }
+    }
+}
+
+/// `Json<T>` whose rejections become our JSON errors with precise messages.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let code = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::BadRequest
+                };
+                Err(ApiError::new(code, rej.body_text()))
+            }
+        }
+    }
+}
+
+/// Claims of an admin access token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub username: String,
+    pub permissions: Vec<String>,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// An authenticated admin, from a valid Bearer token.
+pub struct Admin(Claims);
+
+impl Admin {
+    /// Fails with 403 naming the permission unless the admin holds it.
+    fn require(&self, perm: &str) -> Result<(), ApiError> {
+        if self.0.permissions.iter().any(|p| p == "*" || p == perm) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this operation requires the {perm:?} permission"),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE_API]);
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&state.jwt_key),
+            &validation,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::Unauthenticated, format!("invalid token: {e}")))?;
+        Ok(Admin(data.claims))
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v2/version", get(version))
+        .route("/api/v2/token", get(token))
+        .route("/api/v2/users", get(list_users).post(add_user))
+        .route(
+            "/api/v2/users/{username}",
+            get(get_user).put(update_user).delete(delete_user),
+        )
+        .route("/api/v2/connections", get(list_connections))
+        .route("/api/v2/connections/{connection_id}", delete(close_connection))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "not found")
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"message": "method not allowed", "error": "Method Not Allowed"})),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => ApiError::from(match e {
+            StoreError::Unavailable(m) | StoreError::Internal(m) => StoreError::Unavailable(m),
+            other => other,
+        })
+        .into_response(),
+    }
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(json!({
+        "version": ferry_proto::VERSION,
+        "build_date": "",
+        "commit_hash": "",
+        "features": ["+sqlite", "-postgresql", "-mysql", "-s3", "-gcs"],
+    }))
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+/// `GET /api/v2/token`: Basic admin credentials in, JWT out.
+async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let unauthorized = || {
+        let mut r = ApiError::new(ErrorCode::Unauthenticated, "invalid credentials").into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"ferry\""),
+        );
+        r
+    };
+    let Some((username, password)) = basic_credentials(&headers) else {
+        return Ok(unauthorized());
+    };
+    let admin = match state.store.admin(username.clone()).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound) => {
+            crate::passwords::verify(password, state.dummy_hash.clone()).await;
+            return Ok(unauthorized());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if admin.data.status != 1 || !crate::passwords::verify(password, admin.data.password.clone()).await {
+        tracing::info!(username, "admin login refused");
+        return Ok(unauthorized());
+    }
+    let now = now_ms() / 1000;
+    let claims = Claims {
+        sub: username.clone(),
+        username: username.clone(),
+        permissions: serde_json::from_str(&admin.data.permissions).unwrap_or_default(),
+        aud: AUDIENCE_API.into(),
+        iat: now,
+        nbf: now,
+        exp: now + TOKEN_LIFETIME_SECS,
+        jti: crate::random_token(12),
+    };
+    let jwt = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&state.jwt_key),
+    )
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot sign token: {e}")))?;
+    if let Err(e) = state.store.set_admin_last_login(username, now_ms()).await {
+        tracing::warn!(error = %e, "cannot record admin last login");
+    }
+    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(Json(json!({"access_token": jwt, "expires_at": expires_at})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    offset: Option<i64>,
+    limit: Option<i64>,
+    order: Option<String>,
+}
+
+impl ListParams {
+    fn parse(self) -> Result<(i64, i64, Order), ApiError> {
+        let offset = self.offset.unwrap_or(0);
+        let limit = self.limit.unwrap_or(100);
+        if offset < 0 {
+            return Err(ApiError::bad_request("offset must not be negative"));
+        }
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_request("limit must be between 1 and 500"));
+        }
+        let order = match self.order.as_deref() {
+            None | Some("ASC") => Order::Asc,
+            Some("DESC") => Order::Desc,
+            Some(o) => {
+                return Err(ApiError::bad_request(format!("invalid order {o:?}: use ASC or DESC")));
+            }
+        };
+        Ok((offset, limit, order))
+    }
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+async fn list_users(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    admin.require("view_users")?;
+    let (offset, limit, order) = query(params)?.parse()?;
+    let rows = state.store.users(offset, limit, order).await?;
+    Ok(Json(rows.iter().map(UserView::from).collect()))
+}
+
+async fn get_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    admin.require("view_users")?;
+    let row = state.store.user(username).await?;
+    Ok(Json(UserView::from(&row)))
+}
+
+async fn add_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(input): ApiJson<UserInput>,
+) -> Result<Response, ApiError> {
+    admin.require("add_users")?;
+    let valid = input.validate(None).map_err(ApiError::bad_request)?;
+    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
+    let row = state.store.add_user(data).await.map_err(|e| match e {
+        StoreError::AlreadyExists(_) => {
+            ApiError::new(ErrorCode::AlreadyExists, "a user with this username already exists")
+        }
+        other => other.into(),
+    })?;
+    tracing::info!(admin = admin.0.username, username = row.data.username, "user added");
+    let location = format!("/api/v2/users/{}", row.data.username);
+    let mut resp = (StatusCode::CREATED, Json(UserView::from(&row))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateParams {
+    disconnect: Option<u8>,
+}
+
+async fn update_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+    params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
+    ApiJson(input): ApiJson<UserInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("edit_users")?;
+    let params = query(params)?;
+    let existing = state.store.user(username.clone()).await?;
+    let valid = input.validate(Some(&existing)).map_err(ApiError::bad_request)?;
+    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
+    state.store.update_user(existing.id, data).await?;
+    tracing::info!(admin = admin.0.username, username, "user updated");
+    if params.disconnect == Some(1) {
+        state.fleet.disconnect_user(&username);
+    }
+    Ok(Json(json!({"message": "User updated"})))
+}
+
+async fn delete_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("del_users")?;
+    state.store.delete_user(username.clone()).await?;
+    tracing::info!(admin = admin.0.username, username, "user deleted");
+    state.fleet.disconnect_user(&username);
+    Ok(Json(json!({"message": "User deleted"})))
+}
+
+async fn list_connections(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    admin.require("view_conns")?;
+    let out = state
+        .fleet
+        .connections()
+        .into_iter()
+        .map(|c| {
+            let transfers: Vec<_> = c
+                .status
+                .active_transfers
+                .iter()
+                .map(|t| {
+                    json!({
+                        "operation_type": t.operation_type,
+                        "path": t.path,
+                        "start_time": t.start_time_ms,
+                        "size": t.size,
+                    })
+                })
+                .collect();
+            json!({
+                "username": c.opened.username,
+                "connection_id": c.opened.connection_id,
+                "client_version": c.opened.client_version,
+                "remote_address": c.opened.remote_address,
+                "connection_time": c.opened.connection_time_ms,
+                "last_activity": c.status.last_activity_ms,
+                "protocol": c.opened.protocol,
+                "active_transfers": transfers,
+                "node": c.edge_id,
+            })
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+async fn close_connection(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(connection_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("close_conns")?;
+    if state.fleet.disconnect(&connection_id) {
+        tracing::info!(admin = admin.0.username, connection_id, "connection close requested");
+        Ok(Json(json!({"message": "Connection closed"})))
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound, format!("connection {connection_id:?} not found")))
+    }
+}

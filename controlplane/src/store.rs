@@ -1,0 +1,320 @@
+//! The store: users, admins and fleet settings in SQLite through diesel and an
+//! r2d2 pool. diesel is synchronous, so every query runs on the blocking pool
+//! via [`Store::run`]; async code never touches a connection directly.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::MigrationHarness;
+use ferry_schema::{admins, configs, users};
+
+/// A failure of the store, already classified for the API layers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => StoreError::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StoreError::AlreadyExists(info.message().to_string())
+            }
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The columns of a user except its id, as stored.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct UserData {
+    pub username: String,
+    pub status: i64,
+    pub password: Option<String>,
+    pub public_keys: String,
+    pub home_dir: String,
+    pub uid: i64,
+    pub gid: i64,
+    pub max_sessions: i64,
+    pub quota_size: i64,
+    pub quota_files: i64,
+    pub permissions: String,
+    pub used_quota_size: i64,
+    pub used_quota_files: i64,
+    pub last_quota_update: i64,
+    pub upload_bandwidth: i64,
+    pub download_bandwidth: i64,
+    pub upload_data_transfer: i64,
+    pub download_data_transfer: i64,
+    pub total_data_transfer: i64,
+    pub used_upload_data_transfer: i64,
+    pub used_download_data_transfer: i64,
+    pub expiration_date: i64,
+    pub last_login: i64,
+    pub first_download: i64,
+    pub first_upload: i64,
+    pub last_password_change: i64,
+    pub filters: String,
+    pub filesystem: String,
+    pub email: String,
+    pub description: String,
+    pub additional_info: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A stored user.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: i64,
+    #[diesel(embed)]
+    pub data: UserData,
+}
+
+/// The columns of an admin except its id.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = admins)]
+pub struct AdminData {
+    pub username: String,
+    pub status: i64,
+    pub password: String,
+    pub permissions: String,
+    pub filters: String,
+    pub email: String,
+    pub description: String,
+    pub additional_info: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login: i64,
+}
+
+/// A stored admin.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = admins)]
+pub struct AdminRow {
+    pub id: i64,
+    #[diesel(embed)]
+    pub data: AdminData,
+}
+
+/// Sort order of list endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // WAL lets REST reads run while an edge's login writes last_login;
+        // busy_timeout turns short write contention into waiting, not errors.
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies
+    /// pending migrations.
+    pub fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
+        let url = path
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("database path {} is not UTF-8", path.display()))?;
+        let manager = ConnectionManager::<SqliteConnection>::new(url);
+        let pool = Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(10))
+            .connection_customizer(Box::new(SqlitePragmas))
+            .build(manager)
+            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        let mut conn = pool.get()?;
+        conn.run_pending_migrations(ferry_schema::SQLITE_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("cannot migrate database {}: {e}", path.display()))?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Cheap round trip used by `/healthz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| {
+            c.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn user(&self, username: String) -> Result<UserRow, StoreError> {
+        self.run(move |c| {
+            Ok(users::table
+                .filter(users::username.eq(username))
+                .select(UserRow::as_select())
+                .first(c)?)
+        })
+        .await
+    }
+
+    pub async fn users(&self, offset: i64, limit: i64, order: Order) -> Result<Vec<UserRow>, StoreError> {
+        self.run(move |c| {
+            let q = users::table.select(UserRow::as_select()).offset(offset).limit(limit);
+            Ok(match order {
+                Order::Asc => q.order(users::username.asc()).load(c)?,
+                Order::Desc => q.order(users::username.desc()).load(c)?,
+            })
+        })
+        .await
+    }
+
+    pub async fn add_user(&self, data: UserData) -> Result<UserRow, StoreError> {
+        self.run(move |c| {
+            let username = data.username.clone();
+            c.transaction(|c| {
+                diesel::insert_into(users::table).values(&data).execute(c)?;
+                Ok(users::table
+                    .filter(users::username.eq(username))
+                    .select(UserRow::as_select())
+                    .first(c)?)
+            })
+        })
+        .await
+    }
+
+    /// Replaces every column of an existing user.
+    pub async fn update_user(&self, id: i64, data: UserData) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(users::table.find(id)).set(&data).execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_user(&self, username: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = diesel::delete(users::table.filter(users::username.eq(username))).execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_last_login(&self, username: String, when_ms: i64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            diesel::update(users::table.filter(users::username.eq(username)))
+                .set(users::last_login.eq(when_ms))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn admin(&self, username: String) -> Result<AdminRow, StoreError> {
+        self.run(move |c| {
+            Ok(admins::table
+                .filter(admins::username.eq(username))
+                .select(AdminRow::as_select())
+                .first(c)?)
+        })
+        .await
+    }
+
+    pub async fn count_admins(&self) -> Result<i64, StoreError> {
+        self.run(|c| Ok(admins::table.count().get_result(c)?)).await
+    }
+
+    pub async fn add_admin(&self, data: AdminData) -> Result<(), StoreError> {
+        self.run(move |c| {
+            diesel::insert_into(admins::table).values(&data).execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_admin_last_login(&self, username: String, when_ms: i64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            diesel::update(admins::table.filter(admins::username.eq(username)))
+                .set(admins::last_login.eq(when_ms))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Returns the stored value of a fleet setting, creating it with `make`
+    /// when absent. Racing replicas agree: the first insert wins and everyone
+    /// reads it back.
+    pub async fn config_or_insert<F>(&self, name: &'static str, make: F) -> Result<String, StoreError>
+    where
+        F: FnOnce() -> Result<String, StoreError> + Send + 'static,
+    {
+        self.run(move |c| {
+            let existing: Option<String> = configs::table
+                .find(name)
+                .select(configs::value)
+                .first(c)
+                .optional()?;
+            if let Some(v) = existing {
+                return Ok(v);
+            }
+            let value = make()?;
+            diesel::insert_or_ignore_into(configs::table)
+                .values((configs::name.eq(name), configs::value.eq(&value)))
+                .execute(c)?;
+            Ok(configs::table.find(name).select(configs::value).first(c)?)
+        })
+        .await
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp we store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

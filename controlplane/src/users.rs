@@ -1,0 +1,424 @@
+//! Users as the REST API speaks them (SFTPGo v2 field names), their
+//! validation, and their conversion to stored rows and to the session policy
+//! an edge receives at login.
+
+use std::collections::BTreeMap;
+
+use ferry_proto::edge::v1::{PermissionList, SessionPolicy};
+use ferry_proto::permissions::PermissionMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{UserData, UserRow, now_ms};
+
+/// A user as clients send it (POST/PUT). Server-maintained fields (id, used
+/// quota, timestamps) may be present — GET-modify-PUT is the common flow —
+/// and are ignored.
+#[derive(Debug, Deserialize)]
+pub struct UserInput {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default = "default_status")]
+    pub status: i64,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    #[serde(default)]
+    pub home_dir: String,
+    #[serde(default)]
+    pub uid: i64,
+    #[serde(default)]
+    pub gid: i64,
+    #[serde(default)]
+    pub max_sessions: i64,
+    #[serde(default)]
+    pub quota_size: i64,
+    #[serde(default)]
+    pub quota_files: i64,
+    #[serde(default)]
+    pub permissions: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub upload_bandwidth: i64,
+    #[serde(default)]
+    pub download_bandwidth: i64,
+    #[serde(default)]
+    pub upload_data_transfer: i64,
+    #[serde(default)]
+    pub download_data_transfer: i64,
+    #[serde(default)]
+    pub total_data_transfer: i64,
+    #[serde(default)]
+    pub expiration_date: i64,
+    #[serde(default)]
+    pub filters: Option<Value>,
+    #[serde(default)]
+    pub filesystem: Option<Value>,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub additional_info: String,
+}
+
+fn default_status() -> i64 {
+    1
+}
+
+/// A user as the API returns it: never the password.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub status: i64,
+    pub username: String,
+    pub expiration_date: i64,
+    pub has_password: bool,
+    pub public_keys: Vec<String>,
+    pub home_dir: String,
+    pub uid: i64,
+    pub gid: i64,
+    pub max_sessions: i64,
+    pub quota_size: i64,
+    pub quota_files: i64,
+    pub permissions: BTreeMap<String, Vec<String>>,
+    pub used_quota_size: i64,
+    pub used_quota_files: i64,
+    pub last_quota_update: i64,
+    pub upload_bandwidth: i64,
+    pub download_bandwidth: i64,
+    pub upload_data_transfer: i64,
+    pub download_data_transfer: i64,
+    pub total_data_transfer: i64,
+    pub used_upload_data_transfer: i64,
+    pub used_download_data_transfer: i64,
+    pub last_login: i64,
+    pub first_download: i64,
+    pub first_upload: i64,
+    pub last_password_change: i64,
+    pub filters: Value,
+    pub filesystem: Value,
+    pub email: String,
+    pub description: String,
+    pub additional_info: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What the password column becomes after validation.
+pub enum PasswordChange {
+    /// Keep what is stored (update without a password).
+    Keep,
+    /// Store this hash (already hashed, or given pre-hashed).
+    Set(String),
+    /// A plain password that must be hashed before storing.
+    HashPlain(String),
+}
+
+/// A validated user, ready to store once the password is settled.
+pub struct ValidUser {
+    pub data: UserData,
+    pub password: PasswordChange,
+}
+
+fn is_valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+}
+
+/// Parses one authorized_keys line, returning it normalised.
+pub fn parse_public_key(line: &str) -> Result<russh::keys::PublicKey, String> {
+    russh::keys::PublicKey::from_openssh(line.trim())
+        .map_err(|e| format!("could not parse public key {:?}: {e}", abbreviate(line)))
+}
+
+fn abbreviate(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+impl UserInput {
+    /// Validates the input. `existing` is the stored user on update: the
+    /// username cannot change, a missing password keeps the stored hash, and
+    /// server-maintained fields carry over.
+    pub fn validate(self, existing: Option<&UserRow>) -> Result<ValidUser, String> {
+        let username = match existing {
+            Some(row) => {
+                if !self.username.is_empty() && self.username != row.data.username {
+                    return Err("the username cannot be changed".into());
+                }
+                row.data.username.clone()
+            }
+            None => {
+                if self.username.is_empty() {
+                    return Err("username is mandatory".into());
+                }
+                if !is_valid_username(&self.username) {
+                    return Err(format!(
+                        "username {:?} is not valid: only letters, digits and \"-_.~\" are allowed",
+                        self.username
+                    ));
+                }
+                self.username.clone()
+            }
+        };
+        if !(0..=1).contains(&self.status) {
+            return Err(format!("invalid status {}: use 1 (active) or 0 (disabled)", self.status));
+        }
+        if self.home_dir.is_empty() {
+            return Err("home_dir is mandatory".into());
+        }
+        if !std::path::Path::new(&self.home_dir).is_absolute() {
+            return Err(format!("home_dir {:?} must be an absolute path", self.home_dir));
+        }
+        for (name, v) in [
+            ("uid", self.uid),
+            ("gid", self.gid),
+            ("max_sessions", self.max_sessions),
+            ("quota_size", self.quota_size),
+            ("quota_files", self.quota_files),
+            ("upload_bandwidth", self.upload_bandwidth),
+            ("download_bandwidth", self.download_bandwidth),
+            ("upload_data_transfer", self.upload_data_transfer),
+            ("download_data_transfer", self.download_data_transfer),
+            ("total_data_transfer", self.total_data_transfer),
+            ("expiration_date", self.expiration_date),
+        ] {
+            if v < 0 {
+                return Err(format!("{name} must not be negative, got {v}"));
+            }
+        }
+        if self.uid > i64::from(u32::MAX) || self.gid > i64::from(u32::MAX) {
+            return Err("uid and gid must fit in 32 bits".into());
+        }
+        if self.max_sessions > i64::from(i32::MAX) {
+            return Err("max_sessions is too large".into());
+        }
+        let permissions = PermissionMap::validate(&self.permissions).map_err(|e| e.to_string())?;
+        let mut keys = Vec::with_capacity(self.public_keys.len());
+        for line in &self.public_keys {
+            let key = parse_public_key(line)?;
+            keys.push(key.to_openssh().map_err(|e| e.to_string())?);
+        }
+        let filters = match self.filters {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v @ Value::Object(_)) => v,
+            Some(_) => return Err("filters must be a JSON object".into()),
+        };
+        let filesystem = match self.filesystem {
+            None | Some(Value::Null) => serde_json::json!({"provider": 0}),
+            Some(Value::Object(obj)) => {
+                match obj.get("provider").and_then(Value::as_i64).unwrap_or(0) {
+                    0 => Value::Object(obj),
+                    p => {
+                        return Err(format!(
+                            "filesystem provider {p} is not supported yet: only 0 (local) is"
+                        ));
+                    }
+                }
+            }
+            Some(_) => return Err("filesystem must be a JSON object".into()),
+        };
+        let password = match self.password.filter(|p| !p.is_empty()) {
+            Some(p) if crate::passwords::is_prehashed(&p) => {
+                crate::passwords::validate_prehashed(&p)?;
+                PasswordChange::Set(p)
+            }
+            Some(p) => PasswordChange::HashPlain(p),
+            None => PasswordChange::Keep,
+        };
+        let has_stored_password = existing
+            .and_then(|r| r.data.password.as_deref())
+            .is_some_and(|p| !p.is_empty());
+        if matches!(password, PasswordChange::Keep) && !has_stored_password && keys.is_empty() {
+            return Err("please set a password or at least one public key".into());
+        }
+        let now = now_ms();
+        let carried = existing.map(|r| r.data.clone());
+        let data = UserData {
+            username,
+            status: self.status,
+            password: carried.as_ref().and_then(|c| c.password.clone()),
+            public_keys: serde_json::to_string(&keys).map_err(|e| e.to_string())?,
+            home_dir: self.home_dir,
+            uid: self.uid,
+            gid: self.gid,
+            max_sessions: self.max_sessions,
+            quota_size: self.quota_size,
+            quota_files: self.quota_files,
+            permissions: serde_json::to_string(permissions.as_map()).map_err(|e| e.to_string())?,
+            used_quota_size: carried.as_ref().map_or(0, |c| c.used_quota_size),
+            used_quota_files: carried.as_ref().map_or(0, |c| c.used_quota_files),
+            last_quota_update: carried.as_ref().map_or(0, |c| c.last_quota_update),
+            upload_bandwidth: self.upload_bandwidth,
+            download_bandwidth: self.download_bandwidth,
+            upload_data_transfer: self.upload_data_transfer,
+            download_data_transfer: self.download_data_transfer,
+            total_data_transfer: self.total_data_transfer,
+            used_upload_data_transfer: carried.as_ref().map_or(0, |c| c.used_upload_data_transfer),
+            used_download_data_transfer: carried
+                .as_ref()
+                .map_or(0, |c| c.used_download_data_transfer),
+            expiration_date: self.expiration_date,
+            last_login: carried.as_ref().map_or(0, |c| c.last_login),
+            first_download: carried.as_ref().map_or(0, |c| c.first_download),
+            first_upload: carried.as_ref().map_or(0, |c| c.first_upload),
+            last_password_change: carried.as_ref().map_or(0, |c| c.last_password_change),
+            filters: filters.to_string(),
+            filesystem: filesystem.to_string(),
+            email: self.email,
+            description: self.description,
+            additional_info: self.additional_info,
+            created_at: carried.as_ref().map_or(now, |c| c.created_at),
+            updated_at: now,
+        };
+        Ok(ValidUser { data, password })
+    }
+}
+
+impl ValidUser {
+    /// Settles the password (hashing off the async threads) into the row.
+    pub async fn into_data(self) -> Result<UserData, String> {
+        let mut data = self.data;
+        match self.password {
+            PasswordChange::Keep => {}
+            PasswordChange::Set(hash) => {
+                data.password = Some(hash);
+                data.last_password_change = data.updated_at;
+            }
+            PasswordChange::HashPlain(plain) => {
+                data.password = Some(crate::passwords::hash(plain).await?);
+                data.last_password_change = data.updated_at;
+            }
+        }
+        Ok(data)
+    }
+}
+
+fn json_or<T: serde::de::DeserializeOwned>(text: &str, fallback: T) -> T {
+    serde_json::from_str(text).unwrap_or(fallback)
+}
+
+impl From<&UserRow> for UserView {
+    fn from(row: &UserRow) -> Self {
+        let d = &row.data;
+        UserView {
+            id: row.id,
+            status: d.status,
+            username: d.username.clone(),
+            expiration_date: d.expiration_date,
+            has_password: d.password.as_deref().is_some_and(|p| !p.is_empty()),
+            public_keys: json_or(&d.public_keys, Vec::new()),
+            home_dir: d.home_dir.clone(),
+            uid: d.uid,
+            gid: d.gid,
+            max_sessions: d.max_sessions,
+            quota_size: d.quota_size,
+            quota_files: d.quota_files,
+            permissions: json_or(&d.permissions, BTreeMap::new()),
+            used_quota_size: d.used_quota_size,
+            used_quota_files: d.used_quota_files,
+            last_quota_update: d.last_quota_update,
+            upload_bandwidth: d.upload_bandwidth,
+            download_bandwidth: d.download_bandwidth,
+            upload_data_transfer: d.upload_data_transfer,
+            download_data_transfer: d.download_data_transfer,
+            total_data_transfer: d.total_data_transfer,
+            used_upload_data_transfer: d.used_upload_data_transfer,
+            used_download_data_transfer: d.used_download_data_transfer,
+            last_login: d.last_login,
+            first_download: d.first_download,
+            first_upload: d.first_upload,
+            last_password_change: d.last_password_change,
+            filters: json_or(&d.filters, Value::Object(Default::default())),
+            filesystem: json_or(&d.filesystem, serde_json::json!({"provider": 0})),
+            email: d.email.clone(),
+            description: d.description.clone(),
+            additional_info: d.additional_info.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// The policy an edge enforces for one session of this user.
+pub fn session_policy(row: &UserRow) -> SessionPolicy {
+    let d = &row.data;
+    let perms: BTreeMap<String, Vec<String>> = json_or(&d.permissions, BTreeMap::new());
+    SessionPolicy {
+        username: d.username.clone(),
+        home_dir: d.home_dir.clone(),
+        uid: u32::try_from(d.uid).unwrap_or(0),
+        gid: u32::try_from(d.gid).unwrap_or(0),
+        permissions: perms
+            .into_iter()
+            .map(|(k, v)| (k, PermissionList { permissions: v }))
+            .collect(),
+        quota_size: d.quota_size,
+        quota_files: d.quota_files,
+        upload_bandwidth: d.upload_bandwidth,
+        download_bandwidth: d.download_bandwidth,
+        max_sessions: i32::try_from(d.max_sessions).unwrap_or(i32::MAX),
+    }
+}
+
+/// The user's public keys, parsed.
+pub fn public_keys(row: &UserRow) -> Vec<russh::keys::PublicKey> {
+    json_or::<Vec<String>>(&row.data.public_keys, Vec::new())
+        .iter()
+        .filter_map(|l| russh::keys::PublicKey::from_openssh(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(v: Value) -> UserInput {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn check_err(v: Value, needle: &str) {
+        match input(v).validate(None) {
+            Ok(_) => panic!("expected an error containing {needle:?}"),
+            Err(e) => assert!(e.contains(needle), "{e:?} does not contain {needle:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_messages() {
+        let base = || serde_json::json!({"username":"u1","password":"p","home_dir":"/srv/u1","permissions":{"/":["*"]}});
+        assert!(input(base()).validate(None).is_ok());
+        let mut v = base();
+        v["username"] = "bad name".into();
+        check_err(v, "is not valid");
+        let mut v = base();
+        v["home_dir"] = "rel/dir".into();
+        check_err(v, "absolute");
+        let mut v = base();
+        v["permissions"] = serde_json::json!({"/sub":["list"]});
+        check_err(v, "root directory");
+        let mut v = base();
+        v["permissions"] = serde_json::json!({"/":["teleport"]});
+        check_err(v, "invalid permission");
+        let mut v = base();
+        v["password"] = Value::Null;
+        check_err(v, "password or at least one public key");
+        let mut v = base();
+        v["public_keys"] = serde_json::json!(["ssh-ed25519 notbase64"]);
+        check_err(v, "could not parse public key");
+        let mut v = base();
+        v["quota_size"] = (-1).into();
+        check_err(v, "quota_size must not be negative");
+        let mut v = base();
+        v["filesystem"] = serde_json::json!({"provider": 1});
+        check_err(v, "not supported");
+    }
+}

@@ -1,0 +1,219 @@
+//! The edge's link to the control plane. The Attach stream is turned into a
+//! local value (the current SSH configuration, a `watch` receiver) by a
+//! background task that reconnects with backoff; request handlers read that
+//! value and never wait on the stream. Login is a plain unary call.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::edge::v1::edge_control_client::EdgeControlClient;
+use ferry_proto::edge::v1::{
+    ControlMessage, EdgeConfig, EdgeHello, EdgeMessage, Heartbeat, LoginRequest, LoginResponse,
+    control_message, edge_message,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+
+/// Events buffered for the control plane while the stream is up; beyond
+/// this, events are dropped (leases then expire on their own).
+const EVENT_BUFFER: usize = 4096;
+/// Deadline of one Login call.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert(ferry_proto::AUTHORIZATION, h.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Client = EdgeControlClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Cheap-to-clone handle to the control plane.
+#[derive(Clone)]
+pub struct ControlClient {
+    client: Client,
+    edge_id: String,
+    /// Sender into the current Attach stream, when one is up.
+    outbound: Arc<Mutex<Option<mpsc::Sender<EdgeMessage>>>>,
+}
+
+impl ControlClient {
+    pub fn new(url: &str, token: Option<&str>, edge_id: String) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| anyhow::anyhow!("invalid control plane URL {url:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        let header = match token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("the edge token contains invalid characters"))?,
+            ),
+            None => None,
+        };
+        let client = EdgeControlClient::with_interceptor(endpoint.connect_lazy(), TokenInterceptor { header });
+        Ok(Self {
+            client,
+            edge_id,
+            outbound: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn edge_id(&self) -> &str {
+        &self.edge_id
+    }
+
+    /// One authentication attempt.
+    pub async fn login(&self, mut req: LoginRequest) -> Result<LoginResponse, tonic::Status> {
+        req.edge_id = self.edge_id.clone();
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(LOGIN_TIMEOUT);
+        Ok(client.login(request).await?.into_inner())
+    }
+
+    /// Queues an event for the control plane without waiting.
+    pub fn send_event(&self, kind: edge_message::Kind) {
+        let guard = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = guard.as_ref()
+            && tx.try_send(EdgeMessage { kind: Some(kind) }).is_err()
+        {
+            warn!("control plane event buffer full, event dropped");
+        }
+    }
+
+    fn set_outbound(&self, tx: Option<mpsc::Sender<EdgeMessage>>) {
+        *self.outbound.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+}
+
+/// Keeps an Attach stream up for the life of the process. Returns the
+/// configuration the control plane last sent (None until the first one).
+pub fn spawn_attach(
+    control: ControlClient,
+    registry: Arc<Registry>,
+    sftp_addr: SocketAddr,
+) -> watch::Receiver<Option<Arc<EdgeConfig>>> {
+    let (config_tx, config_rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            let hello = EdgeMessage {
+                kind: Some(edge_message::Kind::Hello(EdgeHello {
+                    edge_id: control.edge_id.clone(),
+                    version: ferry_proto::VERSION.to_string(),
+                    sftp_address: sftp_addr.to_string(),
+                })),
+            };
+            let _ = tx.try_send(hello);
+            // The control plane forgets our connections when the stream
+            // drops: tell it again what is live.
+            for opened in registry.opened_connections() {
+                let _ = tx.try_send(EdgeMessage {
+                    kind: Some(edge_message::Kind::ConnectionOpened(opened)),
+                });
+            }
+            let mut client = control.client.clone();
+            match client.attach(ReceiverStream::new(rx)).await {
+                Ok(resp) => {
+                    control.set_outbound(Some(tx));
+                    let mut inbound = resp.into_inner();
+                    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+                    loop {
+                        match inbound.message().await {
+                            Ok(Some(msg)) => {
+                                backoff = Duration::from_millis(100);
+                                if let Some(interval) =
+                                    handle_control_message(msg, &config_tx, &registry)
+                                    && heartbeat.is_none()
+                                {
+                                    heartbeat = Some(spawn_heartbeat(
+                                        control.clone(),
+                                        registry.clone(),
+                                        interval,
+                                    ));
+                                }
+                            }
+                            Ok(None) => {
+                                warn!("control plane closed the attach stream");
+                                break;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "attach stream failed");
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(h) = heartbeat {
+                        h.abort();
+                    }
+                    control.set_outbound(None);
+                }
+                Err(e) => warn!(error = %e, "cannot attach to the control plane"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+    config_rx
+}
+
+/// Applies one message; returns the heartbeat interval when it was a config.
+fn handle_control_message(
+    msg: ControlMessage,
+    config_tx: &watch::Sender<Option<Arc<EdgeConfig>>>,
+    registry: &Registry,
+) -> Option<Duration> {
+    match msg.kind? {
+        control_message::Kind::Config(cfg) => {
+            info!(host_keys = cfg.host_keys.len(), "configuration received from the control plane");
+            let interval = Duration::from_secs(u64::from(cfg.heartbeat_interval_seconds.max(1)));
+            let _ = config_tx.send(Some(Arc::new(cfg)));
+            Some(interval)
+        }
+        control_message::Kind::DisconnectConnection(d) => {
+            info!(connection_id = d.connection_id, "disconnect requested by the control plane");
+            registry.disconnect_connection(&d.connection_id);
+            None
+        }
+        control_message::Kind::DisconnectUser(d) => {
+            info!(username = d.username, "disconnect of user requested by the control plane");
+            registry.disconnect_user(&d.username);
+            None
+        }
+    }
+}
+
+fn spawn_heartbeat(control: ControlClient, registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (connections, lease_ids) = registry.heartbeat_snapshot();
+            control.send_event(edge_message::Kind::Heartbeat(Heartbeat {
+                connections,
+                lease_ids,
+            }));
+        }
+    })
+}

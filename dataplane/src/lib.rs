@@ -1,0 +1,79 @@
+//! Ferry's edge: the SSH/SFTP server clients talk to. It keeps no durable
+//! state: host keys and policy come from the control plane over gRPC
+//! ([`control`]), file bytes go to storage through the one path resolver
+//! ([`vfs`]).
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod registry;
+pub mod sftp;
+pub mod ssh;
+pub mod vfs;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+/// Settings of one edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// gRPC URL of the control plane, e.g. `http://127.0.0.1:50051`.
+    pub control_plane: String,
+    /// Token presented to the control plane.
+    pub token: Option<String>,
+    pub sftp_bind: SocketAddr,
+    /// Fleet-unique id; random when not given.
+    pub edge_id: Option<String>,
+}
+
+/// A running edge.
+pub struct RunningEdge {
+    pub sftp_addr: SocketAddr,
+    pub edge_id: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Sets up JSON-lines logging on stderr (`FERRY_LOG` or `RUST_LOG` filter,
+/// default `info`).
+pub fn init_logging() {
+    let filter = std::env::var("FERRY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn random_edge_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// Binds the SFTP listener, attaches to the control plane and serves until
+/// `shutdown` resolves.
+pub async fn start_edge(
+    opts: EdgeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningEdge> {
+    let edge_id = opts.edge_id.clone().unwrap_or_else(random_edge_id);
+    let listener = TcpListener::bind(opts.sftp_bind)
+        .await
+        .with_context(|| format!("cannot bind SFTP to {}", opts.sftp_bind))?;
+    let sftp_addr = listener.local_addr()?;
+    let registry = Arc::new(registry::Registry::default());
+    let control = control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
+    let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
+    let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config));
+    tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
+    let task = tokio::spawn(ssh::accept_loop(listener, ctx, shutdown));
+    Ok(RunningEdge {
+        sftp_addr,
+        edge_id,
+        task,
+    })
+}

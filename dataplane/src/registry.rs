@@ -1,0 +1,176 @@
+//! What is live on this edge: SSH sessions (with the russh handle that can
+//! end them and their lease) and the connections (channels) inside them,
+//! with activity and transfers for the control plane's connection list.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_proto::edge::v1::{ConnectionOpened, ConnectionStatus, Transfer};
+use russh::Disconnect;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Session {
+    username: String,
+    lease_id: String,
+    handle: russh::server::Handle,
+}
+
+/// One transfer in progress.
+pub struct TransferState {
+    pub operation: &'static str,
+    pub path: String,
+    pub start_ms: i64,
+    pub size: AtomicI64,
+}
+
+/// A live connection (one SFTP channel).
+pub struct Connection {
+    pub session: u64,
+    pub opened: ConnectionOpened,
+    last_activity: AtomicI64,
+    transfers: Mutex<HashMap<u64, Arc<TransferState>>>,
+    next_transfer: AtomicU64,
+}
+
+impl Connection {
+    pub fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records a transfer; it is listed until [`Connection::end_transfer`].
+    pub fn begin_transfer(&self, operation: &'static str, path: String) -> (u64, Arc<TransferState>) {
+        let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        let t = Arc::new(TransferState {
+            operation,
+            path,
+            start_ms: now_ms(),
+            size: AtomicI64::new(0),
+        });
+        lock(&self.transfers).insert(id, t.clone());
+        (id, t)
+    }
+
+    pub fn end_transfer(&self, id: u64) {
+        lock(&self.transfers).remove(&id);
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        ConnectionStatus {
+            connection_id: self.opened.connection_id.clone(),
+            last_activity_ms: self.last_activity.load(Ordering::Relaxed),
+            active_transfers: lock(&self.transfers)
+                .values()
+                .map(|t| Transfer {
+                    operation_type: t.operation.to_string(),
+                    path: t.path.clone(),
+                    start_time_ms: t.start_ms,
+                    size: t.size.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u64, Session>>,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Registry {
+    pub fn add_session(&self, id: u64, username: &str, lease_id: &str, handle: russh::server::Handle) {
+        lock(&self.sessions).insert(
+            id,
+            Session {
+                username: username.to_string(),
+                lease_id: lease_id.to_string(),
+                handle,
+            },
+        );
+    }
+
+    /// Forgets a session and its connections; returns the closed connection ids.
+    pub fn remove_session(&self, id: u64) -> Vec<String> {
+        lock(&self.sessions).remove(&id);
+        let mut conns = lock(&self.connections);
+        let closed: Vec<String> = conns
+            .iter()
+            .filter(|(_, c)| c.session == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &closed {
+            conns.remove(k);
+        }
+        closed
+    }
+
+    pub fn add_connection(&self, session: u64, opened: ConnectionOpened) -> Arc<Connection> {
+        let conn = Arc::new(Connection {
+            session,
+            last_activity: AtomicI64::new(opened.connection_time_ms),
+            opened,
+            transfers: Mutex::new(HashMap::new()),
+            next_transfer: AtomicU64::new(0),
+        });
+        lock(&self.connections).insert(conn.opened.connection_id.clone(), conn.clone());
+        conn
+    }
+
+    pub fn remove_connection(&self, connection_id: &str) -> bool {
+        lock(&self.connections).remove(connection_id).is_some()
+    }
+
+    pub fn opened_connections(&self) -> Vec<ConnectionOpened> {
+        lock(&self.connections).values().map(|c| c.opened.clone()).collect()
+    }
+
+    /// Connection states and the leases in use, for a heartbeat.
+    pub fn heartbeat_snapshot(&self) -> (Vec<ConnectionStatus>, Vec<String>) {
+        let statuses = lock(&self.connections).values().map(|c| c.status()).collect();
+        let leases = lock(&self.sessions).values().map(|s| s.lease_id.clone()).collect();
+        (statuses, leases)
+    }
+
+    fn disconnect_sessions(&self, ids: Vec<u64>) {
+        let handles: Vec<russh::server::Handle> = {
+            let sessions = lock(&self.sessions);
+            ids.iter().filter_map(|id| sessions.get(id).map(|s| s.handle.clone())).collect()
+        };
+        for h in handles {
+            tokio::spawn(async move {
+                let _ = h
+                    .disconnect(Disconnect::ByApplication, "disconnected by an administrator".into(), "en".into())
+                    .await;
+            });
+        }
+    }
+
+    /// Ends the SSH connection holding `connection_id`.
+    pub fn disconnect_connection(&self, connection_id: &str) {
+        let session = lock(&self.connections).get(connection_id).map(|c| c.session);
+        if let Some(s) = session {
+            self.disconnect_sessions(vec![s]);
+        }
+    }
+
+    /// Ends every SSH connection of `username`.
+    pub fn disconnect_user(&self, username: &str) {
+        let ids: Vec<u64> = lock(&self.sessions)
+            .iter()
+            .filter(|(_, s)| s.username == username)
+            .map(|(id, _)| *id)
+            .collect();
+        self.disconnect_sessions(ids);
+    }
+}

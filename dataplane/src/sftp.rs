@@ -1,0 +1,852 @@
+//! The SFTP server loop (protocol version 3) over one SSH channel.
+//!
+//! russh-sftp gives the packet types and codec; the loop is ours so that many
+//! outstanding requests are served concurrently: reads and writes run as
+//! parallel tasks, every other request waits for those in flight and runs
+//! alone (a barrier), so pipelined clients see the effects of earlier
+//! requests. Replies leave in request order. At most [`MAX_IN_FLIGHT`]
+//! requests are between decode and reply, which bounds memory per channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferry_proto::permissions::{Operation, PermissionMap};
+use ferry_proto::vpath;
+use russh::ChannelMsg;
+use russh::server::Msg;
+use russh_sftp::protocol::{
+    Attrs, ExtendedReply, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Packet,
+    Status, StatusCode, Version,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::registry::{Connection, TransferState};
+use crate::vfs::{FsError, LocalFs};
+
+/// Largest SFTP packet accepted from a client (`limits@openssh.com`).
+pub const MAX_PACKET_LEN: u32 = 256 * 1024;
+/// Largest read served and write accepted (OpenSSH's values: packet minus headers).
+pub const MAX_READ_LEN: u32 = MAX_PACKET_LEN - 1024;
+pub const MAX_WRITE_LEN: u32 = MAX_PACKET_LEN - 1024;
+/// Open handles per channel.
+pub const MAX_HANDLES: usize = 512;
+/// Requests decoded but not yet answered, per channel.
+pub const MAX_IN_FLIGHT: u32 = 64;
+/// Directory entries per READDIR reply.
+pub const READDIR_BATCH: usize = 250;
+
+type Reply = Result<Packet, (StatusCode, String)>;
+
+fn fail(code: StatusCode, msg: impl Into<String>) -> (StatusCode, String) {
+    (code, msg.into())
+}
+
+impl From<FsError> for (StatusCode, String) {
+    fn from(e: FsError) -> Self {
+        match e {
+            FsError::NotFound => fail(StatusCode::NoSuchFile, "no such file or directory"),
+            FsError::PermissionDenied => fail(StatusCode::PermissionDenied, "permission denied"),
+            FsError::Failure(m) => fail(StatusCode::Failure, m),
+            FsError::Unsupported(m) => fail(StatusCode::OpUnsupported, m),
+        }
+    }
+}
+
+fn io_fail(e: std::io::Error) -> (StatusCode, String) {
+    FsError::from(e).into()
+}
+
+fn denied() -> (StatusCode, String) {
+    fail(StatusCode::PermissionDenied, "permission denied")
+}
+
+/// Runs filesystem work on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, (StatusCode, String)>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, (StatusCode, String)> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| fail(StatusCode::Failure, format!("internal error: {e}")))?
+}
+
+enum OpenHandle {
+    File {
+        file: Arc<File>,
+        vpath: String,
+        writable: bool,
+        transfer: (u64, Arc<TransferState>),
+    },
+    Dir {
+        entries: Mutex<Option<std::fs::ReadDir>>,
+    },
+}
+
+/// One authenticated user's SFTP state on one channel.
+pub struct SftpSession {
+    fs: LocalFs,
+    perms: PermissionMap,
+    /// uid/gid given to new files and directories (only when running as root).
+    owner: Option<(u32, u32)>,
+    conn: Arc<Connection>,
+    handles: Mutex<HashMap<String, Arc<OpenHandle>>>,
+    next_handle: AtomicU64,
+}
+
+fn attrs_of(meta: &Metadata) -> FileAttributes {
+    FileAttributes {
+        size: Some(meta.len()),
+        uid: Some(meta.uid()),
+        user: None,
+        gid: Some(meta.gid()),
+        group: None,
+        permissions: Some(meta.mode()),
+        atime: Some(meta.atime().clamp(0, i64::from(u32::MAX)) as u32),
+        mtime: Some(meta.mtime().clamp(0, i64::from(u32::MAX)) as u32),
+    }
+}
+
+/// `ls -l` style line, as OpenSSH's sftp shows in listings.
+fn long_name(name: &str, meta: &Metadata) -> String {
+    let mode = meta.mode();
+    let kind = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o010000 => 'p',
+        0o140000 => 's',
+        _ => '-',
+    };
+    let mut perms = String::with_capacity(9);
+    for (bit, ch) in [
+        (0o400, 'r'), (0o200, 'w'), (0o100, 'x'),
+        (0o040, 'r'), (0o020, 'w'), (0o010, 'x'),
+        (0o004, 'r'), (0o002, 'w'), (0o001, 'x'),
+    ] {
+        perms.push(if mode & bit != 0 { ch } else { '-' });
+    }
+    let when = chrono::DateTime::from_timestamp(meta.mtime(), 0)
+        .map(|d| d.format("%b %d %H:%M").to_string())
+        .unwrap_or_default();
+    format!(
+        "{kind}{perms} {:>4} {:<8} {:<8} {:>8} {when} {name}",
+        meta.nlink(),
+        meta.uid(),
+        meta.gid(),
+        meta.len()
+    )
+}
+
+fn ok(id: u32) -> Packet {
+    Packet::Status(Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Success".into(),
+        language_tag: "en".into(),
+    })
+}
+
+fn encode(packet: Packet) -> Bytes {
+    Bytes::try_from(packet).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode SFTP reply");
+        Bytes::new()
+    })
+}
+
+/// SSH_FXP_DATA, encoded without an intermediate copy through serde.
+fn encode_data(id: u32, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(13 + data.len());
+    b.put_u32((9 + data.len()) as u32);
+    b.put_u8(103);
+    b.put_u32(id);
+    b.put_u32(data.len() as u32);
+    b.put_slice(data);
+    b.freeze()
+}
+
+fn read_string(buf: &mut &[u8]) -> Option<String> {
+    if buf.remaining() < 4 {
+        return None;
+    }
+    let len = buf.get_u32() as usize;
+    if buf.remaining() < len {
+        return None;
+    }
+    let s = String::from_utf8(buf[..len].to_vec()).ok();
+    buf.advance(len);
+    s
+}
+
+impl SftpSession {
+    pub fn new(fs: LocalFs, perms: PermissionMap, owner: Option<(u32, u32)>, conn: Arc<Connection>) -> Self {
+        Self {
+            fs,
+            perms,
+            owner,
+            conn,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    fn handle(&self, h: &str) -> Result<Arc<OpenHandle>, (StatusCode, String)> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(h)
+            .cloned()
+            .ok_or_else(|| fail(StatusCode::Failure, "invalid handle"))
+    }
+
+    fn add_handle(&self, h: OpenHandle) -> Result<String, (StatusCode, String)> {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if handles.len() >= MAX_HANDLES {
+            return Err(fail(StatusCode::Failure, format!("too many open handles (limit {MAX_HANDLES})")));
+        }
+        let id = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
+        handles.insert(id.clone(), Arc::new(h));
+        Ok(id)
+    }
+
+    fn check(&self, op: Operation<'_>) -> Result<(), (StatusCode, String)> {
+        if self.perms.allows(op) { Ok(()) } else { Err(denied()) }
+    }
+
+    fn chown_new(&self, path: &Path) {
+        if let Some((uid, gid)) = self.owner
+            && let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot chown new path");
+        }
+    }
+
+    fn release_all(&self) {
+        let handles: Vec<Arc<OpenHandle>> = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in handles {
+            if let OpenHandle::File { transfer, .. } = &*h {
+                self.conn.end_transfer(transfer.0);
+            }
+        }
+    }
+
+    async fn open(self: &Arc<Self>, id: u32, filename: String, flags: OpenFlags, attrs: FileAttributes) -> Reply {
+        let vp = vpath::clean("/", &filename);
+        let real = self.fs.resolve(&vp)?;
+        let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
+        let read = flags.contains(OpenFlags::READ) || !write;
+        let meta = {
+            let real = real.clone();
+            blocking(move || match std::fs::metadata(&real) {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_fail(e)),
+            })
+            .await?
+        };
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(fail(StatusCode::Failure, "is a directory"));
+        }
+        if read {
+            self.check(Operation::Download { path: &vp })?;
+        }
+        if write {
+            match &meta {
+                Some(_) if flags.contains(OpenFlags::EXCLUDE) => {
+                    return Err(fail(StatusCode::Failure, "file already exists"));
+                }
+                Some(_) => self.check(Operation::Overwrite { path: &vp })?,
+                None if !flags.contains(OpenFlags::CREATE) => {
+                    return Err(fail(StatusCode::NoSuchFile, "no such file or directory"));
+                }
+                None => self.check(Operation::Upload { path: &vp })?,
+            }
+        } else if meta.is_none() {
+            return Err(fail(StatusCode::NoSuchFile, "no such file or directory"));
+        }
+        let created = write && meta.is_none();
+        let mode = attrs.permissions.map_or(0o666, |p| p & 0o777);
+        let file = {
+            let real = real.clone();
+            let this = self.clone();
+            blocking(move || {
+                let mut o = std::fs::OpenOptions::new();
+                o.read(read)
+                    .write(write)
+                    .append(flags.contains(OpenFlags::APPEND))
+                    .create(write && flags.contains(OpenFlags::CREATE))
+                    .truncate(write && flags.contains(OpenFlags::TRUNCATE))
+                    .mode(mode)
+                    .custom_flags(libc::O_NOFOLLOW);
+                let f = o.open(&real).map_err(io_fail)?;
+                if created {
+                    this.chown_new(&real);
+                }
+                Ok(f)
+            })
+            .await?
+        };
+        let op = if write { "upload" } else { "download" };
+        let transfer = self.conn.begin_transfer(op, vp.clone());
+        self.conn.touch();
+        let handle = self.add_handle(OpenHandle::File {
+            file: Arc::new(file),
+            vpath: vp,
+            writable: write,
+            transfer: transfer.clone(),
+        });
+        match handle {
+            Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
+            Err(e) => {
+                self.conn.end_transfer(transfer.0);
+                Err(e)
+            }
+        }
+    }
+
+    fn close(&self, id: u32, handle: &str) -> Reply {
+        let removed = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(handle);
+        match removed {
+            Some(h) => {
+                if let OpenHandle::File { transfer, .. } = &*h {
+                    self.conn.end_transfer(transfer.0);
+                }
+                self.conn.touch();
+                Ok(ok(id))
+            }
+            None => Err(fail(StatusCode::Failure, "invalid handle")),
+        }
+    }
+
+    async fn read(&self, id: u32, handle: &str, offset: u64, len: u32) -> Result<Bytes, (StatusCode, String)> {
+        let h = self.handle(handle)?;
+        let OpenHandle::File { file, transfer, .. } = &*h else {
+            return Err(fail(StatusCode::Failure, "not a file handle"));
+        };
+        let file = file.clone();
+        let want = len.min(MAX_READ_LEN) as usize;
+        let data = blocking(move || {
+            let mut buf = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_fail(e)),
+                }
+            }
+            buf.truncate(filled);
+            Ok(buf)
+        })
+        .await?;
+        if data.is_empty() && want > 0 {
+            return Err(fail(StatusCode::Eof, "end of file"));
+        }
+        transfer.1.size.fetch_add(data.len() as i64, Ordering::Relaxed);
+        self.conn.touch();
+        Ok(encode_data(id, &data))
+    }
+
+    async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
+        let h = self.handle(handle)?;
+        let OpenHandle::File { file, writable, transfer, .. } = &*h else {
+            return Err(fail(StatusCode::Failure, "not a file handle"));
+        };
+        if !*writable {
+            return Err(fail(StatusCode::PermissionDenied, "handle not open for writing"));
+        }
+        if data.len() > MAX_WRITE_LEN as usize {
+            return Err(fail(StatusCode::Failure, "write too large"));
+        }
+        let file = file.clone();
+        let n = data.len();
+        blocking(move || file.write_all_at(&data, offset).map_err(io_fail)).await?;
+        transfer.1.size.fetch_add(n as i64, Ordering::Relaxed);
+        self.conn.touch();
+        Ok(ok(id))
+    }
+
+    async fn stat(&self, id: u32, path: &str, follow: bool) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::Stat { path: &vp })?;
+        let real = if follow { self.fs.resolve(&vp)? } else { self.fs.resolve_nofollow(&vp)? };
+        let meta = blocking(move || {
+            if follow { std::fs::metadata(&real) } else { std::fs::symlink_metadata(&real) }.map_err(io_fail)
+        })
+        .await?;
+        Ok(Packet::Attrs(Attrs { id, attrs: attrs_of(&meta) }))
+    }
+
+    async fn fstat(&self, id: u32, handle: &str) -> Reply {
+        let h = self.handle(handle)?;
+        let OpenHandle::File { file, .. } = &*h else {
+            return Err(fail(StatusCode::Failure, "not a file handle"));
+        };
+        let file = file.clone();
+        let meta = blocking(move || file.metadata().map_err(io_fail)).await?;
+        Ok(Packet::Attrs(Attrs { id, attrs: attrs_of(&meta) }))
+    }
+
+    /// Checks every part of a setstat before applying any, so a refused
+    /// part leaves the file untouched.
+    fn check_setstat(&self, vp: &str, attrs: &FileAttributes) -> Result<(), (StatusCode, String)> {
+        if attrs.size.is_some() {
+            self.check(Operation::Overwrite { path: vp })?;
+        }
+        if attrs.permissions.is_some() {
+            self.check(Operation::Chmod { path: vp })?;
+        }
+        if attrs.uid.is_some() || attrs.gid.is_some() {
+            self.check(Operation::Chown { path: vp })?;
+        }
+        if attrs.atime.is_some() || attrs.mtime.is_some() {
+            self.check(Operation::Chtimes { path: vp })?;
+        }
+        Ok(())
+    }
+
+    async fn setstat(&self, id: u32, path: &str, attrs: FileAttributes, file: Option<Arc<File>>) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check_setstat(&vp, &attrs)?;
+        let real = self.fs.resolve(&vp)?;
+        blocking(move || apply_attrs(&real, file.as_deref(), &attrs)).await?;
+        self.conn.touch();
+        Ok(ok(id))
+    }
+
+    async fn fsetstat(&self, id: u32, handle: &str, attrs: FileAttributes) -> Reply {
+        let h = self.handle(handle)?;
+        let OpenHandle::File { file, vpath: vp, .. } = &*h else {
+            return Err(fail(StatusCode::OpUnsupported, "fsetstat on a directory handle"));
+        };
+        self.setstat(id, vp, attrs, Some(file.clone())).await
+    }
+
+    async fn opendir(&self, id: u32, path: &str) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::List { dir: &vp })?;
+        let real = self.fs.resolve(&vp)?;
+        let rd = blocking(move || std::fs::read_dir(&real).map_err(io_fail)).await?;
+        let handle = self.add_handle(OpenHandle::Dir {
+            entries: Mutex::new(Some(rd)),
+        })?;
+        Ok(Packet::Handle(Handle { id, handle }))
+    }
+
+    async fn readdir(&self, id: u32, handle: &str) -> Reply {
+        let h = self.handle(handle)?;
+        if !matches!(&*h, OpenHandle::Dir { .. }) {
+            return Err(fail(StatusCode::Failure, "not a directory handle"));
+        }
+        let files = blocking(move || {
+            let OpenHandle::Dir { entries } = &*h else { unreachable!("checked above") };
+            let mut guard = entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            if let Some(rd) = guard.as_mut() {
+                for entry in rd.by_ref() {
+                    let Ok(entry) = entry else { continue };
+                    let Ok(meta) = entry.path().symlink_metadata() else { continue };
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    out.push(NameEntry {
+                        longname: long_name(&name, &meta),
+                        filename: name,
+                        attrs: attrs_of(&meta),
+                    });
+                    if out.len() >= READDIR_BATCH {
+                        break;
+                    }
+                }
+                if out.is_empty() {
+                    *guard = None;
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        self.conn.touch();
+        if files.is_empty() {
+            return Err(fail(StatusCode::Eof, "end of directory"));
+        }
+        Ok(Packet::Name(Name { id, files }))
+    }
+
+    async fn remove(&self, id: u32, path: &str) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::RemoveFile { path: &vp })?;
+        let real = self.fs.resolve_nofollow(&vp)?;
+        blocking(move || {
+            let meta = std::fs::symlink_metadata(&real).map_err(io_fail)?;
+            if meta.is_dir() {
+                return Err(fail(StatusCode::Failure, "is a directory"));
+            }
+            std::fs::remove_file(&real).map_err(io_fail)
+        })
+        .await?;
+        Ok(ok(id))
+    }
+
+    async fn mkdir(&self, id: u32, path: &str, attrs: FileAttributes) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::Mkdir { path: &vp })?;
+        let real = self.fs.resolve_nofollow(&vp)?;
+        let mode = attrs.permissions.map_or(0o777, |p| p & 0o777);
+        let owner = self.owner;
+        blocking(move || {
+            std::fs::DirBuilder::new().mode(mode).create(&real).map_err(io_fail)?;
+            if let Some((uid, gid)) = owner {
+                let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(ok(id))
+    }
+
+    async fn rmdir(&self, id: u32, path: &str) -> Reply {
+        let vp = vpath::clean("/", path);
+        if vp == "/" {
+            return Err(denied());
+        }
+        self.check(Operation::RemoveDir { path: &vp })?;
+        let real = self.fs.resolve_nofollow(&vp)?;
+        blocking(move || std::fs::remove_dir(&real).map_err(io_fail)).await?;
+        Ok(ok(id))
+    }
+
+    async fn rename(&self, id: u32, old: &str, new: &str) -> Reply {
+        let (from, to) = (vpath::clean("/", old), vpath::clean("/", new));
+        if from == "/" || to == "/" {
+            return Err(denied());
+        }
+        let src = self.fs.resolve_nofollow(&from)?;
+        let dst = self.fs.resolve_nofollow(&to)?;
+        let (src_meta, dst_meta) = {
+            let (s, d) = (src.clone(), dst.clone());
+            blocking(move || {
+                let sm = std::fs::symlink_metadata(&s).map_err(io_fail)?;
+                let dm = std::fs::symlink_metadata(&d).ok();
+                Ok((sm, dm))
+            })
+            .await?
+        };
+        if dst_meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(fail(StatusCode::Failure, "the target is an existing directory"));
+        }
+        self.check(Operation::Rename {
+            from: &from,
+            to: &to,
+            is_dir: src_meta.is_dir(),
+            target_exists: dst_meta.is_some(),
+        })?;
+        if src_meta.is_dir() && to.starts_with(&format!("{from}/")) {
+            return Err(fail(StatusCode::Failure, "cannot move a directory inside itself"));
+        }
+        blocking(move || std::fs::rename(&src, &dst).map_err(io_fail)).await?;
+        Ok(ok(id))
+    }
+
+    async fn readlink(&self, id: u32, path: &str) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::Stat { path: &vp })?;
+        let real = self.fs.resolve_nofollow(&vp)?;
+        let fs = self.fs.clone();
+        let target = blocking(move || fs.read_link_virtual(&real).map_err(Into::into)).await?;
+        Ok(Packet::Name(Name {
+            id,
+            files: vec![NameEntry::dummy(target)],
+        }))
+    }
+
+    /// OpenSSH sends SSH_FXP_SYMLINK with the target first and the link
+    /// second (the reverse of the draft); we follow OpenSSH, as every
+    /// client does.
+    async fn symlink(&self, id: u32, target: &str, link: &str) -> Reply {
+        let vlink = vpath::clean("/", link);
+        let vtarget = vpath::clean(vpath::parent(&vlink), target);
+        if vlink == "/" {
+            return Err(denied());
+        }
+        self.check(Operation::Symlink { link: &vlink })?;
+        let link_real = self.fs.resolve_nofollow(&vlink)?;
+        let target_real = self.fs.resolve(&vtarget)?;
+        blocking(move || std::os::unix::fs::symlink(&target_real, &link_real).map_err(io_fail)).await?;
+        Ok(ok(id))
+    }
+
+    fn realpath(&self, id: u32, path: &str) -> Reply {
+        Ok(Packet::Name(Name {
+            id,
+            files: vec![NameEntry::dummy(vpath::clean("/", path))],
+        }))
+    }
+
+    async fn extended(&self, id: u32, request: &str, data: Vec<u8>) -> Reply {
+        match request {
+            "limits@openssh.com" => {
+                let mut b = BytesMut::with_capacity(32);
+                b.put_u64(u64::from(MAX_PACKET_LEN));
+                b.put_u64(u64::from(MAX_READ_LEN));
+                b.put_u64(u64::from(MAX_WRITE_LEN));
+                b.put_u64(MAX_HANDLES as u64);
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: b.to_vec() }))
+            }
+            "posix-rename@openssh.com" => {
+                let mut buf = data.as_slice();
+                match (read_string(&mut buf), read_string(&mut buf)) {
+                    (Some(old), Some(new)) => self.rename(id, &old, &new).await,
+                    _ => Err(fail(StatusCode::BadMessage, "malformed posix-rename request")),
+                }
+            }
+            "fsync@openssh.com" => {
+                let mut buf = data.as_slice();
+                let handle = read_string(&mut buf)
+                    .ok_or_else(|| fail(StatusCode::BadMessage, "malformed fsync request"))?;
+                let h = self.handle(&handle)?;
+                let OpenHandle::File { file, .. } = &*h else {
+                    return Err(fail(StatusCode::Failure, "not a file handle"));
+                };
+                let file = file.clone();
+                blocking(move || file.sync_all().map_err(io_fail)).await?;
+                Ok(ok(id))
+            }
+            _ => Err(fail(StatusCode::OpUnsupported, format!("unsupported extension {request:?}"))),
+        }
+    }
+
+    /// Serves one request that is not a read or a write.
+    async fn dispatch(self: &Arc<Self>, packet: Packet) -> Reply {
+        match packet {
+            Packet::Open(p) => self.open(p.id, p.filename, p.pflags, p.attrs).await,
+            Packet::Close(p) => self.close(p.id, &p.handle),
+            Packet::Lstat(p) => self.stat(p.id, &p.path, false).await,
+            Packet::Stat(p) => self.stat(p.id, &p.path, true).await,
+            Packet::Fstat(p) => self.fstat(p.id, &p.handle).await,
+            Packet::SetStat(p) => self.setstat(p.id, &p.path, p.attrs, None).await,
+            Packet::FSetStat(p) => self.fsetstat(p.id, &p.handle, p.attrs).await,
+            Packet::OpenDir(p) => self.opendir(p.id, &p.path).await,
+            Packet::ReadDir(p) => self.readdir(p.id, &p.handle).await,
+            Packet::Remove(p) => self.remove(p.id, &p.filename).await,
+            Packet::MkDir(p) => self.mkdir(p.id, &p.path, p.attrs).await,
+            Packet::RmDir(p) => self.rmdir(p.id, &p.path).await,
+            Packet::RealPath(p) => self.realpath(p.id, &p.path),
+            Packet::Rename(p) => self.rename(p.id, &p.oldpath, &p.newpath).await,
+            Packet::ReadLink(p) => self.readlink(p.id, &p.path).await,
+            Packet::Symlink(p) => self.symlink(p.id, &p.linkpath, &p.targetpath).await,
+            Packet::Extended(p) => self.extended(p.id, &p.request, p.data).await,
+            other => Err(fail(
+                StatusCode::OpUnsupported,
+                format!("unexpected packet {:?}", std::mem::discriminant(&other)),
+            )),
+        }
+    }
+}
+
+fn apply_attrs(real: &Path, file: Option<&File>, attrs: &FileAttributes) -> Result<(), (StatusCode, String)> {
+    if let Some(size) = attrs.size {
+        match file {
+            Some(f) => f.set_len(size),
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(real)
+                .and_then(|f| f.set_len(size)),
+        }
+        .map_err(io_fail)?;
+    }
+    if let Some(mode) = attrs.permissions {
+        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(io_fail)?;
+    }
+    if attrs.uid.is_some() || attrs.gid.is_some() {
+        std::os::unix::fs::chown(real, attrs.uid, attrs.gid).map_err(io_fail)?;
+    }
+    if attrs.atime.is_some() || attrs.mtime.is_some() {
+        let at = |secs: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
+        let mut times = std::fs::FileTimes::new();
+        if let Some(a) = attrs.atime {
+            times = times.set_accessed(at(a));
+        }
+        if let Some(m) = attrs.mtime {
+            times = times.set_modified(at(m));
+        }
+        let owned;
+        let f = match file {
+            Some(f) => f,
+            None => {
+                owned = File::open(real).map_err(io_fail)?;
+                &owned
+            }
+        };
+        f.set_times(times).map_err(io_fail)?;
+    }
+    Ok(())
+}
+
+fn status_bytes(id: u32, (code, message): (StatusCode, String)) -> Bytes {
+    encode(Packet::Status(Status {
+        id,
+        status_code: code,
+        error_message: message,
+        language_tag: "en".into(),
+    }))
+}
+
+fn reply_bytes(id: u32, reply: Reply) -> Bytes {
+    match reply {
+        Ok(p) => encode(p),
+        Err(e) => status_bytes(id, e),
+    }
+}
+
+struct Outgoing {
+    seq: u64,
+    bytes: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Serves SFTP on `channel` until the client closes it, then sends
+/// exit-status 0, EOF and close (OpenSSH's scp exits 1 without exit-status).
+pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
+    let (mut rx, tx) = channel.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT as usize);
+    let writer = tokio::spawn(async move {
+        let mut w = tx.make_writer();
+        let mut next = 0u64;
+        let mut pending: BTreeMap<u64, Outgoing> = BTreeMap::new();
+        let mut broken = false;
+        while let Some(o) = out_rx.recv().await {
+            pending.insert(o.seq, o);
+            while let Some(o) = pending.remove(&next) {
+                next += 1;
+                if !broken && w.write_all(&o.bytes).await.is_err() {
+                    broken = true;
+                }
+            }
+        }
+        let _ = w.flush().await;
+        drop(w);
+        let _ = tx.exit_status(0).await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+    });
+
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
+    let mut buf = BytesMut::new();
+    let mut seq = 0u64;
+    let mut initialised = false;
+    'outer: loop {
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if len == 0 || len > MAX_PACKET_LEN {
+                tracing::warn!(len, "SFTP packet length out of bounds, closing the channel");
+                break 'outer;
+            }
+            if buf.len() < 4 + len as usize {
+                buf.reserve(4 + len as usize - buf.len());
+                break;
+            }
+            buf.advance(4);
+            let mut frame = buf.split_to(len as usize).freeze();
+            let this_seq = seq;
+            seq += 1;
+            let packet = match Packet::try_from(&mut frame) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed SFTP packet");
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let bytes = status_bytes(0, fail(StatusCode::BadMessage, "malformed packet"));
+                    if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                        break 'outer;
+                    }
+                    continue;
+                }
+            };
+            if !initialised {
+                let Packet::Init(_) = packet else {
+                    tracing::warn!("SFTP client did not start with INIT");
+                    break 'outer;
+                };
+                initialised = true;
+                let mut version = Version::new();
+                version.extensions = [
+                    ("posix-rename@openssh.com", "1"),
+                    ("limits@openssh.com", "1"),
+                    ("fsync@openssh.com", "1"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                let bytes = encode(Packet::Version(version));
+                if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                    break 'outer;
+                }
+                continue;
+            }
+            match packet {
+                Packet::Read(_) | Packet::Write(_) => {
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let s = session.clone();
+                    let out = out_tx.clone();
+                    tokio::spawn(async move {
+                        let bytes = match packet {
+                            Packet::Read(r) => s
+                                .read(r.id, &r.handle, r.offset, r.len)
+                                .await
+                                .unwrap_or_else(|e| status_bytes(r.id, e)),
+                            Packet::Write(w) => reply_bytes(w.id, s.write(w.id, &w.handle, w.offset, w.data).await),
+                            _ => unreachable!("only reads and writes are spawned"),
+                        };
+                        let _ = out.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await;
+                    });
+                }
+                other => {
+                    // A barrier: wait until every earlier request has been
+                    // answered, then run alone.
+                    let all = permits
+                        .clone()
+                        .acquire_many_owned(MAX_IN_FLIGHT)
+                        .await
+                        .expect("semaphore open");
+                    let id = other.get_request_id();
+                    let reply = session.dispatch(other).await;
+                    drop(all);
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let bytes = reply_bytes(id, reply);
+                    if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        match rx.wait().await {
+            Some(ChannelMsg::Data { data }) => buf.extend_from_slice(&data),
+            Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    drop(out_tx);
+    // In-flight requests finish and their replies are written before the
+    // writer sends exit-status and closes.
+    let _ = writer.await;
+    session.release_all();
+}
+
+/// True when this process runs as root (new files then get the user's
+/// uid/gid). `/proc/self` is owned by the effective uid.
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}

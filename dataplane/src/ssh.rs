@@ -1,0 +1,418 @@
+//! The SSH server: accepts TCP, runs russh with the fleet's host keys and
+//! algorithms, relays every authentication attempt to the control plane, and
+//! starts SFTP on session channels that ask for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_proto::edge::v1::{
+    ConnectionClosed, ConnectionOpened, EdgeConfig, LoginOutcome, LoginRequest, PublicKeyCredential,
+    SessionEnded, SessionPolicy, edge_message, login_request,
+};
+use ferry_proto::permissions::PermissionMap;
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, SshId, cipher, kex, mac};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::control::ControlClient;
+use crate::registry::{Registry, now_ms};
+use crate::sftp::SftpSession;
+use crate::vfs::LocalFs;
+
+/// Idle SSH connections are closed after this (SFTPGo's `idle_timeout`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// SSH flow-control window per channel; large enough for `sftp -R 64 -B 261120`.
+const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
+const MAX_AUTH_ATTEMPTS: usize = 6;
+
+/// Shared by every connection on this edge.
+pub struct EdgeContext {
+    control: ControlClient,
+    registry: Arc<Registry>,
+    config: watch::Receiver<Option<Arc<EdgeConfig>>>,
+    /// The russh config built from the last EdgeConfig, rebuilt on change.
+    ssh_config: std::sync::Mutex<Option<(Arc<EdgeConfig>, Arc<russh::server::Config>)>>,
+    next_session: AtomicU64,
+    as_root: bool,
+}
+
+impl EdgeContext {
+    pub fn new(
+        control: ControlClient,
+        registry: Arc<Registry>,
+        config: watch::Receiver<Option<Arc<EdgeConfig>>>,
+    ) -> Self {
+        Self {
+            control,
+            registry,
+            config,
+            ssh_config: std::sync::Mutex::new(None),
+            next_session: AtomicU64::new(1),
+            as_root: crate::sftp::running_as_root(),
+        }
+    }
+
+    /// The russh configuration for new connections, or None while the
+    /// control plane has not sent host keys yet.
+    fn ssh_config(&self) -> Option<Arc<russh::server::Config>> {
+        let current = self.config.borrow().clone()?;
+        let mut cached = self.ssh_config.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((src, cfg)) = cached.as_ref()
+            && Arc::ptr_eq(src, &current)
+        {
+            return Some(cfg.clone());
+        }
+        match build_ssh_config(&current) {
+            Ok(cfg) => {
+                let cfg = Arc::new(cfg);
+                *cached = Some((current, cfg.clone()));
+                Some(cfg)
+            }
+            Err(e) => {
+                warn!(error = %e, "invalid configuration from the control plane");
+                None
+            }
+        }
+    }
+}
+
+/// The algorithms we offer: no SHA-1 anywhere, AES-GCM first (fastest here).
+pub fn preferred_algorithms() -> Preferred {
+    Preferred {
+        kex: std::borrow::Cow::Borrowed(&[
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: std::borrow::Cow::Borrowed(&[
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+        ]),
+        host_key_certificates: std::borrow::Cow::Borrowed(&[]),
+        cipher: std::borrow::Cow::Borrowed(&[
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_CTR,
+            cipher::AES_256_CTR,
+        ]),
+        mac: std::borrow::Cow::Borrowed(&[
+            mac::HMAC_SHA256_ETM,
+            mac::HMAC_SHA512_ETM,
+            mac::HMAC_SHA256,
+            mac::HMAC_SHA512,
+        ]),
+        compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+    }
+}
+
+fn build_ssh_config(cfg: &EdgeConfig) -> anyhow::Result<russh::server::Config> {
+    let keys = cfg
+        .host_keys
+        .iter()
+        .map(|pem| PrivateKey::from_openssh(pem))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("host key does not parse: {e}"))?;
+    anyhow::ensure!(!keys.is_empty(), "no host keys");
+    Ok(russh::server::Config {
+        server_id: SshId::Standard(format!("SSH-2.0-{}", cfg.server_version).into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_secs(1),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys,
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: 65535,
+        preferred: preferred_algorithms(),
+        max_auth_attempts: MAX_AUTH_ATTEMPTS,
+        inactivity_timeout: Some(IDLE_TIMEOUT),
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// Accepts SSH connections until `shutdown` resolves.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<EdgeContext>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Some(config) = ctx.ssh_config() else {
+            warn!(%peer, "connection refused: not attached to the control plane yet");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = SshHandler::new(ctx.clone(), peer);
+        tokio::spawn(async move {
+            match russh::server::run_stream(config, stream, handler).await {
+                Ok(running) => {
+                    if let Err(e) = running.await {
+                        debug!(%peer, error = %e, "ssh session ended with an error");
+                    }
+                }
+                Err(e) => debug!(%peer, error = %e, "ssh handshake failed"),
+            }
+        });
+    }
+}
+
+struct Authenticated {
+    policy: SessionPolicy,
+    lease_id: String,
+}
+
+/// Per-connection state.
+pub struct SshHandler {
+    ctx: Arc<EdgeContext>,
+    peer: SocketAddr,
+    session_no: u64,
+    session_tag: String,
+    auth: Option<Authenticated>,
+    client_version: String,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    channel_count: u64,
+}
+
+impl SshHandler {
+    fn new(ctx: Arc<EdgeContext>, peer: SocketAddr) -> Self {
+        let session_no = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+        let session_tag = format!("{:016x}", rand::random::<u64>());
+        Self {
+            ctx,
+            peer,
+            session_no,
+            session_tag,
+            auth: None,
+            client_version: String::new(),
+            channels: HashMap::new(),
+            channel_count: 0,
+        }
+    }
+
+    async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
+        let offer_only = matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
+        let req = LoginRequest {
+            edge_id: String::new(),
+            username: user.to_string(),
+            remote_address: self.peer.to_string(),
+            client_version: self.client_version.clone(),
+            session_id: self.session_tag.clone(),
+            credential: Some(credential),
+        };
+        match self.ctx.control.login(req).await {
+            Ok(resp) => match LoginOutcome::try_from(resp.outcome) {
+                Ok(LoginOutcome::KeyAcceptable) if offer_only => Auth::Accept,
+                Ok(LoginOutcome::Accepted) if !offer_only => {
+                    let (Some(policy), Some(lease)) = (resp.policy, resp.lease) else {
+                        warn!(user, "control plane accepted a login without policy or lease");
+                        return Auth::reject();
+                    };
+                    self.auth = Some(Authenticated {
+                        policy,
+                        lease_id: lease.lease_id,
+                    });
+                    Auth::Accept
+                }
+                _ => {
+                    if !offer_only {
+                        info!(user, remote_address = %self.peer, reason = resp.message, "login failed");
+                    }
+                    Auth::reject()
+                }
+            },
+            Err(status) => {
+                warn!(user, error = %status, "control plane unreachable, login refused");
+                Auth::reject()
+            }
+        }
+    }
+
+    fn key_credential(key: &russh::keys::PublicKey, verified: bool) -> Option<login_request::Credential> {
+        let text = key.to_openssh().ok()?;
+        Some(login_request::Credential::PublicKey(PublicKeyCredential {
+            public_key: text,
+            verified,
+        }))
+    }
+
+    fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
+        let auth = self.auth.as_ref().ok_or("not authenticated")?;
+        let policy = &auth.policy;
+        let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
+        let fs = LocalFs::open(std::path::Path::new(&policy.home_dir), owner)
+            .map_err(|e| format!("cannot open home directory {}: {e}", policy.home_dir))?;
+        let raw = policy
+            .permissions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.permissions.clone()))
+            .collect();
+        let perms = PermissionMap::validate(&raw).map_err(|e| format!("invalid permissions: {e}"))?;
+        self.channel_count += 1;
+        let connection_id = format!("SFTP_{}_{}", self.session_tag, self.channel_count);
+        let opened = ConnectionOpened {
+            connection_id: connection_id.clone(),
+            username: policy.username.clone(),
+            protocol: "SFTP".into(),
+            remote_address: self.peer.to_string(),
+            client_version: self.client_version.clone(),
+            connection_time_ms: now_ms(),
+            lease_id: auth.lease_id.clone(),
+        };
+        let conn = self.ctx.registry.add_connection(self.session_no, opened.clone());
+        self.ctx
+            .control
+            .send_event(edge_message::Kind::ConnectionOpened(opened));
+        let session = Arc::new(SftpSession::new(fs, perms, owner, conn));
+        let ctx = self.ctx.clone();
+        let username = policy.username.clone();
+        tokio::spawn(async move {
+            info!(connection_id, username, "sftp session started");
+            crate::sftp::serve(channel, session).await;
+            if ctx.registry.remove_connection(&connection_id) {
+                ctx.control
+                    .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed {
+                        connection_id: connection_id.clone(),
+                    }));
+            }
+            info!(connection_id, username, "sftp session ended");
+        });
+        Ok(())
+    }
+}
+
+impl Drop for SshHandler {
+    fn drop(&mut self) {
+        for connection_id in self.ctx.registry.remove_session(self.session_no) {
+            self.ctx
+                .control
+                .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed { connection_id }));
+        }
+        if let Some(auth) = &self.auth {
+            self.ctx
+                .control
+                .send_event(edge_message::Kind::SessionEnded(SessionEnded {
+                    lease_id: auth.lease_id.clone(),
+                }));
+        }
+    }
+}
+
+impl russh::server::Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self
+            .login(user, login_request::Credential::Password(password.to_string()))
+            .await)
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        let Some(cred) = Self::key_credential(offer.public_key, false) else {
+            return Ok(Auth::reject());
+        };
+        Ok(self.login(user, cred).await)
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let Some(cred) = Self::key_credential(key.public_key, true) else {
+            return Ok(Auth::reject());
+        };
+        Ok(self.login(user, cred).await)
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.client_version = String::from_utf8_lossy(session.remote_sshid()).into_owned();
+        if let Some(auth) = &self.auth {
+            self.ctx.registry.add_session(
+                self.session_no,
+                &auth.policy.username,
+                &auth.lease_id,
+                session.handle(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name != "sftp" {
+            debug!(name, "unsupported subsystem refused");
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        }
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        match self.start_sftp(channel) {
+            Ok(()) => session.channel_success(channel_id)?,
+            Err(e) => {
+                warn!(error = e, "cannot start sftp");
+                session.channel_failure(channel_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_request(&mut self, channel_id: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        // SSH commands and legacy SCP arrive in a later release.
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel_id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}

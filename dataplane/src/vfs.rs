@@ -1,0 +1,219 @@
+//! The one path resolver for local storage. Every client path is cleaned into
+//! a virtual path (`ferry_proto::vpath`) and only then mapped under the user's
+//! home here, where symlinks are resolved and the result must stay inside the
+//! home. No other code turns client input into a filesystem path.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a path cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("{0}")]
+    Failure(String),
+    #[error("operation unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl From<io::Error> for FsError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => FsError::NotFound,
+            io::ErrorKind::PermissionDenied => FsError::PermissionDenied,
+            _ => FsError::Failure(e.to_string()),
+        }
+    }
+}
+
+/// A user's home on local disk.
+#[derive(Debug, Clone)]
+pub struct LocalFs {
+    /// Canonical (symlink-free) absolute home path.
+    root: PathBuf,
+}
+
+impl LocalFs {
+    /// Creates the home when missing (owned by `owner` when set) and
+    /// canonicalises it.
+    pub fn open(home: &Path, owner: Option<(u32, u32)>) -> io::Result<Self> {
+        if !home.is_absolute() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "home directory must be absolute"));
+        }
+        if !home.exists() {
+            std::fs::create_dir_all(home)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(home, Some(uid), Some(gid))?;
+            }
+        }
+        let root = home.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::other("home is not a directory"));
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn joined(&self, vpath: &str) -> PathBuf {
+        debug_assert!(vpath.starts_with('/'), "virtual paths are clean and absolute");
+        let mut p = self.root.clone();
+        for comp in Path::new(vpath).components() {
+            if let Component::Normal(c) = comp {
+                p.push(c);
+            }
+        }
+        p
+    }
+
+    fn inside(&self, real: &Path) -> Result<(), FsError> {
+        if real.starts_with(&self.root) {
+            Ok(())
+        } else {
+            Err(FsError::PermissionDenied)
+        }
+    }
+
+    /// Maps a clean virtual path to a real path with every symlink resolved,
+    /// refusing anything that resolves outside the home. For a path that does
+    /// not exist yet, its nearest existing ancestor is resolved and checked
+    /// and the missing tail appended.
+    pub fn resolve(&self, vpath: &str) -> Result<PathBuf, FsError> {
+        let joined = self.joined(vpath);
+        let mut existing = joined.as_path();
+        let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
+        loop {
+            match existing.canonicalize() {
+                Ok(real) => {
+                    self.inside(&real)?;
+                    let mut out = real;
+                    for t in tail.iter().rev() {
+                        out.push(t);
+                    }
+                    return Ok(out);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A dangling symlink is not a missing path: refuse it
+                    // rather than creating through it.
+                    if existing.symlink_metadata().is_ok() {
+                        return Err(FsError::PermissionDenied);
+                    }
+                    match (existing.parent(), existing.file_name()) {
+                        (Some(parent), Some(name)) if existing != self.root => {
+                            tail.push(name);
+                            existing = parent;
+                        }
+                        _ => return Err(FsError::NotFound),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Like [`LocalFs::resolve`] but the last component is not followed: for
+    /// lstat, readlink, remove, rename and symlink creation, which act on a
+    /// link itself.
+    pub fn resolve_nofollow(&self, vpath: &str) -> Result<PathBuf, FsError> {
+        if vpath == "/" {
+            return Ok(self.root.clone());
+        }
+        let parent = self.resolve(ferry_proto::vpath::parent(vpath))?;
+        Ok(parent.join(ferry_proto::vpath::base_name(vpath)))
+    }
+
+    /// The virtual path of a real path inside the home.
+    pub fn to_virtual(&self, real: &Path) -> Option<String> {
+        let rel = real.strip_prefix(&self.root).ok()?;
+        let mut out = String::new();
+        for comp in rel.components() {
+            match comp {
+                Component::Normal(c) => {
+                    out.push('/');
+                    out.push_str(c.to_str()?);
+                }
+                _ => return None,
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        Some(out)
+    }
+
+    /// The virtual target of the symlink at `link_real`, if it points inside
+    /// the home.
+    pub fn read_link_virtual(&self, link_real: &Path) -> Result<String, FsError> {
+        let target = std::fs::read_link(link_real)?;
+        let absolute = if target.is_absolute() {
+            target
+        } else {
+            link_real.parent().unwrap_or(&self.root).join(target)
+        };
+        // Normalise lexically: the target need not exist.
+        let mut norm = PathBuf::new();
+        for comp in absolute.components() {
+            match comp {
+                Component::ParentDir => {
+                    norm.pop();
+                }
+                Component::CurDir => {}
+                c => norm.push(c),
+            }
+        }
+        self.to_virtual(&norm).ok_or(FsError::PermissionDenied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, LocalFs, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        let fs = LocalFs::open(&home, None).unwrap();
+        (dir, fs, outside)
+    }
+
+    #[test]
+    fn paths_stay_inside_home() {
+        let (_d, fs, outside) = setup();
+        std::fs::create_dir(fs.root().join("sub")).unwrap();
+        assert_eq!(fs.resolve("/sub").unwrap(), fs.root().join("sub"));
+        assert_eq!(fs.resolve("/sub/new/file").unwrap(), fs.root().join("sub/new/file"));
+        std::os::unix::fs::symlink(&outside, fs.root().join("escape")).unwrap();
+        assert!(matches!(fs.resolve("/escape"), Err(FsError::PermissionDenied)));
+        assert!(matches!(fs.resolve("/escape/secret"), Err(FsError::PermissionDenied)));
+        assert!(matches!(fs.resolve("/escape/newfile"), Err(FsError::PermissionDenied)));
+        // The link itself can be looked at (lstat), not followed.
+        assert_eq!(fs.resolve_nofollow("/escape").unwrap(), fs.root().join("escape"));
+        assert!(matches!(fs.read_link_virtual(&fs.root().join("escape")), Err(FsError::PermissionDenied)));
+    }
+
+    #[test]
+    fn links_inside_home_work_and_map_back() {
+        let (_d, fs, _outside) = setup();
+        std::fs::write(fs.root().join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink(fs.root().join("f"), fs.root().join("abs")).unwrap();
+        std::os::unix::fs::symlink("f", fs.root().join("rel")).unwrap();
+        assert_eq!(fs.resolve("/abs").unwrap(), fs.root().join("f"));
+        assert_eq!(fs.read_link_virtual(&fs.root().join("abs")).unwrap(), "/f");
+        assert_eq!(fs.read_link_virtual(&fs.root().join("rel")).unwrap(), "/f");
+    }
+
+    #[test]
+    fn dangling_links_are_not_created_through() {
+        let (_d, fs, outside) = setup();
+        std::os::unix::fs::symlink(outside.join("nothing"), fs.root().join("dangle")).unwrap();
+        assert!(matches!(fs.resolve("/dangle"), Err(FsError::PermissionDenied)));
+    }
+}

@@ -1,0 +1,72 @@
+//! The database schema: diesel table definitions and the embedded migrations,
+//! one directory per backend (`migrations/sqlite` today; PostgreSQL and MySQL
+//! get their own directories with the same tables).
+#![forbid(unsafe_code)]
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+/// Migrations for SQLite, applied in order at start.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        status -> BigInt,
+        password -> Nullable<Text>,
+        public_keys -> Text,
+        home_dir -> Text,
+        uid -> BigInt,
+        gid -> BigInt,
+        max_sessions -> BigInt,
+        quota_size -> BigInt,
+        quota_files -> BigInt,
+        permissions -> Text,
+        used_quota_size -> BigInt,
+        used_quota_files -> BigInt,
+        last_quota_update -> BigInt,
+        upload_bandwidth -> BigInt,
+        download_bandwidth -> BigInt,
+        upload_data_transfer -> BigInt,
+        download_data_transfer -> BigInt,
+        total_data_transfer -> BigInt,
+        used_upload_data_transfer -> BigInt,
+        used_download_data_transfer -> BigInt,
+        expiration_date -> BigInt,
+        last_login -> BigInt,
+        first_download -> BigInt,
+        first_upload -> BigInt,
+        last_password_change -> BigInt,
+        filters -> Text,
+        filesystem -> Text,
+        email -> Text,
+        description -> Text,
+        additional_info -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    admins (id) {
+        id -> BigInt,
+        username -> Text,
+        status -> BigInt,
+        password -> Text,
+        permissions -> Text,
+        filters -> Text,
+        email -> Text,
+        description -> Text,
+        additional_info -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        last_login -> BigInt,
+    }
+}
+
+diesel::table! {
+    configs (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
