@@ -24,7 +24,9 @@ fn encode(key: PrivateKey) -> Result<String, StoreError> {
 
 fn generate(kind: &str) -> Result<String, StoreError> {
     let mut rng = rand::rng();
-    let fail = |e: russh::keys::ssh_key::Error| StoreError::Internal(format!("cannot generate {kind} host key: {e}"));
+    let fail = |e: russh::keys::ssh_key::Error| {
+        StoreError::Internal(format!("cannot generate {kind} host key: {e}"))
+    };
     let key = match kind {
         "ed25519" => PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(fail)?,
         "rsa" => PrivateKey::try_from(KeypairData::from(
@@ -118,9 +120,15 @@ pub async fn first_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
         let mut f = opts.open(&path)?;
         writeln!(f, "{password}")?;
         // Printed once, on stdout, never in the logs.
-        println!("created admin {username:?} with password {password} (also saved to {})", path.display());
+        println!(
+            "created admin {username:?} with password {password} (also saved to {})",
+            path.display()
+        );
     } else {
-        info!(username, "created admin from FERRY_DEFAULT_ADMIN_USERNAME/PASSWORD");
+        info!(
+            username,
+            "created admin from FERRY_DEFAULT_ADMIN_USERNAME/PASSWORD"
+        );
     }
     Ok(())
 }

@@ -95,6 +95,14 @@ impl Fleet {
         }
     }
 
+    /// Ends every edge's command stream (at shutdown), so edges see the
+    /// control plane go away at once and graceful shutdown is not held up.
+    pub fn close_all(&self) {
+        let mut s = self.lock();
+        s.edges.clear();
+        s.connections.clear();
+    }
+
     pub fn edges(&self) -> Vec<EdgeSummary> {
         let s = self.lock();
         let mut out: Vec<EdgeSummary> = s
@@ -170,9 +178,11 @@ impl Fleet {
             }
         };
         let msg = ControlMessage {
-            kind: Some(control_message::Kind::DisconnectConnection(DisconnectConnection {
-                connection_id: connection_id.to_string(),
-            })),
+            kind: Some(control_message::Kind::DisconnectConnection(
+                DisconnectConnection {
+                    connection_id: connection_id.to_string(),
+                },
+            )),
         };
         tx.try_send(msg).is_ok()
     }
@@ -187,7 +197,10 @@ impl Fleet {
                 })),
             };
             if tx.try_send(msg).is_err() {
-                tracing::warn!(username, "edge command queue full, disconnect not delivered");
+                tracing::warn!(
+                    username,
+                    "edge command queue full, disconnect not delivered"
+                );
             }
         }
     }
@@ -253,7 +266,9 @@ mod tests {
         assert!(!fleet.disconnect("nope"));
         assert!(rx_a.try_recv().is_err());
         match rx_b.try_recv().unwrap().kind {
-            Some(control_message::Kind::DisconnectConnection(d)) => assert_eq!(d.connection_id, "c1"),
+            Some(control_message::Kind::DisconnectConnection(d)) => {
+                assert_eq!(d.connection_id, "c1")
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -82,7 +82,11 @@ impl EdgeControl for EdgeService {
             Some(EdgeMessage {
                 kind: Some(edge_message::Kind::Hello(h)),
             }) => h,
-            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
         };
         if hello.edge_id.is_empty() || hello.edge_id.len() > MAX_EDGE_ID_LEN {
             return Err(Status::invalid_argument(format!(
@@ -103,7 +107,12 @@ impl EdgeControl for EdgeService {
             .map_err(|_| Status::internal("edge stream closed"))?;
         let edge_id = hello.edge_id.clone();
         let generation = self.state.fleet.attach(&edge_id, &hello.version, tx);
-        info!(edge_id, version = hello.version, sftp = hello.sftp_address, "edge attached");
+        info!(
+            edge_id,
+            version = hello.version,
+            sftp = hello.sftp_address,
+            "edge attached"
+        );
         let state = self.state.clone();
         tokio::spawn(async move {
             loop {
@@ -125,7 +134,10 @@ impl EdgeControl for EdgeService {
         ))))
     }
 
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let req = request.into_inner();
         let reply = login(&self.state, req).await.map_err(|e| match e {
             StoreError::Unavailable(m) => Status::unavailable(m),
@@ -138,15 +150,27 @@ impl EdgeControl for EdgeService {
 fn handle_edge_message(state: &AppState, edge_id: &str, msg: EdgeMessage) {
     match msg.kind {
         Some(edge_message::Kind::Heartbeat(hb)) => {
-            state.fleet.heartbeat(edge_id, hb.connections, &hb.lease_ids)
+            state
+                .fleet
+                .heartbeat(edge_id, hb.connections, &hb.lease_ids)
         }
         Some(edge_message::Kind::ConnectionOpened(c)) => {
-            info!(edge_id, connection_id = c.connection_id, username = c.username,
-                  remote_address = c.remote_address, protocol = c.protocol, "connection opened");
+            info!(
+                edge_id,
+                connection_id = c.connection_id,
+                username = c.username,
+                remote_address = c.remote_address,
+                protocol = c.protocol,
+                "connection opened"
+            );
             state.fleet.connection_opened(edge_id, c)
         }
         Some(edge_message::Kind::ConnectionClosed(c)) => {
-            info!(edge_id, connection_id = c.connection_id, "connection closed");
+            info!(
+                edge_id,
+                connection_id = c.connection_id,
+                "connection closed"
+            );
             state.fleet.connection_closed(&c.connection_id)
         }
         Some(edge_message::Kind::SessionEnded(s)) => state.fleet.release_lease(&s.lease_id),
@@ -175,7 +199,12 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
             // which usernames exist.
             crate::passwords::verify(p, state.dummy_hash.clone()).await;
         }
-        info!(username, method, remote_address = req.remote_address, "login refused: no such user");
+        info!(
+            username,
+            method,
+            remote_address = req.remote_address,
+            "login refused: no such user"
+        );
         return Ok(rejected("no such user"));
     };
     let verdict = match req.credential {
@@ -219,15 +248,30 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
         None => Err("no credential"),
     };
     if let Err(reason) = verdict.and_then(|()| check_account(&user)) {
-        info!(username, method, remote_address = req.remote_address, reason, "login refused");
+        info!(
+            username,
+            method,
+            remote_address = req.remote_address,
+            reason,
+            "login refused"
+        );
         return Ok(rejected(reason));
     }
     let (lease_id, expires) = state.fleet.grant_lease(&username, &req.edge_id);
-    let expires_at_ms = now_ms() + expires.saturating_duration_since(std::time::Instant::now()).as_millis() as i64;
+    let expires_at_ms = now_ms()
+        + expires
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i64;
     if let Err(e) = state.store.set_last_login(username.clone(), now_ms()).await {
         warn!(username, error = %e, "cannot record last login");
     }
-    info!(username, method, remote_address = req.remote_address, edge_id = req.edge_id, "login accepted");
+    info!(
+        username,
+        method,
+        remote_address = req.remote_address,
+        edge_id = req.edge_id,
+        "login accepted"
+    );
     Ok(LoginResponse {
         outcome: LoginOutcome::Accepted as i32,
         message: String::new(),

@@ -112,8 +112,10 @@ pub async fn start_controlplane(
     info!(%http_addr, %grpc_addr, "control plane listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let closing = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        closing.fleet.close_all();
         let _ = stop_tx.send(true);
     });
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use ferry_controlplane::{ControlPlaneOptions, start_controlplane};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Ferry SFTP service: control plane (and all-in-one server)")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry SFTP service: control plane (and all-in-one server)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,10 +58,16 @@ fn edge_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read edge token file {}", path.display()))?;
         let token = text.trim().to_string();
-        anyhow::ensure!(!token.is_empty(), "edge token file {} is empty", path.display());
+        anyhow::ensure!(
+            !token.is_empty(),
+            "edge token file {} is empty",
+            path.display()
+        );
         return Ok(Some(token));
     }
-    Ok(std::env::var("FERRY_EDGE_TOKEN").ok().filter(|t| !t.is_empty()))
+    Ok(std::env::var("FERRY_EDGE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
 }
 
 async fn shutdown_signal() {
@@ -131,9 +141,15 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    // Live sessions and streams get a short grace period, then the process
+    // exits regardless.
+    let grace = std::time::Duration::from_secs(10);
     if let Some(edge) = edge {
-        let _ = edge.task.await;
+        let _ = tokio::time::timeout(grace, edge.task).await;
     }
-    cp.task.await??;
+    match tokio::time::timeout(grace, cp.task).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("graceful shutdown timed out"),
+    }
     Ok(())
 }

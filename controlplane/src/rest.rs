@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -49,8 +48,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
             Json(json!({"message": self.message, "error": self.code.reason()})),
@@ -83,28 +82,42 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections become our JSON errors with precise messages.
+/// A JSON body, decoded whatever its `Content-Type` (SFTPGo's clients often
+/// send none). Errors name the offending field; nothing is decoded twice.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => {
-                let code = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ErrorCode::PayloadTooLarge
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rej| {
+                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("request body larger than {MAX_BODY_BYTES} bytes"),
+                    )
                 } else {
-                    ErrorCode::BadRequest
-                };
-                Err(ApiError::new(code, rej.body_text()))
-            }
-        }
+                    ApiError::bad_request(rej.body_text())
+                }
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path.is_empty() || path == "." {
+                    ApiError::bad_request(format!("invalid JSON body: {inner}"))
+                } else {
+                    ApiError::bad_request(format!("invalid JSON body at {path}: {inner}"))
+                }
+            })
     }
 }
 
@@ -141,7 +154,10 @@ impl Admin {
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -172,7 +188,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_user).put(update_user).delete(delete_user),
         )
         .route("/api/v2/connections", get(list_connections))
-        .route("/api/v2/connections/{connection_id}", delete(close_connection))
+        .route(
+            "/api/v2/connections/{connection_id}",
+            delete(close_connection),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -214,16 +233,22 @@ async fn version() -> Json<serde_json::Value> {
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_string(), pass.to_string()))
 }
 
 /// `GET /api/v2/token`: Basic admin credentials in, JWT out.
-async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let unauthorized = || {
-        let mut r = ApiError::new(ErrorCode::Unauthenticated, "invalid credentials").into_response();
+        let mut r =
+            ApiError::new(ErrorCode::Unauthenticated, "invalid credentials").into_response();
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"ferry\""),
@@ -241,7 +266,9 @@ async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result
         }
         Err(e) => return Err(e.into()),
     };
-    if admin.data.status != 1 || !crate::passwords::verify(password, admin.data.password.clone()).await {
+    if admin.data.status != 1
+        || !crate::passwords::verify(password, admin.data.password.clone()).await
+    {
         tracing::info!(username, "admin login refused");
         return Ok(unauthorized());
     }
@@ -292,7 +319,9 @@ impl ListParams {
             None | Some("ASC") => Order::Asc,
             Some("DESC") => Order::Desc,
             Some(o) => {
-                return Err(ApiError::bad_request(format!("invalid order {o:?}: use ASC or DESC")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid order {o:?}: use ASC or DESC"
+                )));
             }
         };
         Ok((offset, limit, order))
@@ -334,12 +363,17 @@ async fn add_user(
     let valid = input.validate(None).map_err(ApiError::bad_request)?;
     let data = valid.into_data().await.map_err(ApiError::bad_request)?;
     let row = state.store.add_user(data).await.map_err(|e| match e {
-        StoreError::AlreadyExists(_) => {
-            ApiError::new(ErrorCode::AlreadyExists, "a user with this username already exists")
-        }
+        StoreError::AlreadyExists(_) => ApiError::new(
+            ErrorCode::AlreadyExists,
+            "a user with this username already exists",
+        ),
         other => other.into(),
     })?;
-    tracing::info!(admin = admin.0.username, username = row.data.username, "user added");
+    tracing::info!(
+        admin = admin.0.username,
+        username = row.data.username,
+        "user added"
+    );
     let location = format!("/api/v2/users/{}", row.data.username);
     let mut resp = (StatusCode::CREATED, Json(UserView::from(&row))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -363,7 +397,9 @@ async fn update_user(
     admin.require("edit_users")?;
     let params = query(params)?;
     let existing = state.store.user(username.clone()).await?;
-    let valid = input.validate(Some(&existing)).map_err(ApiError::bad_request)?;
+    let valid = input
+        .validate(Some(&existing))
+        .map_err(ApiError::bad_request)?;
     let data = valid.into_data().await.map_err(ApiError::bad_request)?;
     state.store.update_user(existing.id, data).await?;
     tracing::info!(admin = admin.0.username, username, "user updated");
@@ -431,9 +467,16 @@ async fn close_connection(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin.require("close_conns")?;
     if state.fleet.disconnect(&connection_id) {
-        tracing::info!(admin = admin.0.username, connection_id, "connection close requested");
+        tracing::info!(
+            admin = admin.0.username,
+            connection_id,
+            "connection close requested"
+        );
         Ok(Json(json!({"message": "Connection closed"})))
     } else {
-        Err(ApiError::new(ErrorCode::NotFound, format!("connection {connection_id:?} not found")))
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("connection {connection_id:?} not found"),
+        ))
     }
 }

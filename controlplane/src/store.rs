@@ -195,9 +195,17 @@ impl Store {
         .await
     }
 
-    pub async fn users(&self, offset: i64, limit: i64, order: Order) -> Result<Vec<UserRow>, StoreError> {
+    pub async fn users(
+        &self,
+        offset: i64,
+        limit: i64,
+        order: Order,
+    ) -> Result<Vec<UserRow>, StoreError> {
         self.run(move |c| {
-            let q = users::table.select(UserRow::as_select()).offset(offset).limit(limit);
+            let q = users::table
+                .select(UserRow::as_select())
+                .offset(offset)
+                .limit(limit);
             Ok(match order {
                 Order::Asc => q.order(users::username.asc()).load(c)?,
                 Order::Desc => q.order(users::username.desc()).load(c)?,
@@ -223,7 +231,9 @@ impl Store {
     /// Replaces every column of an existing user.
     pub async fn update_user(&self, id: i64, data: UserData) -> Result<(), StoreError> {
         self.run(move |c| {
-            let n = diesel::update(users::table.find(id)).set(&data).execute(c)?;
+            let n = diesel::update(users::table.find(id))
+                .set(&data)
+                .execute(c)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -269,13 +279,19 @@ impl Store {
 
     pub async fn add_admin(&self, data: AdminData) -> Result<(), StoreError> {
         self.run(move |c| {
-            diesel::insert_into(admins::table).values(&data).execute(c)?;
+            diesel::insert_into(admins::table)
+                .values(&data)
+                .execute(c)?;
             Ok(())
         })
         .await
     }
 
-    pub async fn set_admin_last_login(&self, username: String, when_ms: i64) -> Result<(), StoreError> {
+    pub async fn set_admin_last_login(
+        &self,
+        username: String,
+        when_ms: i64,
+    ) -> Result<(), StoreError> {
         self.run(move |c| {
             diesel::update(admins::table.filter(admins::username.eq(username)))
                 .set(admins::last_login.eq(when_ms))
@@ -288,7 +304,11 @@ impl Store {
     /// Returns the stored value of a fleet setting, creating it with `make`
     /// when absent. Racing replicas agree: the first insert wins and everyone
     /// reads it back.
-    pub async fn config_or_insert<F>(&self, name: &'static str, make: F) -> Result<String, StoreError>
+    pub async fn config_or_insert<F>(
+        &self,
+        name: &'static str,
+        make: F,
+    ) -> Result<String, StoreError>
     where
         F: FnOnce() -> Result<String, StoreError> + Send + 'static,
     {

@@ -170,13 +170,19 @@ impl UserInput {
             }
         };
         if !(0..=1).contains(&self.status) {
-            return Err(format!("invalid status {}: use 1 (active) or 0 (disabled)", self.status));
+            return Err(format!(
+                "invalid status {}: use 1 (active) or 0 (disabled)",
+                self.status
+            ));
         }
         if self.home_dir.is_empty() {
             return Err("home_dir is mandatory".into());
         }
         if !std::path::Path::new(&self.home_dir).is_absolute() {
-            return Err(format!("home_dir {:?} must be an absolute path", self.home_dir));
+            return Err(format!(
+                "home_dir {:?} must be an absolute path",
+                self.home_dir
+            ));
         }
         for (name, v) in [
             ("uid", self.uid),

@@ -36,7 +36,8 @@ pub struct TokenInterceptor {
 impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(h) = &self.header {
-            req.metadata_mut().insert(ferry_proto::AUTHORIZATION, h.clone());
+            req.metadata_mut()
+                .insert(ferry_proto::AUTHORIZATION, h.clone());
         }
         Ok(req)
     }
@@ -69,7 +70,10 @@ impl ControlClient {
             ),
             None => None,
         };
-        let client = EdgeControlClient::with_interceptor(endpoint.connect_lazy(), TokenInterceptor { header });
+        let client = EdgeControlClient::with_interceptor(
+            endpoint.connect_lazy(),
+            TokenInterceptor { header },
+        );
         Ok(Self {
             client,
             edge_id,
@@ -185,25 +189,38 @@ fn handle_control_message(
 ) -> Option<Duration> {
     match msg.kind? {
         control_message::Kind::Config(cfg) => {
-            info!(host_keys = cfg.host_keys.len(), "configuration received from the control plane");
+            info!(
+                host_keys = cfg.host_keys.len(),
+                "configuration received from the control plane"
+            );
             let interval = Duration::from_secs(u64::from(cfg.heartbeat_interval_seconds.max(1)));
             let _ = config_tx.send(Some(Arc::new(cfg)));
             Some(interval)
         }
         control_message::Kind::DisconnectConnection(d) => {
-            info!(connection_id = d.connection_id, "disconnect requested by the control plane");
+            info!(
+                connection_id = d.connection_id,
+                "disconnect requested by the control plane"
+            );
             registry.disconnect_connection(&d.connection_id);
             None
         }
         control_message::Kind::DisconnectUser(d) => {
-            info!(username = d.username, "disconnect of user requested by the control plane");
+            info!(
+                username = d.username,
+                "disconnect of user requested by the control plane"
+            );
             registry.disconnect_user(&d.username);
             None
         }
     }
 }
 
-fn spawn_heartbeat(control: ControlClient, registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_heartbeat(
+    control: ControlClient,
+    registry: Arc<Registry>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

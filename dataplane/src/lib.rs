@@ -66,7 +66,8 @@ pub async fn start_edge(
         .with_context(|| format!("cannot bind SFTP to {}", opts.sftp_bind))?;
     let sftp_addr = listener.local_addr()?;
     let registry = Arc::new(registry::Registry::default());
-    let control = control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
+    let control =
+        control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
     let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");

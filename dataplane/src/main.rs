@@ -7,10 +7,18 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "ferry-edge", version, about = "Ferry edge: serves SFTP, gets identity and policy from the control plane")]
+#[command(
+    name = "ferry-edge",
+    version,
+    about = "Ferry edge: serves SFTP, gets identity and policy from the control plane"
+)]
 struct Cli {
     /// gRPC URL of the control plane.
-    #[arg(long, env = "FERRY_CONTROL_PLANE", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "FERRY_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051"
+    )]
     control_plane: String,
     /// Address the SFTP listener binds to.
     #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
@@ -34,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
                 .trim()
                 .to_string(),
         ),
-        None => std::env::var("FERRY_EDGE_TOKEN").ok().filter(|t| !t.is_empty()),
+        None => std::env::var("FERRY_EDGE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(

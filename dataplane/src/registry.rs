@@ -49,7 +49,11 @@ impl Connection {
     }
 
     /// Records a transfer; it is listed until [`Connection::end_transfer`].
-    pub fn begin_transfer(&self, operation: &'static str, path: String) -> (u64, Arc<TransferState>) {
+    pub fn begin_transfer(
+        &self,
+        operation: &'static str,
+        path: String,
+    ) -> (u64, Arc<TransferState>) {
         let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(TransferState {
             operation,
@@ -89,7 +93,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn add_session(&self, id: u64, username: &str, lease_id: &str, handle: russh::server::Handle) {
+    pub fn add_session(
+        &self,
+        id: u64,
+        username: &str,
+        lease_id: &str,
+        handle: russh::server::Handle,
+    ) {
         lock(&self.sessions).insert(
             id,
             Session {
@@ -132,25 +142,40 @@ impl Registry {
     }
 
     pub fn opened_connections(&self) -> Vec<ConnectionOpened> {
-        lock(&self.connections).values().map(|c| c.opened.clone()).collect()
+        lock(&self.connections)
+            .values()
+            .map(|c| c.opened.clone())
+            .collect()
     }
 
     /// Connection states and the leases in use, for a heartbeat.
     pub fn heartbeat_snapshot(&self) -> (Vec<ConnectionStatus>, Vec<String>) {
-        let statuses = lock(&self.connections).values().map(|c| c.status()).collect();
-        let leases = lock(&self.sessions).values().map(|s| s.lease_id.clone()).collect();
+        let statuses = lock(&self.connections)
+            .values()
+            .map(|c| c.status())
+            .collect();
+        let leases = lock(&self.sessions)
+            .values()
+            .map(|s| s.lease_id.clone())
+            .collect();
         (statuses, leases)
     }
 
     fn disconnect_sessions(&self, ids: Vec<u64>) {
         let handles: Vec<russh::server::Handle> = {
             let sessions = lock(&self.sessions);
-            ids.iter().filter_map(|id| sessions.get(id).map(|s| s.handle.clone())).collect()
+            ids.iter()
+                .filter_map(|id| sessions.get(id).map(|s| s.handle.clone()))
+                .collect()
         };
         for h in handles {
             tokio::spawn(async move {
                 let _ = h
-                    .disconnect(Disconnect::ByApplication, "disconnected by an administrator".into(), "en".into())
+                    .disconnect(
+                        Disconnect::ByApplication,
+                        "disconnected by an administrator".into(),
+                        "en".into(),
+                    )
                     .await;
             });
         }
@@ -158,7 +183,9 @@ impl Registry {
 
     /// Ends the SSH connection holding `connection_id`.
     pub fn disconnect_connection(&self, connection_id: &str) {
-        let session = lock(&self.connections).get(connection_id).map(|c| c.session);
+        let session = lock(&self.connections)
+            .get(connection_id)
+            .map(|c| c.session);
         if let Some(s) = session {
             self.disconnect_sessions(vec![s]);
         }

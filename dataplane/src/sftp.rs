@@ -127,9 +127,15 @@ fn long_name(name: &str, meta: &Metadata) -> String {
     };
     let mut perms = String::with_capacity(9);
     for (bit, ch) in [
-        (0o400, 'r'), (0o200, 'w'), (0o100, 'x'),
-        (0o040, 'r'), (0o020, 'w'), (0o010, 'x'),
-        (0o004, 'r'), (0o002, 'w'), (0o001, 'x'),
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
     ] {
         perms.push(if mode & bit != 0 { ch } else { '-' });
     }
@@ -186,7 +192,12 @@ fn read_string(buf: &mut &[u8]) -> Option<String> {
 }
 
 impl SftpSession {
-    pub fn new(fs: LocalFs, perms: PermissionMap, owner: Option<(u32, u32)>, conn: Arc<Connection>) -> Self {
+    pub fn new(
+        fs: LocalFs,
+        perms: PermissionMap,
+        owner: Option<(u32, u32)>,
+        conn: Arc<Connection>,
+    ) -> Self {
         Self {
             fs,
             perms,
@@ -209,7 +220,10 @@ impl SftpSession {
     fn add_handle(&self, h: OpenHandle) -> Result<String, (StatusCode, String)> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         if handles.len() >= MAX_HANDLES {
-            return Err(fail(StatusCode::Failure, format!("too many open handles (limit {MAX_HANDLES})")));
+            return Err(fail(
+                StatusCode::Failure,
+                format!("too many open handles (limit {MAX_HANDLES})"),
+            ));
         }
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
         handles.insert(id.clone(), Arc::new(h));
@@ -217,7 +231,11 @@ impl SftpSession {
     }
 
     fn check(&self, op: Operation<'_>) -> Result<(), (StatusCode, String)> {
-        if self.perms.allows(op) { Ok(()) } else { Err(denied()) }
+        if self.perms.allows(op) {
+            Ok(())
+        } else {
+            Err(denied())
+        }
     }
 
     fn chown_new(&self, path: &Path) {
@@ -243,7 +261,13 @@ impl SftpSession {
         }
     }
 
-    async fn open(self: &Arc<Self>, id: u32, filename: String, flags: OpenFlags, attrs: FileAttributes) -> Reply {
+    async fn open(
+        self: &Arc<Self>,
+        id: u32,
+        filename: String,
+        flags: OpenFlags,
+        attrs: FileAttributes,
+    ) -> Reply {
         let vp = vpath::clean("/", &filename);
         let real = self.fs.resolve(&vp)?;
         let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
@@ -318,7 +342,11 @@ impl SftpSession {
     }
 
     fn close(&self, id: u32, handle: &str) -> Reply {
-        let removed = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(handle);
+        let removed = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(handle);
         match removed {
             Some(h) => {
                 if let OpenHandle::File { transfer, .. } = &*h {
@@ -331,7 +359,13 @@ impl SftpSession {
         }
     }
 
-    async fn read(&self, id: u32, handle: &str, offset: u64, len: u32) -> Result<Bytes, (StatusCode, String)> {
+    async fn read(
+        &self,
+        id: u32,
+        handle: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, (StatusCode, String)> {
         let h = self.handle(handle)?;
         let OpenHandle::File { file, transfer, .. } = &*h else {
             return Err(fail(StatusCode::Failure, "not a file handle"));
@@ -356,18 +390,30 @@ impl SftpSession {
         if data.is_empty() && want > 0 {
             return Err(fail(StatusCode::Eof, "end of file"));
         }
-        transfer.1.size.fetch_add(data.len() as i64, Ordering::Relaxed);
+        transfer
+            .1
+            .size
+            .fetch_add(data.len() as i64, Ordering::Relaxed);
         self.conn.touch();
         Ok(encode_data(id, &data))
     }
 
     async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
         let h = self.handle(handle)?;
-        let OpenHandle::File { file, writable, transfer, .. } = &*h else {
+        let OpenHandle::File {
+            file,
+            writable,
+            transfer,
+            ..
+        } = &*h
+        else {
             return Err(fail(StatusCode::Failure, "not a file handle"));
         };
         if !*writable {
-            return Err(fail(StatusCode::PermissionDenied, "handle not open for writing"));
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "handle not open for writing",
+            ));
         }
         if data.len() > MAX_WRITE_LEN as usize {
             return Err(fail(StatusCode::Failure, "write too large"));
@@ -383,12 +429,24 @@ impl SftpSession {
     async fn stat(&self, id: u32, path: &str, follow: bool) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::Stat { path: &vp })?;
-        let real = if follow { self.fs.resolve(&vp)? } else { self.fs.resolve_nofollow(&vp)? };
+        let real = if follow {
+            self.fs.resolve(&vp)?
+        } else {
+            self.fs.resolve_nofollow(&vp)?
+        };
         let meta = blocking(move || {
-            if follow { std::fs::metadata(&real) } else { std::fs::symlink_metadata(&real) }.map_err(io_fail)
+            if follow {
+                std::fs::metadata(&real)
+            } else {
+                std::fs::symlink_metadata(&real)
+            }
+            .map_err(io_fail)
         })
         .await?;
-        Ok(Packet::Attrs(Attrs { id, attrs: attrs_of(&meta) }))
+        Ok(Packet::Attrs(Attrs {
+            id,
+            attrs: attrs_of(&meta),
+        }))
     }
 
     async fn fstat(&self, id: u32, handle: &str) -> Reply {
@@ -398,7 +456,10 @@ impl SftpSession {
         };
         let file = file.clone();
         let meta = blocking(move || file.metadata().map_err(io_fail)).await?;
-        Ok(Packet::Attrs(Attrs { id, attrs: attrs_of(&meta) }))
+        Ok(Packet::Attrs(Attrs {
+            id,
+            attrs: attrs_of(&meta),
+        }))
     }
 
     /// Checks every part of a setstat before applying any, so a refused
@@ -419,7 +480,13 @@ impl SftpSession {
         Ok(())
     }
 
-    async fn setstat(&self, id: u32, path: &str, attrs: FileAttributes, file: Option<Arc<File>>) -> Reply {
+    async fn setstat(
+        &self,
+        id: u32,
+        path: &str,
+        attrs: FileAttributes,
+        file: Option<Arc<File>>,
+    ) -> Reply {
         let vp = vpath::clean("/", path);
         self.check_setstat(&vp, &attrs)?;
         let real = self.fs.resolve(&vp)?;
@@ -430,8 +497,14 @@ impl SftpSession {
 
     async fn fsetstat(&self, id: u32, handle: &str, attrs: FileAttributes) -> Reply {
         let h = self.handle(handle)?;
-        let OpenHandle::File { file, vpath: vp, .. } = &*h else {
-            return Err(fail(StatusCode::OpUnsupported, "fsetstat on a directory handle"));
+        let OpenHandle::File {
+            file, vpath: vp, ..
+        } = &*h
+        else {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "fsetstat on a directory handle",
+            ));
         };
         self.setstat(id, vp, attrs, Some(file.clone())).await
     }
@@ -453,13 +526,17 @@ impl SftpSession {
             return Err(fail(StatusCode::Failure, "not a directory handle"));
         }
         let files = blocking(move || {
-            let OpenHandle::Dir { entries } = &*h else { unreachable!("checked above") };
+            let OpenHandle::Dir { entries } = &*h else {
+                unreachable!("checked above")
+            };
             let mut guard = entries.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::new();
             if let Some(rd) = guard.as_mut() {
                 for entry in rd.by_ref() {
                     let Ok(entry) = entry else { continue };
-                    let Ok(meta) = entry.path().symlink_metadata() else { continue };
+                    let Ok(meta) = entry.path().symlink_metadata() else {
+                        continue;
+                    };
                     let name = entry.file_name().to_string_lossy().into_owned();
                     out.push(NameEntry {
                         longname: long_name(&name, &meta),
@@ -506,7 +583,10 @@ impl SftpSession {
         let mode = attrs.permissions.map_or(0o777, |p| p & 0o777);
         let owner = self.owner;
         blocking(move || {
-            std::fs::DirBuilder::new().mode(mode).create(&real).map_err(io_fail)?;
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(&real)
+                .map_err(io_fail)?;
             if let Some((uid, gid)) = owner {
                 let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
             }
@@ -544,7 +624,10 @@ impl SftpSession {
             .await?
         };
         if dst_meta.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(fail(StatusCode::Failure, "the target is an existing directory"));
+            return Err(fail(
+                StatusCode::Failure,
+                "the target is an existing directory",
+            ));
         }
         self.check(Operation::Rename {
             from: &from,
@@ -553,7 +636,10 @@ impl SftpSession {
             target_exists: dst_meta.is_some(),
         })?;
         if src_meta.is_dir() && to.starts_with(&format!("{from}/")) {
-            return Err(fail(StatusCode::Failure, "cannot move a directory inside itself"));
+            return Err(fail(
+                StatusCode::Failure,
+                "cannot move a directory inside itself",
+            ));
         }
         blocking(move || std::fs::rename(&src, &dst).map_err(io_fail)).await?;
         Ok(ok(id))
@@ -583,7 +669,8 @@ impl SftpSession {
         self.check(Operation::Symlink { link: &vlink })?;
         let link_real = self.fs.resolve_nofollow(&vlink)?;
         let target_real = self.fs.resolve(&vtarget)?;
-        blocking(move || std::os::unix::fs::symlink(&target_real, &link_real).map_err(io_fail)).await?;
+        blocking(move || std::os::unix::fs::symlink(&target_real, &link_real).map_err(io_fail))
+            .await?;
         Ok(ok(id))
     }
 
@@ -602,13 +689,19 @@ impl SftpSession {
                 b.put_u64(u64::from(MAX_READ_LEN));
                 b.put_u64(u64::from(MAX_WRITE_LEN));
                 b.put_u64(MAX_HANDLES as u64);
-                Ok(Packet::ExtendedReply(ExtendedReply { id, data: b.to_vec() }))
+                Ok(Packet::ExtendedReply(ExtendedReply {
+                    id,
+                    data: b.to_vec(),
+                }))
             }
             "posix-rename@openssh.com" => {
                 let mut buf = data.as_slice();
                 match (read_string(&mut buf), read_string(&mut buf)) {
                     (Some(old), Some(new)) => self.rename(id, &old, &new).await,
-                    _ => Err(fail(StatusCode::BadMessage, "malformed posix-rename request")),
+                    _ => Err(fail(
+                        StatusCode::BadMessage,
+                        "malformed posix-rename request",
+                    )),
                 }
             }
             "fsync@openssh.com" => {
@@ -623,7 +716,10 @@ impl SftpSession {
                 blocking(move || file.sync_all().map_err(io_fail)).await?;
                 Ok(ok(id))
             }
-            _ => Err(fail(StatusCode::OpUnsupported, format!("unsupported extension {request:?}"))),
+            _ => Err(fail(
+                StatusCode::OpUnsupported,
+                format!("unsupported extension {request:?}"),
+            )),
         }
     }
 
@@ -655,7 +751,11 @@ impl SftpSession {
     }
 }
 
-fn apply_attrs(real: &Path, file: Option<&File>, attrs: &FileAttributes) -> Result<(), (StatusCode, String)> {
+fn apply_attrs(
+    real: &Path,
+    file: Option<&File>,
+    attrs: &FileAttributes,
+) -> Result<(), (StatusCode, String)> {
     if let Some(size) = attrs.size {
         match file {
             Some(f) => f.set_len(size),
@@ -668,13 +768,15 @@ fn apply_attrs(real: &Path, file: Option<&File>, attrs: &FileAttributes) -> Resu
         .map_err(io_fail)?;
     }
     if let Some(mode) = attrs.permissions {
-        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(io_fail)?;
+        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io_fail)?;
     }
     if attrs.uid.is_some() || attrs.gid.is_some() {
         std::os::unix::fs::chown(real, attrs.uid, attrs.gid).map_err(io_fail)?;
     }
     if attrs.atime.is_some() || attrs.mtime.is_some() {
-        let at = |secs: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
+        let at =
+            |secs: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
         let mut times = std::fs::FileTimes::new();
         if let Some(a) = attrs.atime {
             times = times.set_accessed(at(a));
@@ -766,9 +868,21 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed SFTP packet");
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
                     let bytes = status_bytes(0, fail(StatusCode::BadMessage, "malformed packet"));
-                    if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                    if out_tx
+                        .send(Outgoing {
+                            seq: this_seq,
+                            bytes,
+                            _permit: permit,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break 'outer;
                     }
                     continue;
@@ -789,16 +903,32 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
                 let bytes = encode(Packet::Version(version));
-                if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                if out_tx
+                    .send(Outgoing {
+                        seq: this_seq,
+                        bytes,
+                        _permit: permit,
+                    })
+                    .await
+                    .is_err()
+                {
                     break 'outer;
                 }
                 continue;
             }
             match packet {
                 Packet::Read(_) | Packet::Write(_) => {
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
                     let s = session.clone();
                     let out = out_tx.clone();
                     tokio::spawn(async move {
@@ -807,10 +937,18 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                                 .read(r.id, &r.handle, r.offset, r.len)
                                 .await
                                 .unwrap_or_else(|e| status_bytes(r.id, e)),
-                            Packet::Write(w) => reply_bytes(w.id, s.write(w.id, &w.handle, w.offset, w.data).await),
+                            Packet::Write(w) => {
+                                reply_bytes(w.id, s.write(w.id, &w.handle, w.offset, w.data).await)
+                            }
                             _ => unreachable!("only reads and writes are spawned"),
                         };
-                        let _ = out.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await;
+                        let _ = out
+                            .send(Outgoing {
+                                seq: this_seq,
+                                bytes,
+                                _permit: permit,
+                            })
+                            .await;
                     });
                 }
                 other => {
@@ -824,9 +962,21 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                     let id = other.get_request_id();
                     let reply = session.dispatch(other).await;
                     drop(all);
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
                     let bytes = reply_bytes(id, reply);
-                    if out_tx.send(Outgoing { seq: this_seq, bytes, _permit: permit }).await.is_err() {
+                    if out_tx
+                        .send(Outgoing {
+                            seq: this_seq,
+                            bytes,
+                            _permit: permit,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break 'outer;
                     }
                 }
@@ -848,5 +998,7 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
 /// True when this process runs as root (new files then get the user's
 /// uid/gid). `/proc/self` is owned by the effective uid.
 pub fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }

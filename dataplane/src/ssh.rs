@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_proto::edge::v1::{
-    ConnectionClosed, ConnectionOpened, EdgeConfig, LoginOutcome, LoginRequest, PublicKeyCredential,
-    SessionEnded, SessionPolicy, edge_message, login_request,
+    ConnectionClosed, ConnectionOpened, EdgeConfig, LoginOutcome, LoginRequest,
+    PublicKeyCredential, SessionEnded, SessionPolicy, edge_message, login_request,
 };
 use ferry_proto::permissions::PermissionMap;
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
@@ -94,11 +94,21 @@ pub fn preferred_algorithms() -> Preferred {
         ]),
         key: std::borrow::Cow::Borrowed(&[
             Algorithm::Ed25519,
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
         ]),
         host_key_certificates: std::borrow::Cow::Borrowed(&[]),
         cipher: std::borrow::Cow::Borrowed(&[
@@ -122,13 +132,13 @@ fn build_ssh_config(cfg: &EdgeConfig) -> anyhow::Result<russh::server::Config> {
     let keys = cfg
         .host_keys
         .iter()
-        .map(|pem| PrivateKey::from_openssh(pem))
+        .map(PrivateKey::from_openssh)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("host key does not parse: {e}"))?;
     anyhow::ensure!(!keys.is_empty(), "no host keys");
     Ok(russh::server::Config {
         server_id: SshId::Standard(format!("SSH-2.0-{}", cfg.server_version).into()),
-        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        methods: offered_methods(),
         auth_rejection_time: Duration::from_secs(1),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys,
@@ -180,6 +190,19 @@ pub async fn accept_loop(
     }
 }
 
+/// Methods offered to clients; a failed attempt keeps them all available so
+/// a client may retry (up to `max_auth_attempts`), as OpenSSH allows.
+fn offered_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(offered_methods()),
+        partial_success: false,
+    }
+}
+
 struct Authenticated {
     policy: SessionPolicy,
     lease_id: String,
@@ -214,7 +237,8 @@ impl SshHandler {
     }
 
     async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
-        let offer_only = matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
+        let offer_only =
+            matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
         let req = LoginRequest {
             edge_id: String::new(),
             username: user.to_string(),
@@ -228,8 +252,11 @@ impl SshHandler {
                 Ok(LoginOutcome::KeyAcceptable) if offer_only => Auth::Accept,
                 Ok(LoginOutcome::Accepted) if !offer_only => {
                     let (Some(policy), Some(lease)) = (resp.policy, resp.lease) else {
-                        warn!(user, "control plane accepted a login without policy or lease");
-                        return Auth::reject();
+                        warn!(
+                            user,
+                            "control plane accepted a login without policy or lease"
+                        );
+                        return reject();
                     };
                     self.auth = Some(Authenticated {
                         policy,
@@ -241,17 +268,20 @@ impl SshHandler {
                     if !offer_only {
                         info!(user, remote_address = %self.peer, reason = resp.message, "login failed");
                     }
-                    Auth::reject()
+                    reject()
                 }
             },
             Err(status) => {
                 warn!(user, error = %status, "control plane unreachable, login refused");
-                Auth::reject()
+                reject()
             }
         }
     }
 
-    fn key_credential(key: &russh::keys::PublicKey, verified: bool) -> Option<login_request::Credential> {
+    fn key_credential(
+        key: &russh::keys::PublicKey,
+        verified: bool,
+    ) -> Option<login_request::Credential> {
         let text = key.to_openssh().ok()?;
         Some(login_request::Credential::PublicKey(PublicKeyCredential {
             public_key: text,
@@ -270,7 +300,8 @@ impl SshHandler {
             .iter()
             .map(|(k, v)| (k.clone(), v.permissions.clone()))
             .collect();
-        let perms = PermissionMap::validate(&raw).map_err(|e| format!("invalid permissions: {e}"))?;
+        let perms =
+            PermissionMap::validate(&raw).map_err(|e| format!("invalid permissions: {e}"))?;
         self.channel_count += 1;
         let connection_id = format!("SFTP_{}_{}", self.session_tag, self.channel_count);
         let opened = ConnectionOpened {
@@ -282,7 +313,10 @@ impl SshHandler {
             connection_time_ms: now_ms(),
             lease_id: auth.lease_id.clone(),
         };
-        let conn = self.ctx.registry.add_connection(self.session_no, opened.clone());
+        let conn = self
+            .ctx
+            .registry
+            .add_connection(self.session_no, opened.clone());
         self.ctx
             .control
             .send_event(edge_message::Kind::ConnectionOpened(opened));
@@ -309,7 +343,9 @@ impl Drop for SshHandler {
         for connection_id in self.ctx.registry.remove_session(self.session_no) {
             self.ctx
                 .control
-                .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed { connection_id }));
+                .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed {
+                    connection_id,
+                }));
         }
         if let Some(auth) = &self.auth {
             self.ctx
@@ -325,28 +361,36 @@ impl russh::server::Handler for SshHandler {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])),
-            partial_success: false,
-        })
+        Ok(reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         Ok(self
-            .login(user, login_request::Credential::Password(password.to_string()))
+            .login(
+                user,
+                login_request::Credential::Password(password.to_string()),
+            )
             .await)
     }
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         let Some(cred) = Self::key_credential(offer.public_key, false) else {
-            return Ok(Auth::reject());
+            return Ok(reject());
         };
         Ok(self.login(user, cred).await)
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         let Some(cred) = Self::key_credential(key.public_key, true) else {
-            return Ok(Auth::reject());
+            return Ok(reject());
         };
         Ok(self.login(user, cred).await)
     }
@@ -400,18 +444,31 @@ impl russh::server::Handler for SshHandler {
         Ok(())
     }
 
-    async fn exec_request(&mut self, channel_id: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel_id: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // SSH commands and legacy SCP arrive in a later release.
         session.channel_failure(channel_id)?;
         Ok(())
     }
 
-    async fn shell_request(&mut self, channel_id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel_id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_failure(channel_id)?;
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
     }

@@ -41,7 +41,10 @@ impl LocalFs {
     /// canonicalises it.
     pub fn open(home: &Path, owner: Option<(u32, u32)>) -> io::Result<Self> {
         if !home.is_absolute() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "home directory must be absolute"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "home directory must be absolute",
+            ));
         }
         if !home.exists() {
             std::fs::create_dir_all(home)?;
@@ -61,7 +64,10 @@ impl LocalFs {
     }
 
     fn joined(&self, vpath: &str) -> PathBuf {
-        debug_assert!(vpath.starts_with('/'), "virtual paths are clean and absolute");
+        debug_assert!(
+            vpath.starts_with('/'),
+            "virtual paths are clean and absolute"
+        );
         let mut p = self.root.clone();
         for comp in Path::new(vpath).components() {
             if let Component::Normal(c) = comp {
@@ -189,14 +195,32 @@ mod tests {
         let (_d, fs, outside) = setup();
         std::fs::create_dir(fs.root().join("sub")).unwrap();
         assert_eq!(fs.resolve("/sub").unwrap(), fs.root().join("sub"));
-        assert_eq!(fs.resolve("/sub/new/file").unwrap(), fs.root().join("sub/new/file"));
+        assert_eq!(
+            fs.resolve("/sub/new/file").unwrap(),
+            fs.root().join("sub/new/file")
+        );
         std::os::unix::fs::symlink(&outside, fs.root().join("escape")).unwrap();
-        assert!(matches!(fs.resolve("/escape"), Err(FsError::PermissionDenied)));
-        assert!(matches!(fs.resolve("/escape/secret"), Err(FsError::PermissionDenied)));
-        assert!(matches!(fs.resolve("/escape/newfile"), Err(FsError::PermissionDenied)));
+        assert!(matches!(
+            fs.resolve("/escape"),
+            Err(FsError::PermissionDenied)
+        ));
+        assert!(matches!(
+            fs.resolve("/escape/secret"),
+            Err(FsError::PermissionDenied)
+        ));
+        assert!(matches!(
+            fs.resolve("/escape/newfile"),
+            Err(FsError::PermissionDenied)
+        ));
         // The link itself can be looked at (lstat), not followed.
-        assert_eq!(fs.resolve_nofollow("/escape").unwrap(), fs.root().join("escape"));
-        assert!(matches!(fs.read_link_virtual(&fs.root().join("escape")), Err(FsError::PermissionDenied)));
+        assert_eq!(
+            fs.resolve_nofollow("/escape").unwrap(),
+            fs.root().join("escape")
+        );
+        assert!(matches!(
+            fs.read_link_virtual(&fs.root().join("escape")),
+            Err(FsError::PermissionDenied)
+        ));
     }
 
     #[test]
@@ -214,6 +238,9 @@ mod tests {
     fn dangling_links_are_not_created_through() {
         let (_d, fs, outside) = setup();
         std::os::unix::fs::symlink(outside.join("nothing"), fs.root().join("dangle")).unwrap();
-        assert!(matches!(fs.resolve("/dangle"), Err(FsError::PermissionDenied)));
+        assert!(matches!(
+            fs.resolve("/dangle"),
+            Err(FsError::PermissionDenied)
+        ));
     }
 }

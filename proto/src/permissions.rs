@@ -119,27 +119,51 @@ impl PermissionMap {
 #[derive(Debug, Clone, Copy)]
 pub enum Operation<'a> {
     /// Read a directory's entries.
-    List { dir: &'a str },
+    List {
+        dir: &'a str,
+    },
     /// stat/lstat/realpath/readlink of a path.
-    Stat { path: &'a str },
-    Download { path: &'a str },
+    Stat {
+        path: &'a str,
+    },
+    Download {
+        path: &'a str,
+    },
     /// Create a new file.
-    Upload { path: &'a str },
+    Upload {
+        path: &'a str,
+    },
     /// Write to an existing file.
-    Overwrite { path: &'a str },
-    RemoveFile { path: &'a str },
-    RemoveDir { path: &'a str },
-    Mkdir { path: &'a str },
-    Symlink { link: &'a str },
+    Overwrite {
+        path: &'a str,
+    },
+    RemoveFile {
+        path: &'a str,
+    },
+    RemoveDir {
+        path: &'a str,
+    },
+    Mkdir {
+        path: &'a str,
+    },
+    Symlink {
+        link: &'a str,
+    },
     Rename {
         from: &'a str,
         to: &'a str,
         is_dir: bool,
         target_exists: bool,
     },
-    Chmod { path: &'a str },
-    Chown { path: &'a str },
-    Chtimes { path: &'a str },
+    Chmod {
+        path: &'a str,
+    },
+    Chown {
+        path: &'a str,
+    },
+    Chtimes {
+        path: &'a str,
+    },
 }
 
 impl PermissionMap {
@@ -169,11 +193,19 @@ impl PermissionMap {
                 target_exists,
             } => {
                 let (src, dst) = (parent(from), parent(to));
-                let specific = if is_dir { "rename_dirs" } else { "rename_files" };
+                let specific = if is_dir {
+                    "rename_dirs"
+                } else {
+                    "rename_files"
+                };
                 let direct = self.has_any(src, &["rename", specific])
                     && self.has_any(dst, &["rename", specific]);
                 let fallback = {
-                    let delete_specific = if is_dir { "delete_dirs" } else { "delete_files" };
+                    let delete_specific = if is_dir {
+                        "delete_dirs"
+                    } else {
+                        "delete_files"
+                    };
                     let create = if is_dir { "create_dirs" } else { "upload" };
                     self.has_any(src, &["delete", delete_specific]) && self.has(dst, create)
                 };
@@ -229,7 +261,13 @@ mod tests {
         let m = map(&[("/", &["*"]), ("/ro", &["list", "download"])]);
         check(&m, Operation::Upload { path: "/f" }, true);
         check(&m, Operation::Upload { path: "/ro/f" }, false);
-        check(&m, Operation::Upload { path: "/ro/deep/er/f" }, false);
+        check(
+            &m,
+            Operation::Upload {
+                path: "/ro/deep/er/f",
+            },
+            false,
+        );
         check(&m, Operation::Download { path: "/ro/deep/f" }, true);
         check(&m, Operation::List { dir: "/ro/deep" }, true);
         check(&m, Operation::Mkdir { path: "/ro/x" }, false);

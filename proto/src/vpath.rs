@@ -7,7 +7,11 @@
 /// `.` and empty components vanish, `..` never climbs above `/`.
 pub fn clean(cwd: &str, path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
-    let joined_first = if path.starts_with('/') { None } else { Some(cwd) };
+    let joined_first = if path.starts_with('/') {
+        None
+    } else {
+        Some(cwd)
+    };
     for piece in joined_first.into_iter().chain(std::iter::once(path)) {
         for comp in piece.split('/') {
             match comp {

@@ -1,0 +1,501 @@
+//! Harness for end-to-end tests: starts real `ferry` / `ferry-edge` processes
+//! on free loopback ports, talks REST to them, and drives the real OpenSSH
+//! clients (`sftp`, `scp`, `ssh-keygen`, `ssh-keyscan`) against them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// Admin password every test process is started with.
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+/// Edge token of split-mode tests.
+pub const EDGE_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Path of a workspace binary, next to the test executable's directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A child process killed when dropped; its stderr goes to a log file.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Result<Self> {
+        let err = std::fs::File::create(&log)?;
+        let out = err.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True once an SSH server on `port` sends its identification line (edges
+/// close connections until the control plane has sent them host keys).
+pub fn ssh_ready(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr(port), Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
+    let mut buf = [0u8; 8];
+    matches!(s.read_exact(&mut buf), Ok(())) && &buf == b"SSH-2.0-"
+}
+
+/// How a topology was started: everything the tests need to reach it.
+pub struct Topology {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    /// SFTP ports of the edges (one for `serve`).
+    pub sftp_ports: Vec<u16>,
+    pub procs: Vec<Proc>,
+}
+
+impl Topology {
+    /// `ferry serve`: control plane plus embedded edge in one process.
+    pub fn serve() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(bin("ferry"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--http-bind")
+            .arg(addr(http_port).to_string())
+            .arg("--grpc-bind")
+            .arg(addr(grpc_port).to_string())
+            .arg("--sftp-bind")
+            .arg(addr(sftp_port).to_string())
+            .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("FERRY_EDGE_TOKEN");
+        let proc = Proc::spawn(cmd, dir.path().join("ferry.log"))?;
+        let t = Self {
+            dir,
+            http_port,
+            grpc_port,
+            sftp_ports: vec![sftp_port],
+            procs: vec![proc],
+        };
+        t.wait_ready()?;
+        Ok(t)
+    }
+
+    /// `ferry controlplane` plus `edges` separate `ferry-edge` processes,
+    /// authenticated with [`EDGE_TOKEN`].
+    pub fn split(edges: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut cmd = Command::new(bin("ferry"));
+        cmd.arg("controlplane")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--http-bind")
+            .arg(addr(http_port).to_string())
+            .arg("--grpc-bind")
+            .arg(addr(grpc_port).to_string())
+            .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
+        let mut procs = vec![Proc::spawn(cmd, dir.path().join("controlplane.log"))?];
+        let mut sftp_ports = Vec::new();
+        for i in 0..edges {
+            let port = free_port();
+            let mut cmd = Command::new(bin("ferry-edge"));
+            cmd.arg("--control-plane")
+                .arg(format!("http://{}", addr(grpc_port)))
+                .arg("--sftp-bind")
+                .arg(addr(port).to_string())
+                .arg("--edge-id")
+                .arg(format!("edge-{i}"))
+                .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
+            procs.push(Proc::spawn(cmd, dir.path().join(format!("edge-{i}.log")))?);
+            sftp_ports.push(port);
+        }
+        let t = Self {
+            dir,
+            http_port,
+            grpc_port,
+            sftp_ports,
+            procs,
+        };
+        t.wait_ready()?;
+        Ok(t)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let timeout = Duration::from_secs(60);
+        let healthy = wait_for(timeout, || {
+            reqwest::blocking::get(format!("{}/healthz", self.base()))
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        if healthy.is_none() {
+            bail!("control plane did not become healthy:\n{}", self.logs());
+        }
+        for port in &self.sftp_ports {
+            if wait_for(timeout, || ssh_ready(*port).then_some(())).is_none() {
+                bail!(
+                    "edge on port {port} did not start serving SSH:\n{}",
+                    self.logs()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|p| format!("--- {}\n{}", p.log.display(), p.log_text()))
+            .collect()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn sftp_port(&self) -> u16 {
+        self.sftp_ports[0]
+    }
+
+    pub fn api(&self) -> Api {
+        Api::login(&self.base(), "admin", ADMIN_PASSWORD).expect("admin token")
+    }
+
+    /// A fresh home directory path inside the test's temp dir.
+    pub fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join("homes").join(name)
+    }
+
+    /// Writes a new ed25519 key pair; returns the private key path.
+    pub fn keypair(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("key-{name}"));
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(status.success(), "ssh-keygen failed");
+        path
+    }
+}
+
+/// Reads a public key file written by [`Topology::keypair`].
+pub fn public_key(private: &Path) -> String {
+    std::fs::read_to_string(private.with_extension("pub"))
+        .or_else(|_| std::fs::read_to_string(format!("{}.pub", private.display())))
+        .expect("public key file")
+        .trim()
+        .to_string()
+}
+
+/// A REST client holding an admin token.
+pub struct Api {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+/// A REST reply: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn login(base: &str, user: &str, password: &str) -> Result<Self> {
+        let http = reqwest::blocking::Client::new();
+        let r = http
+            .get(format!("{base}/api/v2/token"))
+            .basic_auth(user, Some(password))
+            .send()?;
+        let status = r.status().as_u16();
+        let body: Value = r.json()?;
+        if status != 200 {
+            bail!("token request failed: {status} {body}");
+        }
+        let token = body["access_token"]
+            .as_str()
+            .context("access_token")?
+            .to_string();
+        Ok(Self {
+            base: base.to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), url)
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().expect("request sent");
+        let status = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Adds a user with full permissions on `/`; panics unless 201.
+    pub fn add_user(&self, user: Value) -> Value {
+        let r = self.call("POST", "/api/v2/users", Some(&user));
+        assert_eq!(r.status, 201, "add user: {:?}", r.body);
+        r.body
+    }
+
+    pub fn connections(&self) -> Vec<Value> {
+        let r = self.call("GET", "/api/v2/connections", None);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A user body with full permissions and the given home.
+pub fn user_json(name: &str, password: &str, home: &Path) -> Value {
+    json!({
+        "username": name,
+        "password": password,
+        "home_dir": home,
+        "permissions": {"/": ["*"]},
+    })
+}
+
+/// How a client logs in.
+#[derive(Clone, Debug)]
+pub enum Cred {
+    Password(String),
+    Key(PathBuf),
+}
+
+const COMMON_OPTS: &[&str] = &[
+    "-oStrictHostKeyChecking=no",
+    "-oUserKnownHostsFile=/dev/null",
+    "-oLogLevel=ERROR",
+    "-oConnectTimeout=20",
+];
+
+fn client_command(program: &str, cred: &Cred) -> Command {
+    let mut cmd = match cred {
+        Cred::Password(p) => {
+            let mut c = Command::new("sshpass");
+            c.arg("-p").arg(p).arg(program);
+            c.args(COMMON_OPTS).args([
+                "-oBatchMode=no",
+                "-oPubkeyAuthentication=no",
+                "-oPreferredAuthentications=password",
+                "-oNumberOfPasswordPrompts=1",
+            ]);
+            c
+        }
+        Cred::Key(k) => {
+            let mut c = Command::new(program);
+            c.args(COMMON_OPTS)
+                .args([
+                    "-oBatchMode=yes",
+                    "-oPreferredAuthentications=publickey",
+                    "-oIdentitiesOnly=yes",
+                    "-i",
+                ])
+                .arg(k);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `sftp -b` with the given batch commands; returns its output.
+pub fn sftp_batch(port: u16, user: &str, cred: &Cred, commands: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, commands).expect("batch file");
+    let mut cmd = client_command("sftp", cred);
+    cmd.args(extra)
+        .arg("-P")
+        .arg(port.to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{user}@127.0.0.1"));
+    cmd.output().expect("sftp runs")
+}
+
+/// Runs `scp` (SFTP protocol, OpenSSH's default) with the given arguments.
+pub fn scp(port: u16, cred: &Cred, args: &[String]) -> Output {
+    let mut cmd = client_command("scp", cred);
+    cmd.arg("-P").arg(port.to_string()).args(args);
+    cmd.output().expect("scp runs")
+}
+
+/// An interactive sftp session kept open until dropped.
+pub struct OpenSftp {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl OpenSftp {
+    pub fn start(port: u16, user: &str, cred: &Cred) -> Self {
+        let mut cmd = client_command("sftp", cred);
+        cmd.arg("-P")
+            .arg(port.to_string())
+            .arg(format!("{user}@127.0.0.1"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("sftp starts");
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    /// Sends one command without waiting for its output.
+    pub fn send(&mut self, command: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{command}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Sends one command and waits for its output line containing `marker`.
+    pub fn run_until(&mut self, command: &str, marker: &str, timeout: Duration) -> bool {
+        self.send(command);
+        let Some(out) = self.child.stdout.take() else {
+            return false;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = marker.to_string();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.contains(&marker) {
+                    let _ = tx.send(());
+                }
+                line.clear();
+            }
+        });
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Waits for the client to exit; None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(timeout, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for OpenSftp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Random bytes written to `path`.
+pub fn random_file(path: &Path, len: usize) {
+    use rand::Rng;
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    std::fs::write(path, data).expect("write random file");
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hex::encode(sha2::Sha256::digest(&data))
+}
+
+/// Output as text, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -1,0 +1,225 @@
+//! REST API behaviour against a real `ferry serve` process.
+
+use ferry_tests::*;
+use serde_json::json;
+
+#[test]
+fn token_and_auth_errors() {
+    let t = Topology::serve().unwrap();
+    let http = reqwest::blocking::Client::new();
+    let base = t.base();
+    let r = http
+        .get(format!("{base}/api/v2/token"))
+        .basic_auth("admin", Some("nope"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http.get(format!("{base}/api/v2/users")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(
+        body["message"].is_string() && body["error"].is_string(),
+        "{body}"
+    );
+    let r = http
+        .get(format!("{base}/api/v2/users"))
+        .bearer_auth("forged.token.here")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // A token signed with another key is refused.
+    let api = t.api();
+    let mut parts: Vec<String> = api.token().split('.').map(str::to_string).collect();
+    parts[2] = "AAAA".repeat(10);
+    let r = http
+        .get(format!("{base}/api/v2/users"))
+        .bearer_auth(parts.join("."))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Unauthenticated health and version.
+    let r = http.get(format!("{base}/healthz")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = api.call("GET", "/api/v2/version", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body["version"].is_string());
+}
+
+#[test]
+fn user_crud_and_validation() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("gina");
+    let created = api.add_user(user_json("gina", "pw", &home));
+    assert!(created.get("password").is_none(), "password never returned");
+    assert_eq!(created["has_password"], true);
+
+    let r = api.call("GET", "/api/v2/users/gina", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body.get("password").is_none());
+    assert_eq!(r.body["permissions"]["/"], json!(["*"]));
+
+    // Duplicate, unknown, bad bodies.
+    let r = api.call(
+        "POST",
+        "/api/v2/users",
+        Some(&user_json("gina", "pw", &home)),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(api.call("GET", "/api/v2/users/nobody", None).status, 404);
+    assert_eq!(api.call("DELETE", "/api/v2/users/nobody", None).status, 404);
+    let bad = [
+        (
+            json!({"username": "x y", "password": "p", "home_dir": "/tmp/x", "permissions": {"/": ["*"]}}),
+            "not valid",
+        ),
+        (
+            json!({"username": "h", "password": "p", "home_dir": "relative", "permissions": {"/": ["*"]}}),
+            "absolute",
+        ),
+        (
+            json!({"username": "h", "password": "p", "home_dir": "/tmp/h", "permissions": {"/": ["fly"]}}),
+            "invalid permission",
+        ),
+        (
+            json!({"username": "h", "password": "p", "home_dir": "/tmp/h", "permissions": {"/": ["*"]}, "quota_size": "big"}),
+            "quota_size",
+        ),
+        (
+            json!({"username": "h", "home_dir": "/tmp/h", "permissions": {"/": ["*"]}}),
+            "password",
+        ),
+    ];
+    for (body, needle) in bad {
+        let r = api.call("POST", "/api/v2/users", Some(&body));
+        assert_eq!(r.status, 400, "{body} -> {r:?}");
+        let msg = r.body["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        assert_eq!(
+            api.call("GET", "/api/v2/users/h", None).status,
+            404,
+            "nothing stored"
+        );
+    }
+    // Malformed JSON.
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(format!("{}/api/v2/users", t.base()))
+        .bearer_auth(api.token())
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // List with pagination and order.
+    api.add_user(user_json("hank", "pw", &t.home("hank")));
+    let r = api.call("GET", "/api/v2/users?order=DESC&limit=1", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    assert_eq!(r.body[0]["username"], "hank");
+    assert_eq!(api.call("GET", "/api/v2/users?limit=501", None).status, 400);
+
+    // Update keeps created_at, delete removes.
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/gina",
+        Some(&json!({"home_dir": home, "permissions": {"/": ["list"]}})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = api.call("GET", "/api/v2/users/gina", None);
+    assert_eq!(r.body["permissions"]["/"], json!(["list"]));
+    assert_eq!(r.body["created_at"], created["created_at"]);
+    assert_eq!(api.call("DELETE", "/api/v2/users/gina", None).status, 200);
+    assert_eq!(api.call("GET", "/api/v2/users/gina", None).status, 404);
+
+    // 404 and 405 are JSON too.
+    let r = api.call("GET", "/api/v2/nowhere", None);
+    assert_eq!(r.status, 404);
+    assert!(r.body["message"].is_string());
+    let r = api.call("PATCH", "/api/v2/users", None);
+    assert_eq!(r.status, 405);
+    assert!(r.body["message"].is_string());
+}
+
+#[test]
+fn first_admin_gets_a_random_password_saved_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
+    let mut cmd = std::process::Command::new(bin("ferry"));
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--http-bind", &format!("127.0.0.1:{http_port}")])
+        .args(["--grpc-bind", &format!("127.0.0.1:{grpc_port}")])
+        .args(["--sftp-bind", &format!("127.0.0.1:{sftp_port}")])
+        .env_remove("FERRY_DEFAULT_ADMIN_PASSWORD")
+        .env_remove("FERRY_DEFAULT_ADMIN_USERNAME");
+    let p = Proc::spawn(cmd, dir.path().join("log")).unwrap();
+    let file = dir.path().join("data/initial-admin-password");
+    let password = wait_for(std::time::Duration::from_secs(60), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    })
+    .unwrap_or_else(|| panic!("password file not written:\n{}", p.log_text()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let api = wait_for(std::time::Duration::from_secs(30), || {
+        Api::login(&base, "admin", password.trim()).ok()
+    });
+    assert!(api.is_some(), "admin can log in with the printed password");
+    assert!(
+        p.log_text().contains(password.trim()),
+        "password printed once on stdout"
+    );
+}
+
+#[test]
+fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin("ferry"));
+    cmd.arg("controlplane")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--http-bind", &format!("127.0.0.1:{}", free_port())])
+        .args(["--grpc-bind", &format!("0.0.0.0:{}", free_port())])
+        .env_remove("FERRY_EDGE_TOKEN")
+        .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let mut p = Proc::spawn(cmd, dir.path().join("cp.log")).unwrap();
+    let status = p
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("exits");
+    assert!(!status.success());
+    assert!(
+        p.log_text().contains("without an edge token"),
+        "{}",
+        p.log_text()
+    );
+
+    // An edge with the wrong token never gets host keys, so it serves nobody.
+    let t = Topology::split(1).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(bin("ferry-edge"));
+    cmd.args([
+        "--control-plane",
+        &format!("http://127.0.0.1:{}", t.grpc_port),
+    ])
+    .args(["--sftp-bind", &format!("127.0.0.1:{port}")])
+    .env("FERRY_EDGE_TOKEN", "wrong-token-wrong-token");
+    let intruder = Proc::spawn(cmd, t.dir.path().join("intruder.log")).unwrap();
+    let saw_refusal = wait_for(std::time::Duration::from_secs(20), || {
+        intruder
+            .log_text()
+            .contains("invalid edge token")
+            .then_some(())
+    });
+    assert!(saw_refusal.is_some(), "{}", intruder.log_text());
+    assert!(
+        !ssh_ready(port),
+        "an unauthenticated edge must not serve SSH"
+    );
+}

@@ -1,0 +1,422 @@
+//! The walking skeleton end to end: real `ferry` processes (all-in-one and
+//! split into control plane + edges), real OpenSSH clients.
+
+use std::time::Duration;
+
+use ferry_tests::*;
+use serde_json::json;
+
+const BIG: usize = 33 * 1024 * 1024 + 12345;
+
+/// Upload and download of a file larger than 32 MiB with `sftp -R 64` and
+/// with `scp`, then the everyday commands; checked against the disk.
+fn transfer_cycle(t: &Topology, upload_port: u16, download_port: u16) {
+    let api = t.api();
+    let home = t.home("alice");
+    api.add_user(user_json("alice", "alice-pw", &home));
+    let cred = Cred::Password("alice-pw".into());
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big.bin");
+    random_file(&src, BIG);
+    let back = work.path().join("back.bin");
+
+    let out = sftp_batch(
+        upload_port,
+        "alice",
+        &cred,
+        &format!("put {} big.bin\n", src.display()),
+        &["-R", "64", "-B", "261120"],
+    );
+    assert!(
+        out.status.success(),
+        "sftp put: {}\n{}",
+        describe(&out),
+        t.logs()
+    );
+    assert_eq!(sha256_file(&home.join("big.bin")), sha256_file(&src));
+
+    let out = sftp_batch(
+        download_port,
+        "alice",
+        &cred,
+        &format!("get big.bin {}\n", back.display()),
+        &["-R", "64", "-B", "261120"],
+    );
+    assert!(out.status.success(), "sftp get: {}", describe(&out));
+    assert_eq!(sha256_file(&back), sha256_file(&src));
+
+    // scp (SFTP protocol) both ways; it exits 0 only with an exit-status.
+    let out = scp(
+        upload_port,
+        &cred,
+        &[
+            src.display().to_string(),
+            "alice@127.0.0.1:viascp.bin".into(),
+        ],
+    );
+    assert!(out.status.success(), "scp upload: {}", describe(&out));
+    assert_eq!(sha256_file(&home.join("viascp.bin")), sha256_file(&src));
+    let back2 = work.path().join("back2.bin");
+    let out = scp(
+        download_port,
+        &cred,
+        &[
+            "alice@127.0.0.1:viascp.bin".into(),
+            back2.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "scp download: {}", describe(&out));
+    assert_eq!(sha256_file(&back2), sha256_file(&src));
+
+    // ls, mkdir, rename, chmod, rm, rmdir.
+    let out = sftp_batch(
+        upload_port,
+        "alice",
+        &cred,
+        "mkdir docs\nmkdir docs/old\nrename viascp.bin docs/moved.bin\nchmod 640 docs/moved.bin\nls -l docs\nrmdir docs/old\nrm big.bin\nls\n",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "commands: {}", describe(&out));
+    assert!(
+        stdout.contains("-rw-r-----") && stdout.contains("moved.bin"),
+        "ls -l shows the chmod: {stdout}"
+    );
+    assert!(home.join("docs/moved.bin").is_file());
+    assert!(!home.join("viascp.bin").exists());
+    assert!(!home.join("docs/old").exists());
+    assert!(!home.join("big.bin").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("docs/moved.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+
+    // rmdir of a non-empty directory and rm of a missing file fail.
+    let out = sftp_batch(upload_port, "alice", &cred, "rmdir docs\n", &[]);
+    assert!(!out.status.success(), "rmdir of non-empty dir must fail");
+    let out = sftp_batch(upload_port, "alice", &cred, "rm nothing-here\n", &[]);
+    assert!(!out.status.success(), "rm of a missing file must fail");
+}
+
+#[test]
+fn serve_transfers_and_file_commands() {
+    let t = Topology::serve().unwrap();
+    transfer_cycle(&t, t.sftp_port(), t.sftp_port());
+}
+
+#[test]
+fn split_mode_edges_share_host_keys_and_serve_the_same_users() {
+    let t = Topology::split(2).unwrap();
+    // Both edges present the same host keys, which came from the control plane.
+    let scan = |port: u16| {
+        let out = std::process::Command::new("ssh-keyscan")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "ed25519,rsa,ecdsa",
+                "127.0.0.1",
+            ])
+            .output()
+            .unwrap();
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (a, b) = (scan(t.sftp_ports[0]), scan(t.sftp_ports[1]));
+    assert_eq!(a.len(), 3, "ed25519, rsa and ecdsa host keys: {a:?}");
+    assert_eq!(a, b);
+    // Upload through one edge, download through the other.
+    transfer_cycle(&t, t.sftp_ports[0], t.sftp_ports[1]);
+}
+
+#[test]
+fn password_and_key_logins() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let key = t.keypair("bob");
+    let other_key = t.keypair("mallory");
+    let mut user = user_json("bob", "bob-pw", &t.home("bob"));
+    user["public_keys"] = json!([public_key(&key)]);
+    api.add_user(user);
+    let port = t.sftp_port();
+
+    let out = sftp_batch(port, "bob", &Cred::Password("bob-pw".into()), "pwd\n", &[]);
+    assert!(out.status.success(), "password login: {}", describe(&out));
+    let out = sftp_batch(port, "bob", &Cred::Key(key.clone()), "pwd\n", &[]);
+    assert!(out.status.success(), "key login: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /"));
+
+    let out = sftp_batch(port, "bob", &Cred::Password("wrong".into()), "pwd\n", &[]);
+    assert!(!out.status.success(), "wrong password must be refused");
+    let out = sftp_batch(port, "bob", &Cred::Key(other_key), "pwd\n", &[]);
+    assert!(!out.status.success(), "unknown key must be refused");
+    let out = sftp_batch(
+        port,
+        "nobody",
+        &Cred::Password("bob-pw".into()),
+        "pwd\n",
+        &[],
+    );
+    assert!(!out.status.success(), "unknown user must be refused");
+
+    // Pre-hashed bcrypt ($2y$, as htpasswd writes) and argon2id passwords
+    // are stored as given and verify at login.
+    let bcrypt_hash = bcrypt::hash_with_result("hashed-pw", 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let mut u = user_json("hashed", &bcrypt_hash, &t.home("hashed"));
+    u["password"] = json!(bcrypt_hash);
+    api.add_user(u);
+    let out = sftp_batch(
+        port,
+        "hashed",
+        &Cred::Password("hashed-pw".into()),
+        "pwd\n",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "bcrypt pre-hashed login: {}",
+        describe(&out)
+    );
+    let out = sftp_batch(
+        port,
+        "hashed",
+        &Cred::Password(bcrypt_hash.clone()),
+        "pwd\n",
+        &[],
+    );
+    assert!(!out.status.success(), "the hash itself is not the password");
+    let r = api.call(
+        "POST",
+        "/api/v2/users",
+        Some(&json!({"username": "badhash", "password": "$2y$10$tooshort", "home_dir": t.home("badhash"), "permissions": {"/": ["*"]}})),
+    );
+    assert_eq!(r.status, 400, "malformed hash refused: {r:?}");
+}
+
+#[test]
+fn disabled_and_expired_users_are_refused() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let mut disabled = user_json("off", "pw-off", &t.home("off"));
+    disabled["status"] = json!(0);
+    api.add_user(disabled);
+    let mut expired = user_json("old", "pw-old", &t.home("old"));
+    expired["expiration_date"] = json!(1_000_000_000_000i64);
+    api.add_user(expired);
+    let port = t.sftp_port();
+    for (u, p) in [("off", "pw-off"), ("old", "pw-old")] {
+        let out = sftp_batch(port, u, &Cred::Password(p.into()), "pwd\n", &[]);
+        assert!(
+            !out.status.success(),
+            "{u} must be refused: {}",
+            describe(&out)
+        );
+    }
+    // Enabling the user lets it in.
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/off",
+        Some(&json!({"status": 1, "home_dir": t.home("off"), "permissions": {"/": ["*"]}})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let out = sftp_batch(port, "off", &Cred::Password("pw-off".into()), "pwd\n", &[]);
+    assert!(out.status.success(), "re-enabled user: {}", describe(&out));
+}
+
+#[test]
+fn paths_stay_inside_home_even_through_symlinks() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("carol");
+    api.add_user(user_json("carol", "carol-pw", &home));
+    let cred = Cred::Password("carol-pw".into());
+    let port = t.sftp_port();
+    // First login creates the home.
+    let out = sftp_batch(port, "carol", &cred, "pwd\n", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(home.is_dir(), "home created at first login");
+
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("f.txt");
+    std::fs::write(&f, b"hello").unwrap();
+    // ../../etc/passwd is clamped to /etc/passwd inside home.
+    let out = sftp_batch(
+        port,
+        "carol",
+        &cred,
+        &format!("mkdir etc\nput {} ../../etc/passwd\n", f.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(home.join("etc/passwd")).unwrap(), b"hello");
+    assert_ne!(std::fs::read("/etc/passwd").unwrap(), b"hello");
+
+    // A symlink planted in home pointing outside cannot be followed.
+    let outside = t.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"top secret").unwrap();
+    std::os::unix::fs::symlink(&outside, home.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), home.join("secret-link")).unwrap();
+    let dl = work.path().join("dl");
+    for cmd in [
+        "cd escape".to_string(),
+        "ls escape/*".to_string(),
+        "ls escape/secret".to_string(),
+        format!("get escape/secret {}", dl.display()),
+        format!("get secret-link {}", dl.display()),
+        format!("put {} escape/planted", f.display()),
+        format!("put {} secret-link", f.display()),
+        "chmod 777 secret-link".to_string(),
+        "mkdir escape/newdir".to_string(),
+        "rename etc/passwd escape/moved".to_string(),
+    ] {
+        let out = sftp_batch(port, "carol", &cred, &format!("{cmd}\n"), &[]);
+        assert!(
+            !out.status.success(),
+            "{cmd:?} must fail: {}",
+            describe(&out)
+        );
+    }
+    assert!(!dl.exists(), "nothing was downloaded from outside");
+    assert_eq!(
+        std::fs::read(outside.join("secret")).unwrap(),
+        b"top secret"
+    );
+    assert!(!outside.join("planted").exists());
+    assert!(!outside.join("newdir").exists());
+    assert!(!outside.join("moved").exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_ne!(
+        std::fs::metadata(outside.join("secret"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o777
+    );
+
+    // Symlinks created through SFTP stay inside and work.
+    let out = sftp_batch(
+        port,
+        "carol",
+        &cred,
+        &format!(
+            "ln -s etc/passwd inside-link\nget inside-link {}\n",
+            dl.display()
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&dl).unwrap(), b"hello");
+}
+
+#[test]
+fn admin_closes_a_live_connection() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    api.add_user(user_json("dave", "dave-pw", &t.home("dave")));
+    let mut session = OpenSftp::start(t.sftp_port(), "dave", &Cred::Password("dave-pw".into()));
+    assert!(session.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    let conn = wait_for(Duration::from_secs(15), || {
+        api.connections()
+            .into_iter()
+            .find(|c| c["username"] == "dave")
+    })
+    .expect("connection listed");
+    assert_eq!(conn["protocol"], "SFTP");
+    assert!(
+        conn["remote_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let id = conn["connection_id"].as_str().unwrap().to_string();
+
+    let r = api.call("DELETE", &format!("/api/v2/connections/{id}"), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The interactive client notices at its next command and exits.
+    session.send("ls");
+    let status = session
+        .wait_exit(Duration::from_secs(15))
+        .expect("client exited");
+    assert!(!status.success(), "the session was cut, not ended normally");
+    let gone = wait_for(Duration::from_secs(15), || {
+        api.connections()
+            .iter()
+            .all(|c| c["connection_id"] != id.as_str())
+            .then_some(())
+    });
+    assert!(gone.is_some(), "connection no longer listed");
+    let r = api.call("DELETE", &format!("/api/v2/connections/{id}"), None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["error"], "Not Found");
+}
+
+#[test]
+fn password_change_takes_effect_at_next_login() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    api.add_user(user_json("erin", "old-pw", &t.home("erin")));
+    let port = t.sftp_port();
+    let out = sftp_batch(port, "erin", &Cred::Password("old-pw".into()), "pwd\n", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/erin",
+        Some(&user_json("erin", "new-pw", &t.home("erin"))),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let out = sftp_batch(port, "erin", &Cred::Password("old-pw".into()), "pwd\n", &[]);
+    assert!(!out.status.success(), "old password must fail");
+    let out = sftp_batch(port, "erin", &Cred::Password("new-pw".into()), "pwd\n", &[]);
+    assert!(out.status.success(), "new password: {}", describe(&out));
+    // An update without a password keeps the current one.
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/erin",
+        Some(&json!({"home_dir": t.home("erin"), "permissions": {"/": ["*"]}, "description": "kept"})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let out = sftp_batch(port, "erin", &Cred::Password("new-pw".into()), "pwd\n", &[]);
+    assert!(out.status.success(), "password kept: {}", describe(&out));
+}
+
+#[test]
+fn sftp_limits_extension_advertises_large_writes() {
+    let t = Topology::serve().unwrap();
+    t.api()
+        .add_user(user_json("frank", "frank-pw", &t.home("frank")));
+    let out = sftp_batch(
+        t.sftp_port(),
+        "frank",
+        &Cred::Password("frank-pw".into()),
+        "pwd\n",
+        &["-vvv"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("server upload/download buffer sizes"))
+        .unwrap_or_else(|| panic!("no limits reply in:\n{err}"));
+    let sizes: Vec<u64> = line
+        .split("sizes")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split('/')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert!(sizes.iter().all(|s| *s >= 261_120), "{line}");
+}
