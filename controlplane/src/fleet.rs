@@ -74,6 +74,9 @@ impl Fleet {
         let mut s = self.lock();
         s.next_generation += 1;
         let generation = s.next_generation;
+        // The edge re-announces what is live right after its hello; anything
+        // remembered from an earlier stream may have closed meanwhile.
+        s.connections.retain(|_, c| c.edge_id != edge_id);
         s.edges.insert(
             edge_id.to_string(),
             Edge {

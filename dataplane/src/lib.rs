@@ -44,6 +44,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .flatten_event(true)
         .with_current_span(false)
         .with_writer(std::io::stderr)
         .try_init();

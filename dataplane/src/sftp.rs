@@ -23,7 +23,6 @@ use russh_sftp::protocol::{
     Attrs, ExtendedReply, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Packet,
     Status, StatusCode, Version,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::registry::{Connection, TransferState};
@@ -167,15 +166,19 @@ fn encode(packet: Packet) -> Bytes {
     })
 }
 
-/// SSH_FXP_DATA, encoded without an intermediate copy through serde.
-fn encode_data(id: u32, data: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(13 + data.len());
-    b.put_u32((9 + data.len()) as u32);
-    b.put_u8(103);
-    b.put_u32(id);
-    b.put_u32(data.len() as u32);
-    b.put_slice(data);
-    b.freeze()
+/// Bytes before the payload of an SSH_FXP_DATA packet: length, type, id, data length.
+const DATA_HEADER: usize = 13;
+
+/// Fills in the header of an SSH_FXP_DATA packet whose payload already sits
+/// after [`DATA_HEADER`] bytes, so file data is read straight into the reply.
+fn finish_data(mut packet: BytesMut, id: u32) -> Bytes {
+    let data_len = (packet.len() - DATA_HEADER) as u32;
+    let mut header = &mut packet[..DATA_HEADER];
+    header.put_u32(9 + data_len);
+    header.put_u8(103);
+    header.put_u32(id);
+    header.put_u32(data_len);
+    packet.freeze()
 }
 
 fn read_string(buf: &mut &[u8]) -> Option<String> {
@@ -372,30 +375,28 @@ impl SftpSession {
         };
         let file = file.clone();
         let want = len.min(MAX_READ_LEN) as usize;
-        let data = blocking(move || {
-            let mut buf = vec![0u8; want];
+        let packet = blocking(move || {
+            let mut buf = BytesMut::zeroed(DATA_HEADER + want);
             let mut filled = 0;
             while filled < want {
-                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                match file.read_at(&mut buf[DATA_HEADER + filled..], offset + filled as u64) {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(io_fail(e)),
                 }
             }
-            buf.truncate(filled);
+            buf.truncate(DATA_HEADER + filled);
             Ok(buf)
         })
         .await?;
-        if data.is_empty() && want > 0 {
+        let read = packet.len() - DATA_HEADER;
+        if read == 0 && want > 0 {
             return Err(fail(StatusCode::Eof, "end of file"));
         }
-        transfer
-            .1
-            .size
-            .fetch_add(data.len() as i64, Ordering::Relaxed);
+        transfer.1.size.fetch_add(read as i64, Ordering::Relaxed);
         self.conn.touch();
-        Ok(encode_data(id, &data))
+        Ok(finish_data(packet, id))
     }
 
     async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
@@ -825,7 +826,6 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
     let (mut rx, tx) = channel.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT as usize);
     let writer = tokio::spawn(async move {
-        let mut w = tx.make_writer();
         let mut next = 0u64;
         let mut pending: BTreeMap<u64, Outgoing> = BTreeMap::new();
         let mut broken = false;
@@ -833,13 +833,12 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
             pending.insert(o.seq, o);
             while let Some(o) = pending.remove(&next) {
                 next += 1;
-                if !broken && w.write_all(&o.bytes).await.is_err() {
+                // data_bytes hands russh slices of the reply: no copy per SSH packet.
+                if !broken && tx.data_bytes(o.bytes).await.is_err() {
                     broken = true;
                 }
             }
         }
-        let _ = w.flush().await;
-        drop(w);
         let _ = tx.exit_status(0).await;
         let _ = tx.eof().await;
         let _ = tx.close().await;

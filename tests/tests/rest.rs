@@ -223,3 +223,56 @@ fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
         "an unauthenticated edge must not serve SSH"
     );
 }
+
+#[test]
+fn expired_tokens_are_refused() {
+    use diesel::prelude::*;
+    use ferry_schema::configs;
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    // Sign a token with the real key, as the control plane would, but expired.
+    let db = t.dir.path().join("data/ferry.db");
+    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    let key_hex: String = configs::table
+        .find("jwt_signing_key")
+        .select(configs::value)
+        .first(&mut conn)
+        .unwrap();
+    let key = hex::decode(key_hex).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |exp: i64| {
+        json!({"sub": "admin", "username": "admin", "permissions": ["*"], "aud": "API",
+               "iat": exp - 1200, "nbf": exp - 1200, "exp": exp, "jti": "t"})
+    };
+    let sign = |c: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(&key),
+        )
+        .unwrap()
+    };
+    let http = reqwest::blocking::Client::new();
+    let get = |token: &str| {
+        http.get(format!("{}/api/v2/users", t.base()))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        get(&sign(claims(now + 600))),
+        200,
+        "a fresh token signed with the key works"
+    );
+    assert_eq!(
+        get(&sign(claims(now - 60))),
+        401,
+        "an expired token is refused"
+    );
+    assert_eq!(get(api.token()), 200);
+}

@@ -420,3 +420,143 @@ fn sftp_limits_extension_advertises_large_writes() {
         .collect();
     assert!(sizes.iter().all(|s| *s >= 261_120), "{line}");
 }
+
+#[test]
+fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("ivan");
+    api.add_user(user_json("ivan", "ivan-pw", &home));
+    let cred = Cred::Password("ivan-pw".into());
+    let live = |api: &Api| {
+        api.connections()
+            .iter()
+            .filter(|c| c["username"] == "ivan")
+            .count()
+    };
+
+    let mut s = OpenSftp::start(t.sftp_port(), "ivan", &cred);
+    assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    assert!(wait_for(Duration::from_secs(15), || (live(&api) == 1).then_some(())).is_some());
+    // An update without disconnect leaves the session alone.
+    let body = json!({"home_dir": home, "permissions": {"/": ["*"]}, "description": "v2"});
+    assert_eq!(
+        api.call("PUT", "/api/v2/users/ivan", Some(&body)).status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(live(&api), 1);
+    assert_eq!(
+        api.call("PUT", "/api/v2/users/ivan?disconnect=1", Some(&body))
+            .status,
+        200
+    );
+    s.send("ls");
+    assert!(
+        s.wait_exit(Duration::from_secs(15)).is_some(),
+        "disconnected by the update"
+    );
+
+    let mut s = OpenSftp::start(t.sftp_port(), "ivan", &cred);
+    assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    assert!(wait_for(Duration::from_secs(15), || (live(&api) == 1).then_some(())).is_some());
+    assert_eq!(api.call("DELETE", "/api/v2/users/ivan", None).status, 200);
+    s.send("ls");
+    assert!(
+        s.wait_exit(Duration::from_secs(15)).is_some(),
+        "disconnected by the delete"
+    );
+    let out = sftp_batch(t.sftp_port(), "ivan", &cred, "pwd\n", &[]);
+    assert!(!out.status.success(), "a deleted user cannot log in");
+}
+
+#[test]
+fn offered_algorithms_exclude_sha1_and_include_the_fast_ciphers() {
+    let t = Topology::serve().unwrap();
+    t.api()
+        .add_user(user_json("judy", "judy-pw", &t.home("judy")));
+    let cred = Cred::Password("judy-pw".into());
+    let port = t.sftp_port();
+    for ok in [
+        "-oCiphers=aes128-gcm@openssh.com",
+        "-oCiphers=aes256-gcm@openssh.com",
+        "-oCiphers=chacha20-poly1305@openssh.com",
+        "-oCiphers=aes128-ctr",
+        "-oCiphers=aes256-ctr",
+        "-oKexAlgorithms=curve25519-sha256",
+        "-oHostKeyAlgorithms=ssh-ed25519",
+        "-oHostKeyAlgorithms=rsa-sha2-512",
+        "-oHostKeyAlgorithms=rsa-sha2-256",
+        "-oHostKeyAlgorithms=ecdsa-sha2-nistp256",
+    ] {
+        let out = sftp_batch(port, "judy", &cred, "pwd\n", &[ok]);
+        assert!(out.status.success(), "{ok} must work: {}", describe(&out));
+    }
+    for refused in [
+        "-oHostKeyAlgorithms=ssh-rsa",
+        "-oKexAlgorithms=diffie-hellman-group14-sha1",
+        "-oCiphers=aes128-cbc",
+        "-oMACs=hmac-sha1",
+    ] {
+        // hmac-sha1 alone cannot be negotiated with a non-AEAD cipher.
+        let extra: Vec<&str> = if refused.starts_with("-oMACs") {
+            vec![refused, "-oCiphers=aes128-ctr"]
+        } else {
+            vec![refused]
+        };
+        let out = sftp_batch(port, "judy", &cred, "pwd\n", &extra);
+        assert!(
+            !out.status.success(),
+            "{refused} must be refused: {}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn times_and_ownership_of_uploads() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("kate");
+    let mut user = user_json("kate", "kate-pw", &home);
+    user["uid"] = json!(4321);
+    user["gid"] = json!(4322);
+    api.add_user(user);
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("old.txt");
+    std::fs::write(&f, b"old times").unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let out = sftp_batch(
+        t.sftp_port(),
+        "kate",
+        &Cred::Password("kate-pw".into()),
+        &format!("put -p {} old.txt\nmkdir made\n", f.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(home.join("old.txt")).unwrap();
+    assert_eq!(
+        meta.mtime(),
+        1_500_000_000,
+        "put -p preserved the modification time"
+    );
+    let as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let dir_meta = std::fs::metadata(home.join("made")).unwrap();
+    let home_meta = std::fs::metadata(&home).unwrap();
+    if as_root {
+        // Running as root: new files, directories and the home belong to the user.
+        for m in [&meta, &dir_meta, &home_meta] {
+            assert_eq!((m.uid(), m.gid()), (4321, 4322));
+        }
+    } else {
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(meta.uid(), me, "without root nothing is chowned");
+    }
+}
