@@ -37,6 +37,9 @@ pub const MAX_WRITE_LEN: u32 = MAX_PACKET_LEN - 1024;
 pub const MAX_HANDLES: usize = 512;
 /// Requests decoded but not yet answered, per channel.
 pub const MAX_IN_FLIGHT: u32 = 64;
+/// Mode bits a client may set: permissions and the sticky bit, never
+/// setuid/setgid (the server may run as root and chown to the user's uid).
+pub const CHMOD_MASK: u32 = 0o1777;
 /// Directory entries per READDIR reply.
 pub const READDIR_BATCH: usize = 250;
 
@@ -769,7 +772,7 @@ fn apply_attrs(
         .map_err(io_fail)?;
     }
     if let Some(mode) = attrs.permissions {
-        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777))
+        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & CHMOD_MASK))
             .map_err(io_fail)?;
     }
     if attrs.uid.is_some() || attrs.gid.is_some() {

@@ -138,7 +138,15 @@ fn split_mode_edges_share_host_keys_and_serve_the_same_users() {
 
 #[test]
 fn password_and_key_logins() {
-    let t = Topology::serve().unwrap();
+    logins(&Topology::serve().unwrap());
+}
+
+#[test]
+fn password_and_key_logins_through_separate_edges() {
+    logins(&Topology::split(1).unwrap());
+}
+
+fn logins(t: &Topology) {
     let api = t.api();
     let key = t.keypair("bob");
     let other_key = t.keypair("mallory");
@@ -321,10 +329,20 @@ fn paths_stay_inside_home_even_through_symlinks() {
 
 #[test]
 fn admin_closes_a_live_connection() {
-    let t = Topology::serve().unwrap();
+    close_connection(&Topology::serve().unwrap());
+}
+
+#[test]
+fn admin_closes_a_live_connection_on_a_separate_edge() {
+    close_connection(&Topology::split(2).unwrap());
+}
+
+fn close_connection(t: &Topology) {
     let api = t.api();
     api.add_user(user_json("dave", "dave-pw", &t.home("dave")));
-    let mut session = OpenSftp::start(t.sftp_port(), "dave", &Cred::Password("dave-pw".into()));
+    // On a split topology, use the last edge: the command must reach it.
+    let port = *t.sftp_ports.last().unwrap();
+    let mut session = OpenSftp::start(port, "dave", &Cred::Password("dave-pw".into()));
     assert!(session.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
     let conn = wait_for(Duration::from_secs(15), || {
         api.connections()
@@ -363,12 +381,27 @@ fn admin_closes_a_live_connection() {
 
 #[test]
 fn password_change_takes_effect_at_next_login() {
-    let t = Topology::serve().unwrap();
+    password_change(&Topology::serve().unwrap());
+}
+
+#[test]
+fn password_change_takes_effect_on_every_edge() {
+    password_change(&Topology::split(2).unwrap());
+}
+
+fn password_change(t: &Topology) {
     let api = t.api();
     api.add_user(user_json("erin", "old-pw", &t.home("erin")));
-    let port = t.sftp_port();
-    let out = sftp_batch(port, "erin", &Cred::Password("old-pw".into()), "pwd\n", &[]);
+    let out = sftp_batch(
+        t.sftp_port(),
+        "erin",
+        &Cred::Password("old-pw".into()),
+        "pwd\n",
+        &[],
+    );
     assert!(out.status.success(), "{}", describe(&out));
+    // Later logins go through the last edge (another process when split).
+    let port = *t.sftp_ports.last().unwrap();
     let r = api.call(
         "PUT",
         "/api/v2/users/erin",
@@ -536,7 +569,10 @@ fn times_and_ownership_of_uploads() {
         t.sftp_port(),
         "kate",
         &Cred::Password("kate-pw".into()),
-        &format!("put -p {} old.txt\nmkdir made\n", f.display()),
+        &format!(
+            "put -p {} old.txt\nmkdir made\nchmod 6755 made\n",
+            f.display()
+        ),
         &[],
     );
     assert!(out.status.success(), "{}", describe(&out));
@@ -547,6 +583,9 @@ fn times_and_ownership_of_uploads() {
         1_500_000_000,
         "put -p preserved the modification time"
     );
+    // setuid/setgid bits are never set on behalf of a client.
+    let dir_mode = std::fs::metadata(home.join("made")).unwrap().mode();
+    assert_eq!(dir_mode & 0o7777, 0o755, "got {dir_mode:o}");
     let as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
     let dir_meta = std::fs::metadata(home.join("made")).unwrap();
     let home_meta = std::fs::metadata(&home).unwrap();
