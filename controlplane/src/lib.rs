@@ -6,7 +6,9 @@
 pub mod bootstrap;
 pub mod fleet;
 pub mod grpc;
+pub mod migrate;
 pub mod passwords;
+pub mod provider;
 pub mod rest;
 pub mod store;
 pub mod users;
@@ -46,6 +48,8 @@ pub struct ControlPlaneOptions {
     pub grpc_bind: SocketAddr,
     /// Token edges must present; required unless gRPC binds to loopback.
     pub edge_token: Option<String>,
+    /// Which database to use (`FERRY_DATA_PROVIDER__*`).
+    pub data_provider: provider::DataProviderConfig,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -53,6 +57,18 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     hex::encode(buf)
+}
+
+/// Connects to the configured database and migrates its schema (on the
+/// blocking pool: diesel and the migration lock wait synchronously).
+pub async fn open_store(
+    cfg: &provider::DataProviderConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<store::Store> {
+    let (cfg, dir) = (cfg.clone(), data_dir.to_path_buf());
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&cfg, &dir)).await??;
+    info!(backend = ?store.backend(), "database ready");
+    Ok(store)
 }
 
 /// A running control plane: its bound addresses and the task serving it.
@@ -83,9 +99,7 @@ pub async fn start_controlplane(
     }
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
-    let db_path = opts.data_dir.join("ferry.db");
-    let store = store::Store::open_sqlite(&db_path)?;
-    info!(path = %db_path.display(), "database ready");
+    let store = open_store(&opts.data_provider, &opts.data_dir).await?;
     let host_keys = bootstrap::host_keys(&store).await?;
     let jwt_key = bootstrap::jwt_key(&store).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;

@@ -34,6 +34,15 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Create or upgrade the database schema and exit. The database is chosen
+    /// by FERRY_DATA_PROVIDER__DRIVER (sqlite, postgresql, mysql) and its
+    /// FERRY_DATA_PROVIDER__* settings; PostgreSQL and MySQL databases must
+    /// already exist.
+    Initprovider {
+        /// Directory holding the SQLite database; created if missing.
+        #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -107,9 +116,17 @@ fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     ferry_dataplane::init_logging();
     let cli = Cli::parse();
+    let data_provider = ferry_controlplane::provider::DataProviderConfig::from_env()?;
     let (common, sftp_bind) = match cli.command {
         Command::Serve { common, sftp_bind } => (common, Some(sftp_bind)),
         Command::Controlplane { common } => (common, None),
+        Command::Initprovider { data_dir } => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            ferry_controlplane::open_store(&data_provider, &data_dir).await?;
+            println!("the database schema is up to date");
+            return Ok(());
+        }
     };
     let mut token = edge_token(common.edge_token_file.as_ref())?;
     if sftp_bind.is_some() && token.is_none() {
@@ -129,6 +146,7 @@ async fn run() -> anyhow::Result<()> {
             http_bind: common.http_bind,
             grpc_bind: common.grpc_bind,
             edge_token: token.clone(),
+            data_provider,
         },
         stop(),
     )

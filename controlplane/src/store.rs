@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_migrations::MigrationHarness;
 use ferry_schema::{admins, configs, users};
+
+pub use crate::provider::{Backend, DataProviderConfig};
 
 /// A failure of the store, already classified for the API layers.
 #[derive(Debug, thiserror::Error)]
@@ -118,52 +119,116 @@ pub enum Order {
     Desc,
 }
 
-#[derive(Debug)]
-struct SqlitePragmas;
+/// A connection to whichever SQL backend is configured. diesel's derive
+/// would try every variant in `establish` and hide the real error, so
+/// connections are made by [`Manager`], which knows the backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Sqlite(diesel::SqliteConnection),
+    Postgresql(diesel::PgConnection),
+    Mysql(diesel::MysqlConnection),
+}
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        // WAL lets REST reads run while an edge's login writes last_login;
-        // busy_timeout turns short write contention into waiting, not errors.
-        conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+/// r2d2 manager that establishes the configured backend directly.
+struct Manager {
+    backend: Backend,
+    url: String,
+}
+
+impl diesel::r2d2::ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        let conn = match self.backend {
+            Backend::Sqlite => {
+                let mut c = diesel::SqliteConnection::establish(&self.url)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // WAL lets REST reads run while a login writes last_login;
+                // busy_timeout turns short write contention into waiting.
+                c.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                DbConnection::Sqlite(c)
+            }
+            Backend::Postgresql => DbConnection::Postgresql(
+                diesel::PgConnection::establish(&self.url)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?,
+            ),
+            Backend::Mysql => DbConnection::Mysql(
+                diesel::MysqlConnection::establish(&self.url)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?,
+            ),
+        };
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        use diesel::r2d2::R2D2Connection;
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        std::thread::panicking() || conn.is_broken()
     }
 }
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<ConnectionManager<SqliteConnection>>,
+    pool: Pool<Manager>,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and applies
-    /// pending migrations.
-    pub fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
-        let url = path
-            .to_str()
-            .ok_or_else(|| anyhow::anyhow!("database path {} is not UTF-8", path.display()))?;
-        let manager = ConnectionManager::<SqliteConnection>::new(url);
+    /// Connects to the configured database and brings its schema to this
+    /// binary's version (refusing a schema newer than the binary).
+    pub fn open(cfg: &DataProviderConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let target = cfg.target(data_dir)?;
+        let manager = Manager {
+            backend: target.backend,
+            url: target.url,
+        };
+        // Connect once outside the pool: r2d2 retries silently until its
+        // timeout, while the first error is what an operator needs to see.
+        let mut first = diesel::r2d2::ManageConnection::connect(&manager).map_err(|e| {
+            let hint = match target.backend {
+                Backend::Sqlite => "",
+                _ => " (the database must exist: ferry creates the schema, not the database)",
+            };
+            anyhow::anyhow!(
+                "cannot connect to {}: {}{hint}",
+                target.describe,
+                e.to_string().trim_end()
+            )
+        })?;
+        crate::migrate::migrate(&mut first)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", target.describe))?;
+        drop(first);
         let pool = Pool::builder()
-            .max_size(8)
+            .max_size(target.pool_size)
             .connection_timeout(Duration::from_secs(10))
-            .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)
-            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
-        let mut conn = pool.get()?;
-        conn.run_pending_migrations(ferry_schema::SQLITE_MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("cannot migrate database {}: {e}", path.display()))?;
-        Ok(Self { pool })
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", target.describe))?;
+        Ok(Self {
+            pool,
+            backend: target.backend,
+        })
+    }
+
+    /// Which SQL backend this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
@@ -313,19 +378,28 @@ impl Store {
         F: FnOnce() -> Result<String, StoreError> + Send + 'static,
     {
         self.run(move |c| {
-            let existing: Option<String> = configs::table
-                .find(name)
-                .select(configs::value)
-                .first(c)
-                .optional()?;
-            if let Some(v) = existing {
+            let read = |c: &mut DbConnection| -> Result<Option<String>, StoreError> {
+                Ok(configs::table
+                    .find(name)
+                    .select(configs::value)
+                    .first(c)
+                    .optional()?)
+            };
+            if let Some(v) = read(c)? {
                 return Ok(v);
             }
             let value = make()?;
-            diesel::insert_or_ignore_into(configs::table)
+            match diesel::insert_into(configs::table)
                 .values((configs::name.eq(name), configs::value.eq(&value)))
-                .execute(c)?;
-            Ok(configs::table.find(name).select(configs::value).first(c)?)
+                .execute(c)
+            {
+                Ok(_) => Ok(value),
+                // Another replica inserted first: use its value.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                    read(c)?.ok_or(StoreError::NotFound)
+                }
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }

@@ -1,12 +1,16 @@
 //! The database schema: diesel table definitions and the embedded migrations,
-//! one directory per backend (`migrations/sqlite` today; PostgreSQL and MySQL
-//! get their own directories with the same tables).
+//! one directory per backend (`migrations/sqlite`, `migrations/postgres`,
+//! `migrations/mysql`) with the same tables and the same version names.
 #![forbid(unsafe_code)]
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 /// Migrations for SQLite, applied in order at start.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Migrations for PostgreSQL.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+/// Migrations for MySQL and MariaDB.
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 diesel::table! {
     users (id) {

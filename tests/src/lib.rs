@@ -130,6 +130,11 @@ pub struct Topology {
 impl Topology {
     /// `ferry serve`: control plane plus embedded edge in one process.
     pub fn serve() -> Result<Self> {
+        Self::serve_with(&[])
+    }
+
+    /// `ferry serve` with extra environment (e.g. `FERRY_DATA_PROVIDER__*`).
+    pub fn serve_with(env: &[(String, String)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(bin("ferry"));
@@ -143,7 +148,8 @@ impl Topology {
             .arg("--sftp-bind")
             .arg(addr(sftp_port).to_string())
             .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env_remove("FERRY_EDGE_TOKEN");
+            .env_remove("FERRY_EDGE_TOKEN")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn(cmd, dir.path().join("ferry.log"))?;
         let t = Self {
             dir,
@@ -498,4 +504,75 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A PostgreSQL or MariaDB database created for one test on this machine's
+/// server and dropped when the value is dropped.
+pub struct TempDatabase {
+    driver: &'static str,
+    name: String,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+
+impl TempDatabase {
+    fn create(driver: &'static str) -> Self {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let name = format!("ferry_e2e_{:016x}", rand::random::<u64>());
+        let sql = format!("CREATE DATABASE {name}");
+        match driver {
+            "postgresql" => diesel::PgConnection::establish(PG_ADMIN)
+                .expect("PostgreSQL on 127.0.0.1:5432")
+                .batch_execute(&sql),
+            _ => diesel::MysqlConnection::establish(MYSQL_ADMIN)
+                .expect("MariaDB on 127.0.0.1:3306")
+                .batch_execute(&sql),
+        }
+        .expect("create database");
+        Self { driver, name }
+    }
+
+    pub fn postgres() -> Self {
+        Self::create("postgresql")
+    }
+
+    pub fn mysql() -> Self {
+        Self::create("mysql")
+    }
+
+    /// The `FERRY_DATA_PROVIDER__*` settings that select this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let user = if self.driver == "postgresql" {
+            "postgres"
+        } else {
+            "root"
+        };
+        [
+            ("DRIVER", self.driver),
+            ("NAME", &self.name),
+            ("USERNAME", user),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("FERRY_DATA_PROVIDER__{k}"), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let sql = match self.driver {
+            "postgresql" => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        let _ = match self.driver {
+            "postgresql" => {
+                diesel::PgConnection::establish(PG_ADMIN).map(|mut c| c.batch_execute(&sql))
+            }
+            _ => diesel::MysqlConnection::establish(MYSQL_ADMIN).map(|mut c| c.batch_execute(&sql)),
+        };
+    }
 }

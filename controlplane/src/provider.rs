@@ -1,0 +1,283 @@
+//! Data provider settings with SFTPGo's names (`data_provider.driver`,
+//! `name`, `host`, `port`, `username`, `password`, `sslmode`,
+//! `connection_string`, `pool_size`), read from `FERRY_DATA_PROVIDER__<KEY>`,
+//! and the connection target they describe.
+
+use std::path::Path;
+
+/// Which SQL backend a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgresql,
+    Mysql,
+}
+
+/// `data_provider` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataProviderConfig {
+    /// `sqlite` (default), `postgresql` or `mysql` (MySQL and MariaDB).
+    pub driver: String,
+    /// SQLite: database file, relative to the data directory (default
+    /// `ferry.db`). PostgreSQL/MySQL: database name (default `ferry`).
+    pub name: String,
+    /// Server host (default 127.0.0.1).
+    pub host: String,
+    /// Server port (0: the backend's default, 5432 or 3306).
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// TLS to the server: 0 off, 1 required, 2 verify the CA, 3 verify CA
+    /// and host name (SFTPGo's values).
+    pub sslmode: u8,
+    /// Full connection URL; when set, host/port/name/credentials are ignored.
+    pub connection_string: String,
+    /// Connections in the pool (0: 8).
+    pub pool_size: u32,
+}
+
+impl Default for DataProviderConfig {
+    fn default() -> Self {
+        Self {
+            driver: "sqlite".into(),
+            name: String::new(),
+            host: String::new(),
+            port: 0,
+            username: String::new(),
+            password: String::new(),
+            sslmode: 0,
+            connection_string: String::new(),
+            pool_size: 0,
+        }
+    }
+}
+
+/// Where to connect, ready for diesel; `describe` is safe to log (no password).
+pub struct Target {
+    pub backend: Backend,
+    pub url: String,
+    pub describe: String,
+    pub pool_size: u32,
+}
+
+const ENV_PREFIX: &str = "FERRY_DATA_PROVIDER__";
+
+impl DataProviderConfig {
+    /// Defaults overridden by `FERRY_DATA_PROVIDER__<KEY>` variables; an
+    /// unknown key or a bad value is an error naming the variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut cfg = Self::default();
+        for (key, value) in vars {
+            let Some(field) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let number = |what: &str| -> anyhow::Result<u64> {
+                value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| anyhow::anyhow!("{key}: {value:?} is not a valid {what}"))
+            };
+            match field.to_ascii_lowercase().as_str() {
+                "driver" => cfg.driver = value.trim().to_ascii_lowercase(),
+                "name" => cfg.name = value,
+                "host" => cfg.host = value,
+                "port" => {
+                    cfg.port = u16::try_from(number("port")?)
+                        .map_err(|_| anyhow::anyhow!("{key}: {value:?} is not a valid port"))?
+                }
+                "username" => cfg.username = value,
+                "password" => cfg.password = value,
+                "sslmode" => {
+                    let v = number("sslmode (0-3)")?;
+                    anyhow::ensure!(v <= 3, "{key}: sslmode must be 0, 1, 2 or 3, got {v}");
+                    cfg.sslmode = v as u8;
+                }
+                "connection_string" => cfg.connection_string = value,
+                "pool_size" => {
+                    cfg.pool_size = u32::try_from(number("pool size")?)
+                        .map_err(|_| anyhow::anyhow!("{key}: pool size too large"))?
+                }
+                _ => anyhow::bail!(
+                    "{key}: unknown data_provider setting (known: driver, name, host, port, username, \
+                     password, sslmode, connection_string, pool_size)"
+                ),
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        match self.driver.as_str() {
+            "" | "sqlite" => Ok(Backend::Sqlite),
+            "postgresql" | "postgres" => Ok(Backend::Postgresql),
+            "mysql" | "mariadb" => Ok(Backend::Mysql),
+            other => anyhow::bail!(
+                "data_provider.driver {other:?} is not supported: use sqlite, postgresql or mysql"
+            ),
+        }
+    }
+
+    /// The connection target for this configuration.
+    pub fn target(&self, data_dir: &Path) -> anyhow::Result<Target> {
+        let backend = self.backend()?;
+        let pool_size = if self.pool_size == 0 {
+            8
+        } else {
+            self.pool_size
+        };
+        if backend == Backend::Sqlite {
+            let name = if self.name.is_empty() {
+                "ferry.db"
+            } else {
+                &self.name
+            };
+            let path = if Path::new(name).is_absolute() {
+                Path::new(name).to_path_buf()
+            } else {
+                data_dir.join(name)
+            };
+            let url = path
+                .to_str()
+                .ok_or_else(|| anyhow::anyhow!("database path {} is not UTF-8", path.display()))?
+                .to_string();
+            return Ok(Target {
+                backend,
+                describe: format!("sqlite database {url}"),
+                url,
+                pool_size,
+            });
+        }
+        let (scheme, default_port, label) = match backend {
+            Backend::Postgresql => ("postgres", 5432, "postgresql"),
+            _ => ("mysql", 3306, "mysql"),
+        };
+        if !self.connection_string.is_empty() {
+            return Ok(Target {
+                backend,
+                url: self.connection_string.clone(),
+                describe: format!("{label} database (from connection_string)"),
+                pool_size,
+            });
+        }
+        let host = if self.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        let port = if self.port == 0 {
+            default_port
+        } else {
+            self.port
+        };
+        let name = if self.name.is_empty() {
+            "ferry"
+        } else {
+            &self.name
+        };
+        let auth = match (self.username.is_empty(), self.password.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => format!("{}@", encode(&self.username)),
+            (false, false) => format!("{}:{}@", encode(&self.username), encode(&self.password)),
+        };
+        let tls = match (backend, self.sslmode) {
+            (_, 0) => match backend {
+                Backend::Postgresql => "?sslmode=disable",
+                _ => "",
+            },
+            (Backend::Postgresql, 1) => "?sslmode=require",
+            (Backend::Postgresql, 2) => "?sslmode=verify-ca",
+            (Backend::Postgresql, _) => "?sslmode=verify-full",
+            (_, 1) => "?ssl_mode=REQUIRED",
+            (_, 2) => "?ssl_mode=VERIFY_CA",
+            (_, _) => "?ssl_mode=VERIFY_IDENTITY",
+        };
+        Ok(Target {
+            backend,
+            url: format!("{scheme}://{auth}{host}:{port}/{}{tls}", encode(name)),
+            describe: format!("{label} database {name:?} on {host}:{port}"),
+            pool_size,
+        })
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_settings_build_urls_without_leaking_passwords() {
+        let cfg = DataProviderConfig::from_vars(vars(&[
+            ("FERRY_DATA_PROVIDER__DRIVER", "postgresql"),
+            ("FERRY_DATA_PROVIDER__NAME", "db"),
+            ("FERRY_DATA_PROVIDER__USERNAME", "u"),
+            ("FERRY_DATA_PROVIDER__PASSWORD", "p@ss:w/rd"),
+            ("FERRY_DATA_PROVIDER__PORT", "6543"),
+            ("FERRY_DATA_PROVIDER__SSLMODE", "1"),
+            ("UNRELATED", "x"),
+        ]))
+        .unwrap();
+        let t = cfg.target(Path::new("/d")).unwrap();
+        assert_eq!(
+            t.url,
+            "postgres://u:p%40ss%3Aw%2Frd@127.0.0.1:6543/db?sslmode=require"
+        );
+        assert!(!t.describe.contains("p@ss"));
+        let t = DataProviderConfig::default()
+            .target(Path::new("/d"))
+            .unwrap();
+        assert_eq!(
+            (t.backend, t.url.as_str()),
+            (Backend::Sqlite, "/d/ferry.db")
+        );
+        let my = DataProviderConfig::from_vars(vars(&[("FERRY_DATA_PROVIDER__DRIVER", "mysql")]))
+            .unwrap();
+        assert_eq!(
+            my.target(Path::new("/d")).unwrap().url,
+            "mysql://127.0.0.1:3306/ferry"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let err = |pairs: &[(&str, &str)]| {
+            DataProviderConfig::from_vars(vars(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err(&[("FERRY_DATA_PROVIDER__PORT", "http")]).contains("FERRY_DATA_PROVIDER__PORT")
+        );
+        assert!(err(&[("FERRY_DATA_PROVIDER__SSLMODE", "7")]).contains("sslmode"));
+        assert!(
+            err(&[("FERRY_DATA_PROVIDER__COLOUR", "blue")])
+                .contains("unknown data_provider setting")
+        );
+        let bad = DataProviderConfig::from_vars(vars(&[("FERRY_DATA_PROVIDER__DRIVER", "oracle")]))
+            .unwrap();
+        assert!(bad.target(Path::new("/d")).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! One conformance suite for the store, run against every SQL backend:
+//! SQLite in a temp dir, and the real PostgreSQL and MariaDB servers of this
+//! machine, each in a fresh database created for the run and dropped after.
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection, PgConnection};
+use ferry_controlplane::provider::DataProviderConfig;
+use ferry_controlplane::store::{AdminData, Order, Store, StoreError, UserData};
+
+/// A database created for one test, dropped when the test ends.
+struct TestDb {
+    label: &'static str,
+    cfg: DataProviderConfig,
+    dir: tempfile::TempDir,
+    drop_sql: Option<(&'static str, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.drop_sql {
+            Some(("postgresql", name)) => {
+                if let Ok(mut c) = PgConnection::establish(PG_ADMIN) {
+                    let _ =
+                        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+            Some((_, name)) => {
+                if let Ok(mut c) = MysqlConnection::establish(MYSQL_ADMIN) {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn unique_name() -> String {
+    format!("ferry_t_{:016x}", rand::random::<u64>())
+}
+
+fn databases() -> Vec<TestDb> {
+    let sqlite = TestDb {
+        label: "sqlite",
+        cfg: DataProviderConfig::default(),
+        dir: tempfile::tempdir().unwrap(),
+        drop_sql: None,
+    };
+    let pg_name = unique_name();
+    PgConnection::establish(PG_ADMIN)
+        .expect("PostgreSQL on 127.0.0.1:5432")
+        .batch_execute(&format!("CREATE DATABASE {pg_name}"))
+        .unwrap();
+    let pg = TestDb {
+        label: "postgresql",
+        cfg: DataProviderConfig {
+            driver: "postgresql".into(),
+            name: pg_name.clone(),
+            username: "postgres".into(),
+            ..Default::default()
+        },
+        dir: tempfile::tempdir().unwrap(),
+        drop_sql: Some(("postgresql", pg_name)),
+    };
+    let my_name = unique_name();
+    MysqlConnection::establish(MYSQL_ADMIN)
+        .expect("MariaDB on 127.0.0.1:3306")
+        .batch_execute(&format!("CREATE DATABASE {my_name}"))
+        .unwrap();
+    let my = TestDb {
+        label: "mysql",
+        cfg: DataProviderConfig {
+            driver: "mysql".into(),
+            name: my_name.clone(),
+            username: "root".into(),
+            ..Default::default()
+        },
+        dir: tempfile::tempdir().unwrap(),
+        drop_sql: Some(("mysql", my_name)),
+    };
+    vec![sqlite, pg, my]
+}
+
+fn open(db: &TestDb) -> Store {
+    Store::open(&db.cfg, db.dir.path()).unwrap_or_else(|e| panic!("{}: {e:#}", db.label))
+}
+
+fn user(name: &str) -> UserData {
+    UserData {
+        username: name.into(),
+        status: 1,
+        password: Some("$argon2id$v=19$m=65536,t=1,p=2$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
+        public_keys: "[]".into(),
+        home_dir: format!("/srv/{name}"),
+        uid: 0,
+        gid: 0,
+        max_sessions: 0,
+        quota_size: 0,
+        quota_files: 0,
+        permissions: r#"{"/":["*"]}"#.into(),
+        used_quota_size: 0,
+        used_quota_files: 0,
+        last_quota_update: 0,
+        upload_bandwidth: 0,
+        download_bandwidth: 0,
+        upload_data_transfer: 0,
+        download_data_transfer: 0,
+        total_data_transfer: 0,
+        used_upload_data_transfer: 0,
+        used_download_data_transfer: 0,
+        expiration_date: 0,
+        last_login: 0,
+        first_download: 0,
+        first_upload: 0,
+        last_password_change: 0,
+        filters: "{}".into(),
+        filesystem: r#"{"provider":0}"#.into(),
+        email: String::new(),
+        description: "héllo \u{1F600}".into(),
+        additional_info: String::new(),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_crud_on_every_backend() {
+    for db in databases() {
+        let store = open(&db);
+        let l = db.label;
+        let a = store.add_user(user("alice")).await.unwrap();
+        assert!(a.id >= 1, "{l}");
+        assert_eq!(
+            a.data.description, "héllo \u{1F600}",
+            "{l}: UTF-8 round trip"
+        );
+        store.add_user(user("bob")).await.unwrap();
+        store.add_user(user("carol")).await.unwrap();
+        assert!(
+            matches!(
+                store.add_user(user("alice")).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{l}: duplicate username"
+        );
+        let asc: Vec<String> = store
+            .users(0, 10, Order::Asc)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.data.username)
+            .collect();
+        assert_eq!(asc, ["alice", "bob", "carol"], "{l}");
+        let page: Vec<String> = store
+            .users(1, 1, Order::Desc)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.data.username)
+            .collect();
+        assert_eq!(page, ["bob"], "{l}");
+
+        let mut changed = a.data.clone();
+        changed.home_dir = "/srv/elsewhere".into();
+        changed.password = None;
+        store.update_user(a.id, changed).await.unwrap();
+        let got = store.user("alice".into()).await.unwrap();
+        assert_eq!(got.data.home_dir, "/srv/elsewhere", "{l}");
+        assert_eq!(got.data.password, None, "{l}: NULL stored");
+        assert!(
+            matches!(
+                store.update_user(999_999, user("x")).await,
+                Err(StoreError::NotFound)
+            ),
+            "{l}"
+        );
+
+        store.set_last_login("bob".into(), 42).await.unwrap();
+        assert_eq!(
+            store.user("bob".into()).await.unwrap().data.last_login,
+            42,
+            "{l}"
+        );
+        store.delete_user("bob".into()).await.unwrap();
+        assert!(
+            matches!(store.user("bob".into()).await, Err(StoreError::NotFound)),
+            "{l}"
+        );
+        assert!(
+            matches!(
+                store.delete_user("bob".into()).await,
+                Err(StoreError::NotFound)
+            ),
+            "{l}"
+        );
+        store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_and_settings_on_every_backend() {
+    for db in databases() {
+        let store = open(&db);
+        let l = db.label;
+        assert_eq!(store.count_admins().await.unwrap(), 0, "{l}");
+        let admin = AdminData {
+            username: "root".into(),
+            status: 1,
+            password: "hash".into(),
+            permissions: r#"["*"]"#.into(),
+            filters: "{}".into(),
+            email: String::new(),
+            description: String::new(),
+            additional_info: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            last_login: 0,
+        };
+        store.add_admin(admin.clone()).await.unwrap();
+        assert!(
+            matches!(
+                store.add_admin(admin).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{l}"
+        );
+        assert_eq!(store.count_admins().await.unwrap(), 1, "{l}");
+        assert_eq!(
+            store.admin("root".into()).await.unwrap().data.permissions,
+            r#"["*"]"#,
+            "{l}"
+        );
+
+        // Many racing writers agree on one value for a fleet setting.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.config_or_insert("race", move || Ok(format!("value-{i}")))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap());
+        }
+        values.dedup();
+        assert_eq!(values.len(), 1, "{l}: {values:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_lifecycle_on_every_backend() {
+    for db in databases() {
+        let l = db.label;
+        // Two control planes starting at once: both succeed, the schema is
+        // migrated once.
+        let (a, b) = (db.cfg.clone(), db.cfg.clone());
+        let (da, dbb) = (db.dir.path().to_path_buf(), db.dir.path().to_path_buf());
+        let ta =
+            std::thread::spawn(move || Store::open(&a, &da).map(|_| ()).map_err(|e| e.to_string()));
+        let tb = std::thread::spawn(move || {
+            Store::open(&b, &dbb).map(|_| ()).map_err(|e| e.to_string())
+        });
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        // SQLite has no migration lock: the file lock serialises writers and
+        // the loser may see the schema half made; PostgreSQL/MySQL must both pass.
+        if l != "sqlite" {
+            ra.unwrap_or_else(|e| panic!("{l}: {e}"));
+            rb.unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        let store = open(&db);
+        store.add_user(user("after-migration")).await.unwrap();
+
+        // A schema newer than the binary is refused with a clear message.
+        let sql = "INSERT INTO __diesel_schema_migrations (version) VALUES ('99991231000000')";
+        match db.label {
+            "sqlite" => diesel::SqliteConnection::establish(
+                db.dir.path().join("ferry.db").to_str().unwrap(),
+            )
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+            "postgresql" => PgConnection::establish(&format!(
+                "postgres://postgres@127.0.0.1:5432/{}",
+                db.cfg.name
+            ))
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+            _ => {
+                MysqlConnection::establish(&format!("mysql://root@127.0.0.1:3306/{}", db.cfg.name))
+                    .unwrap()
+                    .batch_execute(sql)
+                    .unwrap()
+            }
+        }
+        let err = match Store::open(&db.cfg, db.dir.path()) {
+            Ok(_) => panic!("{l}: a newer schema must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("newer than this binary"), "{l}: {err}");
+        // Nothing was lost: the data is still there for the newer binary.
+        drop(store);
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE configs;
+DROP TABLE admins;
+DROP TABLE users;
