@@ -210,7 +210,14 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
     let verdict = match req.credential {
         Some(login_request::Credential::Password(p)) => match user.data.password.clone() {
             Some(hash) if !hash.is_empty() => {
-                if crate::passwords::verify(p, hash).await {
+                if state
+                    .verified
+                    .verify(&username, p.clone(), hash.clone())
+                    .await
+                {
+                    if crate::passwords::needs_upgrade(&hash) {
+                        upgrade_hash(state, username.clone(), p, hash);
+                    }
                     Ok(())
                 } else {
                     Err("invalid password")
@@ -281,6 +288,22 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
             expires_at_ms,
         }),
     })
+}
+
+/// Re-hashes a password that verified against a legacy format with argon2id,
+/// in the background: the login does not wait for it.
+fn upgrade_hash(state: &AppState, username: String, plain: String, old: String) {
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        match crate::passwords::hash(plain).await {
+            Ok(new) => match store.replace_password(username.clone(), old, new).await {
+                Ok(true) => info!(username, "password hash upgraded to argon2id"),
+                Ok(false) => {}
+                Err(e) => warn!(username, error = %e, "cannot upgrade password hash"),
+            },
+            Err(e) => warn!(username, error = e, "cannot upgrade password hash"),
+        }
+    });
 }
 
 /// Account-level checks that apply to every method.

@@ -38,6 +38,8 @@ pub struct AppState {
     /// A hash verified when the account does not exist, so both paths cost
     /// the same.
     pub dummy_hash: String,
+    /// Passwords that verified recently, so repeated logins skip argon2.
+    pub verified: passwords::VerifiedCache,
 }
 
 /// Settings of a control-plane process.
@@ -113,6 +115,7 @@ pub async fn start_controlplane(
         server_version: format!("Ferry_{}", ferry_proto::VERSION),
         jwt_key,
         dummy_hash,
+        verified: passwords::VerifiedCache::default(),
     });
 
     let http = TcpListener::bind(opts.http_bind)

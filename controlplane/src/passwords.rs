@@ -1,13 +1,42 @@
-//! Password hashes: new passwords become argon2id; argon2id and bcrypt hashes
-//! given pre-hashed are stored as they are. Hashing and verification are slow
-//! on purpose, so callers run them on the blocking pool ([`hash`], [`verify`]).
+//! Password hashes. New passwords become argon2id (SFTPGo's parameters).
+//! Every format SFTPGo accepts pre-hashed verifies at login: argon2id,
+//! bcrypt, pbkdf2-sha1/256/512 and b64salt, md5crypt `$1$`, Apache `$apr1$`,
+//! sha256crypt `$5$` and sha512crypt `$6$`. After a successful login with any
+//! format but argon2id the hash is upgraded ([`needs_upgrade`]). A
+//! [`VerifiedCache`] spares a repeated login the argon2 work.
+//!
+//! Hashing and verification are slow on purpose, so the async entry points
+//! ([`hash`], [`verify`]) run them on the blocking pool.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use sha2::Digest;
+use subtle::ConstantTimeEq;
 
 /// Prefixes of hash formats accepted verbatim from admins.
-const PREHASHED_PREFIXES: &[&str] = &["$argon2id$", "$2a$", "$2y$", "$2b$"];
+const PREHASHED_PREFIXES: &[&str] = &[
+    "$argon2id$",
+    "$2a$",
+    "$2y$",
+    "$2b$",
+    "$pbkdf2-sha1$",
+    "$pbkdf2-sha256$",
+    "$pbkdf2-sha512$",
+    "$pbkdf2-b64salt-sha256$",
+    "$1$",
+    "$apr1$",
+    "$5$",
+    "$6$",
+];
+
+/// Upper bound on pbkdf2 iterations we run for one login (an admin-supplied
+/// hash must not pin a CPU for minutes).
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
 fn argon2() -> Argon2<'static> {
     // SFTPGo's defaults: 64 MiB, one pass, two lanes.
@@ -20,13 +49,28 @@ pub fn is_prehashed(value: &str) -> bool {
     PREHASHED_PREFIXES.iter().any(|p| value.starts_with(p))
 }
 
+/// True when a hash that just verified should be replaced by an argon2id one.
+pub fn needs_upgrade(stored: &str) -> bool {
+    !stored.starts_with("$argon2id$")
+}
+
 /// Checks that a pre-hashed value parses, so a broken hash is refused at
 /// input time rather than failing every login later.
 pub fn validate_prehashed(value: &str) -> Result<(), String> {
     if value.starts_with("$argon2id$") {
         PasswordHash::new(value).map_err(|e| format!("invalid argon2id hash: {e}"))?;
-    } else if bcrypt::verify("", value).is_err() {
-        return Err("invalid bcrypt hash".into());
+    } else if value.starts_with("$2") {
+        if bcrypt::verify("", value).is_err() {
+            return Err("invalid bcrypt hash".into());
+        }
+    } else if value.starts_with("$pbkdf2") {
+        Pbkdf2Hash::parse(value)?;
+    } else if value.starts_with("$1$") || value.starts_with("$apr1$") {
+        md5_crypt_parts(value).ok_or("invalid md5crypt hash")?;
+    } else if (value.starts_with("$5$") || value.starts_with("$6$"))
+        && sha_crypt::PasswordHashRef::new(value).is_err()
+    {
+        return Err("invalid sha-crypt hash".into());
     }
     Ok(())
 }
@@ -40,18 +84,170 @@ fn hash_blocking(plain: &str) -> Result<String, String> {
 }
 
 /// Verifies `plain` against a stored hash of any accepted format (blocking).
-/// Unknown formats never match.
+/// Unknown or malformed formats never match.
 fn verify_blocking(plain: &str, stored: &str) -> bool {
+    let pw = plain.as_bytes();
     if stored.starts_with("$argon2id$") {
-        match PasswordHash::new(stored) {
-            Ok(parsed) => argon2().verify_password(plain.as_bytes(), &parsed).is_ok(),
-            Err(_) => false,
-        }
+        PasswordHash::new(stored).is_ok_and(|parsed| argon2().verify_password(pw, &parsed).is_ok())
     } else if stored.starts_with("$2") {
         bcrypt::verify(plain, stored).unwrap_or(false)
+    } else if stored.starts_with("$pbkdf2") {
+        Pbkdf2Hash::parse(stored).is_ok_and(|h| h.verify(pw))
+    } else if stored.starts_with("$1$") || stored.starts_with("$apr1$") {
+        md5_crypt_parts(stored).is_some_and(|(magic, salt, _)| {
+            let computed = md5_crypt(pw, salt.as_bytes(), magic);
+            bool::from(computed.as_bytes().ct_eq(stored.as_bytes()))
+        })
+    } else if stored.starts_with("$5$") || stored.starts_with("$6$") {
+        let verifier = sha_crypt::ShaCrypt::default();
+        sha_crypt::PasswordVerifier::<str>::verify_password(&verifier, pw, stored).is_ok()
     } else {
         false
     }
+}
+
+/// `$pbkdf2-<digest>$<iterations>$<salt>$<base64 key>`, as SFTPGo reads it:
+/// the salt is taken literally, except in the b64salt variant.
+struct Pbkdf2Hash {
+    digest: &'static str,
+    iterations: u32,
+    salt: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Pbkdf2Hash {
+    fn parse(value: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = value.split('$').collect();
+        if parts.len() != 5 {
+            return Err(
+                "invalid pbkdf2 hash: expected $pbkdf2-<digest>$<iterations>$<salt>$<hash>".into(),
+            );
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (digest, salt) = match parts[1] {
+            "pbkdf2-sha1" => ("sha1", parts[3].as_bytes().to_vec()),
+            "pbkdf2-sha256" => ("sha256", parts[3].as_bytes().to_vec()),
+            "pbkdf2-sha512" => ("sha512", parts[3].as_bytes().to_vec()),
+            "pbkdf2-b64salt-sha256" => (
+                "sha256",
+                b64.decode(parts[3])
+                    .map_err(|_| "invalid pbkdf2 hash: salt is not base64")?,
+            ),
+            other => return Err(format!("unknown pbkdf2 variant {other:?}")),
+        };
+        let iterations: u32 = parts[2]
+            .parse()
+            .map_err(|_| "invalid pbkdf2 hash: iterations is not a number")?;
+        if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
+            return Err(format!(
+                "invalid pbkdf2 hash: iterations must be 1 to {MAX_PBKDF2_ITERATIONS}"
+            ));
+        }
+        let key = b64
+            .decode(parts[4])
+            .map_err(|_| "invalid pbkdf2 hash: hash is not base64")?;
+        if key.is_empty() || key.len() > 128 {
+            return Err("invalid pbkdf2 hash: unexpected hash length".into());
+        }
+        Ok(Self {
+            digest,
+            iterations,
+            salt,
+            key,
+        })
+    }
+
+    fn verify(&self, pw: &[u8]) -> bool {
+        let mut out = vec![0u8; self.key.len()];
+        match self.digest {
+            "sha1" => pbkdf2::pbkdf2_hmac::<sha1::Sha1>(pw, &self.salt, self.iterations, &mut out),
+            "sha256" => {
+                pbkdf2::pbkdf2_hmac::<sha2::Sha256>(pw, &self.salt, self.iterations, &mut out)
+            }
+            _ => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(pw, &self.salt, self.iterations, &mut out),
+        }
+        bool::from(out.ct_eq(&self.key))
+    }
+}
+
+/// Splits `$1$salt$hash` / `$apr1$salt$hash` into (magic, salt, hash).
+fn md5_crypt_parts(value: &str) -> Option<(&'static str, &str, &str)> {
+    let (magic, rest) = if let Some(r) = value.strip_prefix("$1$") {
+        ("$1$", r)
+    } else {
+        ("$apr1$", value.strip_prefix("$apr1$")?)
+    };
+    let (salt, hash) = rest.split_once('$')?;
+    (salt.len() <= 8 && hash.len() == 22).then_some((magic, salt, hash))
+}
+
+/// md5crypt (Poul-Henning Kamp's algorithm; `$apr1$` is the same with
+/// Apache's magic string).
+fn md5_crypt(pw: &[u8], salt: &[u8], magic: &str) -> String {
+    use md5::Md5;
+    let salt = &salt[..salt.len().min(8)];
+    let alt = Md5::new()
+        .chain_update(pw)
+        .chain_update(salt)
+        .chain_update(pw)
+        .finalize();
+    let mut ctx = Md5::new()
+        .chain_update(pw)
+        .chain_update(magic.as_bytes())
+        .chain_update(salt);
+    let mut left = pw.len();
+    while left > 0 {
+        let n = left.min(16);
+        ctx.update(&alt[..n]);
+        left -= n;
+    }
+    let mut i = pw.len();
+    while i != 0 {
+        if i & 1 == 1 {
+            ctx.update([0u8]);
+        } else {
+            ctx.update(&pw[..1]);
+        }
+        i >>= 1;
+    }
+    let mut fin = ctx.finalize();
+    for round in 0..1000 {
+        let mut c = Md5::new();
+        if round & 1 == 1 {
+            c.update(pw);
+        } else {
+            c.update(fin);
+        }
+        if round % 3 != 0 {
+            c.update(salt);
+        }
+        if round % 7 != 0 {
+            c.update(pw);
+        }
+        if round & 1 == 1 {
+            c.update(fin);
+        } else {
+            c.update(pw);
+        }
+        fin = c.finalize();
+    }
+    const ITOA64: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(magic.len() + salt.len() + 23);
+    out.push_str(magic);
+    out.push_str(&String::from_utf8_lossy(salt));
+    out.push('$');
+    let mut to64 = |mut v: u32, n: usize| {
+        for _ in 0..n {
+            out.push(ITOA64[(v & 0x3f) as usize] as char);
+            v >>= 6;
+        }
+    };
+    let f = |i: usize| u32::from(fin[i]);
+    for (a, b, c) in [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)] {
+        to64((f(a) << 16) | (f(b) << 8) | f(c), 4);
+    }
+    to64(f(11), 2);
+    out
 }
 
 /// Hashes a plain password off the async threads.
@@ -68,16 +264,89 @@ pub async fn verify(plain: String, stored: String) -> bool {
         .unwrap_or(false)
 }
 
+/// Entries kept in the verified-password cache.
+const CACHE_ENTRIES: usize = 10_000;
+
+/// Remembers, per user, which password last verified against which stored
+/// hash, so a repeated login (every sftp/scp invocation of a script) does not
+/// pay argon2 again. It holds a keyed digest of the password, never the
+/// password; an entry only matches while the stored hash is unchanged, so a
+/// password change invalidates it by construction.
+pub struct VerifiedCache {
+    key: [u8; 32],
+    entries: Mutex<HashMap<String, (String, [u8; 32])>>,
+}
+
+impl Default for VerifiedCache {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
+        Self {
+            key,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl VerifiedCache {
+    fn digest(&self, plain: &str) -> [u8; 32] {
+        sha2::Sha256::new()
+            .chain_update(self.key)
+            .chain_update(plain.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, [u8; 32])>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Verifies through the cache; records successes.
+    pub async fn verify(&self, username: &str, plain: String, stored: String) -> bool {
+        let digest = self.digest(&plain);
+        if let Some((hash, d)) = self.lock().get(username)
+            && *hash == stored
+            && bool::from(d.ct_eq(&digest))
+        {
+            return true;
+        }
+        let ok = verify(plain, stored.clone()).await;
+        if ok {
+            let mut entries = self.lock();
+            if entries.len() >= CACHE_ENTRIES && !entries.contains_key(username) {
+                // Crude but bounded: start over rather than grow.
+                entries.clear();
+            }
+            entries.insert(username.to_string(), (stored, digest));
+        }
+        ok
+    }
+
+    /// Forgets a user (deleted or renamed).
+    pub fn forget(&self, username: &str) {
+        self.lock().remove(username);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(plain: &str, stored: &str, expected: bool) {
+        assert_eq!(
+            verify_blocking(plain, stored),
+            expected,
+            "{plain:?} vs {stored}"
+        );
+    }
 
     #[test]
     fn argon2id_round_trip() {
         let h = hash_blocking("s3cret").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify_blocking("s3cret", &h));
-        assert!(!verify_blocking("wrong", &h));
+        check("s3cret", &h, true);
+        check("wrong", &h, false);
+        assert!(!needs_upgrade(&h));
     }
 
     #[test]
@@ -85,17 +354,85 @@ mod tests {
         let h = bcrypt::hash("pw", 4).unwrap();
         assert!(is_prehashed(&h));
         validate_prehashed(&h).unwrap();
-        assert!(verify_blocking("pw", &h));
-        assert!(!verify_blocking("pW", &h));
-        let y = h.replacen("$2b$", "$2y$", 1);
-        assert!(verify_blocking("pw", &y));
+        check("pw", &h, true);
+        check("pW", &h, false);
+        check("pw", &h.replacen("$2b$", "$2y$", 1), true);
+        assert!(needs_upgrade(&h));
+    }
+
+    /// Vectors made by independent implementations: OpenSSL (`openssl passwd
+    /// -1` / `-apr1`), Python's hashlib.pbkdf2_hmac and glibc crypt(3).
+    #[test]
+    fn every_sftpgo_format_verifies() {
+        let vectors = [
+            ("password", "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/"),
+            ("", "$1$x$fwjfZtMwarkdetsjiQreU1"),
+            ("Ferry pw!", "$apr1$abcdefgh$5ksy9RcsWI9ZsU1PmFIM3/"),
+            (
+                "secret-pw",
+                "$pbkdf2-sha1$1000$saltysalt$jDJwQjOqyt+QLNx84LWDO1HNwYM=",
+            ),
+            (
+                "secret-pw",
+                "$pbkdf2-sha256$1000$saltysalt$IUnN9S6hvi98O3IarBq7AWz/t8QKzNjX3DuhNoax8dc=",
+            ),
+            (
+                "secret-pw",
+                "$pbkdf2-sha512$1000$saltysalt$p79S5Pvsa9gGcydF31sM+AUwOqxFUNnihj+ytpwAMCIq4sm86DZIbw/oIK83ztKas7t5CnjYYIpJYE3RwJJyEg==",
+            ),
+            (
+                "secret-pw",
+                "$pbkdf2-b64salt-sha256$1000$AQJiaW5hcnn/$nt5DAwjxfX9GEKtrf5omEoFU2DSSC4aakBtFlb2fSC0=",
+            ),
+            (
+                "secret-pw",
+                "$5$rounds=5000$abcdefgh$fqmIyWSXGJ2kJUwSST4wdIROm3zDJp0vCX1XUtUgN3.",
+            ),
+            (
+                "secret-pw",
+                "$6$abcdefghijkl$7IMl7OhXnRujgAx1Mdsid1NaX07ASDkLvsJoAB3BBLjRjt.fgqRLj/6Fx.UxDqqGjyNqpAX5kZkAHVUPPcQen.",
+            ),
+        ];
+        for (plain, stored) in vectors {
+            assert!(is_prehashed(stored), "{stored}");
+            validate_prehashed(stored).unwrap_or_else(|e| panic!("{stored}: {e}"));
+            check(plain, stored, true);
+            check(&format!("{plain}x"), stored, false);
+            assert!(needs_upgrade(stored));
+        }
     }
 
     #[test]
     fn garbage_hashes_are_refused() {
-        assert!(validate_prehashed("$argon2id$nonsense").is_err());
-        assert!(validate_prehashed("$2a$10$short").is_err());
-        assert!(!verify_blocking("", "plain-text"));
-        assert!(!verify_blocking("x", ""));
+        for bad in [
+            "$argon2id$nonsense",
+            "$2a$10$short",
+            "$pbkdf2-sha256$notanumber$salt$AAAA",
+            "$pbkdf2-sha256$0$salt$AAAA",
+            "$pbkdf2-sha256$1000$salt$***",
+            "$pbkdf2-md4$1000$salt$AAAA",
+            "$1$toolongsalt$qjXMvbEw8oaL.CzflDtaK/",
+            "$6$",
+        ] {
+            assert!(validate_prehashed(bad).is_err(), "{bad} must be refused");
+            check("", bad, false);
+        }
+        check("", "plain-text", false);
+        check("x", "", false);
+    }
+
+    #[tokio::test]
+    async fn the_cache_matches_only_the_same_password_and_hash() {
+        let cache = VerifiedCache::default();
+        let h1 = hash_blocking("one").unwrap();
+        assert!(cache.verify("u", "one".into(), h1.clone()).await);
+        assert!(cache.verify("u", "one".into(), h1.clone()).await);
+        assert!(!cache.verify("u", "two".into(), h1.clone()).await);
+        // A new stored hash (password changed) is verified for real.
+        let h2 = hash_blocking("two").unwrap();
+        assert!(!cache.verify("u", "one".into(), h2.clone()).await);
+        assert!(cache.verify("u", "two".into(), h2).await);
+        cache.forget("u");
+        assert!(cache.lock().is_empty());
     }
 }

@@ -416,6 +416,7 @@ async fn delete_user(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin.require("del_users")?;
     state.store.delete_user(username.clone()).await?;
+    state.verified.forget(&username);
     tracing::info!(admin = admin.0.username, username, "user deleted");
     state.fleet.disconnect_user(&username);
     Ok(Json(json!({"message": "User deleted"})))

@@ -328,6 +328,28 @@ impl Store {
         .await
     }
 
+    /// Replaces a user's password hash only if it is still `old` (a login
+    /// upgrading the hash must not undo an admin's concurrent change).
+    /// Returns whether it was replaced.
+    pub async fn replace_password(
+        &self,
+        username: String,
+        old: String,
+        new: String,
+    ) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(
+                users::table
+                    .filter(users::username.eq(username))
+                    .filter(users::password.eq(old)),
+            )
+            .set(users::password.eq(new))
+            .execute(c)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     pub async fn admin(&self, username: String) -> Result<AdminRow, StoreError> {
         self.run(move |c| {
             Ok(admins::table

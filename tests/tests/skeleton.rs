@@ -599,3 +599,79 @@ fn times_and_ownership_of_uploads() {
         assert_eq!(meta.uid(), me, "without root nothing is chowned");
     }
 }
+
+#[test]
+fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
+    use diesel::prelude::*;
+    use ferry_schema::users;
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    // sha512crypt from glibc, md5crypt from OpenSSL, pbkdf2 from Python.
+    let cases = [
+        (
+            "lena",
+            "secret-pw",
+            "$6$abcdefghijkl$7IMl7OhXnRujgAx1Mdsid1NaX07ASDkLvsJoAB3BBLjRjt.fgqRLj/6Fx.UxDqqGjyNqpAX5kZkAHVUPPcQen.",
+        ),
+        ("mona", "password", "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/"),
+        (
+            "nina",
+            "secret-pw",
+            "$pbkdf2-sha256$1000$saltysalt$IUnN9S6hvi98O3IarBq7AWz/t8QKzNjX3DuhNoax8dc=",
+        ),
+    ];
+    let db = t.dir.path().join("data/ferry.db");
+    let stored = |name: &str| -> String {
+        let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+        users::table
+            .filter(users::username.eq(name))
+            .select(users::password)
+            .first::<Option<String>>(&mut c)
+            .unwrap()
+            .unwrap_or_default()
+    };
+    for (name, plain, hash) in cases {
+        let mut u = user_json(name, plain, &t.home(name));
+        u["password"] = json!(hash);
+        api.add_user(u);
+        assert_eq!(stored(name), hash, "stored as given");
+        let out = sftp_batch(
+            t.sftp_port(),
+            name,
+            &Cred::Password(format!("{plain}!")),
+            "pwd\n",
+            &[],
+        );
+        assert!(!out.status.success(), "{name}: wrong password refused");
+        assert_eq!(stored(name), hash, "a failed login changes nothing");
+        let out = sftp_batch(
+            t.sftp_port(),
+            name,
+            &Cred::Password(plain.into()),
+            "pwd\n",
+            &[],
+        );
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+        let upgraded = wait_for(Duration::from_secs(15), || {
+            let h = stored(name);
+            h.starts_with("$argon2id$").then_some(h)
+        });
+        assert!(
+            upgraded.is_some(),
+            "{name}: hash upgraded, still {}",
+            stored(name)
+        );
+        let out = sftp_batch(
+            t.sftp_port(),
+            name,
+            &Cred::Password(plain.into()),
+            "pwd\n",
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{name} after upgrade: {}",
+            describe(&out)
+        );
+    }
+}
