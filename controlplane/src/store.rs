@@ -350,6 +350,33 @@ impl Store {
         .await
     }
 
+    /// Adds to a user's used quota (negative deltas subtract) with one atomic
+    /// `UPDATE … SET used = used + delta` in the database: never a
+    /// read-modify-write in the application, so concurrent control planes
+    /// and edges cannot lose updates.
+    pub async fn add_quota_usage(
+        &self,
+        username: String,
+        size_delta: i64,
+        files_delta: i64,
+        when_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(users::table.filter(users::username.eq(username)))
+                .set((
+                    users::used_quota_size.eq(users::used_quota_size + size_delta),
+                    users::used_quota_files.eq(users::used_quota_files + files_delta),
+                    users::last_quota_update.eq(when_ms),
+                ))
+                .execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn admin(&self, username: String) -> Result<AdminRow, StoreError> {
         self.run(move |c| {
             Ok(admins::table

@@ -307,3 +307,52 @@ async fn schema_lifecycle_on_every_backend() {
         drop(store);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_counters_are_exact_under_concurrency_on_every_backend() {
+    const TASKS: i64 = 24;
+    const STEPS: i64 = 25;
+    for db in databases() {
+        let store = open(&db);
+        let l = db.label;
+        store.add_user(user("busy")).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..STEPS {
+                    // Uploads add, some deletes subtract.
+                    let (size, files) = if (t + i) % 5 == 0 { (-3, -1) } else { (7, 1) };
+                    s.add_quota_usage("busy".into(), size, files, i)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (mut size, mut files) = (0i64, 0i64);
+        for t in 0..TASKS {
+            for i in 0..STEPS {
+                if (t + i) % 5 == 0 {
+                    size -= 3;
+                    files -= 1;
+                } else {
+                    size += 7;
+                    files += 1;
+                }
+            }
+        }
+        let got = store.user("busy".into()).await.unwrap();
+        assert_eq!(
+            (got.data.used_quota_size, got.data.used_quota_files),
+            (size, files),
+            "{l}"
+        );
+        assert!(matches!(
+            store.add_quota_usage("nobody".into(), 1, 1, 0).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
