@@ -4,6 +4,7 @@
 //! ([`vfs`]).
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod control;
 pub mod registry;
 pub mod sftp;

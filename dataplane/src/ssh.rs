@@ -289,7 +289,9 @@ impl SshHandler {
         }))
     }
 
-    fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
+    /// Opens the user's storage and registers a new connection (one per
+    /// channel, as SFTPGo counts them) of `protocol`.
+    fn open_connection(&mut self, protocol: &str) -> Result<Opened, String> {
         let auth = self.auth.as_ref().ok_or("not authenticated")?;
         let policy = &auth.policy;
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
@@ -303,11 +305,11 @@ impl SshHandler {
         let perms =
             PermissionMap::validate(&raw).map_err(|e| format!("invalid permissions: {e}"))?;
         self.channel_count += 1;
-        let connection_id = format!("SFTP_{}_{}", self.session_tag, self.channel_count);
+        let connection_id = format!("{protocol}_{}_{}", self.session_tag, self.channel_count);
         let opened = ConnectionOpened {
             connection_id: connection_id.clone(),
             username: policy.username.clone(),
-            protocol: "SFTP".into(),
+            protocol: protocol.into(),
             remote_address: self.peer.to_string(),
             client_version: self.client_version.clone(),
             connection_time_ms: now_ms(),
@@ -320,22 +322,76 @@ impl SshHandler {
         self.ctx
             .control
             .send_event(edge_message::Kind::ConnectionOpened(opened));
-        let session = Arc::new(SftpSession::new(fs, perms, owner, conn));
+        Ok(Opened {
+            fs,
+            perms,
+            owner,
+            conn,
+            connection_id,
+            username: policy.username.clone(),
+        })
+    }
+
+    /// Runs `work` for a registered connection and unregisters it after.
+    fn spawn_connection<F>(&self, opened: &Opened, what: &'static str, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let ctx = self.ctx.clone();
-        let username = policy.username.clone();
+        let (connection_id, username) = (opened.connection_id.clone(), opened.username.clone());
         tokio::spawn(async move {
-            info!(connection_id, username, "sftp session started");
-            crate::sftp::serve(channel, session).await;
+            info!(connection_id, username, what, "connection started");
+            work.await;
             if ctx.registry.remove_connection(&connection_id) {
                 ctx.control
                     .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed {
                         connection_id: connection_id.clone(),
                     }));
             }
-            info!(connection_id, username, "sftp session ended");
+            info!(connection_id, username, what, "connection ended");
         });
+    }
+
+    fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
+        let opened = self.open_connection("SFTP")?;
+        let session = Arc::new(SftpSession::new(
+            opened.fs.clone(),
+            opened.perms.clone(),
+            opened.owner,
+            opened.conn.clone(),
+        ));
+        self.spawn_connection(&opened, "sftp", crate::sftp::serve(channel, session));
         Ok(())
     }
+
+    fn start_command(
+        &mut self,
+        channel: Channel<Msg>,
+        command: crate::commands::Command,
+    ) -> Result<(), String> {
+        let opened = self.open_connection("SSH")?;
+        let ctx = crate::commands::CommandContext {
+            fs: opened.fs.clone(),
+            perms: opened.perms.clone(),
+            conn: opened.conn.clone(),
+        };
+        self.spawn_connection(
+            &opened,
+            "ssh command",
+            crate::commands::run(channel, command, ctx),
+        );
+        Ok(())
+    }
+}
+
+/// A connection's storage, permissions and registry entry.
+struct Opened {
+    fs: LocalFs,
+    perms: PermissionMap,
+    owner: Option<(u32, u32)>,
+    conn: Arc<crate::registry::Connection>,
+    connection_id: String,
+    username: String,
 }
 
 impl Drop for SshHandler {
@@ -447,11 +503,22 @@ impl russh::server::Handler for SshHandler {
     async fn exec_request(
         &mut self,
         channel_id: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // SSH commands and legacy SCP arrive in a later release.
-        session.channel_failure(channel_id)?;
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let command = crate::commands::parse(data);
+        info!(command = ?command, "ssh command");
+        match self.start_command(channel, command) {
+            Ok(()) => session.channel_success(channel_id)?,
+            Err(e) => {
+                warn!(error = e, "cannot start ssh command");
+                session.channel_failure(channel_id)?;
+            }
+        }
         Ok(())
     }
 

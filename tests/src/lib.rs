@@ -420,6 +420,27 @@ pub fn scp(port: u16, cred: &Cred, args: &[String]) -> Output {
     cmd.output().expect("scp runs")
 }
 
+/// Runs `ssh user@127.0.0.1 COMMAND`, feeding `stdin`.
+pub fn ssh_exec(port: u16, user: &str, cred: &Cred, command: &str, stdin: &[u8]) -> Output {
+    let mut cmd = client_command("ssh", cred);
+    cmd.arg("-p")
+        .arg(port.to_string())
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh runs");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("ssh finishes");
+    let _ = feeder.join();
+    out
+}
+
 /// An interactive sftp session kept open until dropped.
 pub struct OpenSftp {
     child: Child,
