@@ -42,6 +42,8 @@ pub enum Command {
     },
     Cd,
     Pwd,
+    /// The legacy SCP protocol (`scp -t` / `scp -f`).
+    Scp(crate::scp::ScpArgs),
     Unsupported {
         reason: String,
     },
@@ -77,6 +79,12 @@ pub fn parse(line: &[u8]) -> Command {
         "sha512sum" => "sha512",
         "cd" => return Command::Cd,
         "pwd" => return Command::Pwd,
+        "scp" => {
+            return match crate::scp::parse_args(args) {
+                Ok(a) => Command::Scp(a),
+                Err(reason) => Command::Unsupported { reason },
+            };
+        }
         other => {
             return Command::Unsupported {
                 reason: format!(
@@ -153,6 +161,7 @@ pub async fn run(channel: russh::Channel<Msg>, command: Command, ctx: CommandCon
         Command::Cd => (String::new(), String::new(), 0),
         Command::Pwd => ("/\n".to_string(), String::new(), 0),
         Command::Unsupported { reason } => (String::new(), format!("{reason}\n"), EXIT_UNSUPPORTED),
+        Command::Scp(_) => (String::new(), "scp runs on its own path\n".into(), 1),
         Command::Hash { algo, path: None } => {
             let mut h = Hasher::new(algo);
             let mut total = 0usize;

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod control;
 pub mod registry;
+pub mod scp;
 pub mod sftp;
 pub mod ssh;
 pub mod vfs;

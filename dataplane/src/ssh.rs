@@ -369,6 +369,17 @@ impl SshHandler {
         channel: Channel<Msg>,
         command: crate::commands::Command,
     ) -> Result<(), String> {
+        if let crate::commands::Command::Scp(args) = command {
+            let opened = self.open_connection("SCP")?;
+            let ctx = crate::scp::ScpContext {
+                fs: opened.fs.clone(),
+                perms: opened.perms.clone(),
+                owner: opened.owner,
+                conn: opened.conn.clone(),
+            };
+            self.spawn_connection(&opened, "scp", crate::scp::run(channel, args, ctx));
+            return Ok(());
+        }
         let opened = self.open_connection("SSH")?;
         let ctx = crate::commands::CommandContext {
             fs: opened.fs.clone(),
