@@ -3,7 +3,8 @@
 //! close connections; the gRPC Attach stream keeps it current.
 //!
 //! Leases live in memory here for the single-replica case; a lease whose edge
-//! stops renewing it expires after [`LEASE_TTL`].
+//! stops renewing it expires after the lease TTL ([`DEFAULT_LEASE_TTL`]
+//! unless configured).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,10 +16,10 @@ use ferry_proto::edge::v1::{
 };
 use tokio::sync::mpsc;
 
-/// How long a session lease lives without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
-/// How often edges send heartbeats (well within the TTL).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a session lease lives without renewal, by default.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// Shortest lease TTL accepted (heartbeats must fit several times in it).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
 
 struct Edge {
     version: String,
@@ -41,7 +42,6 @@ struct Lease {
     expires: Instant,
 }
 
-#[derive(Default)]
 struct State {
     edges: HashMap<String, Edge>,
     connections: HashMap<String, LiveConnection>,
@@ -50,9 +50,15 @@ struct State {
 }
 
 /// Shared view of every attached edge.
-#[derive(Default)]
 pub struct Fleet {
     state: Mutex<State>,
+    lease_ttl: Duration,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self::new(DEFAULT_LEASE_TTL)
+    }
 }
 
 /// An attached edge as `/api/v2/status` would show it.
@@ -64,6 +70,27 @@ pub struct EdgeSummary {
 }
 
 impl Fleet {
+    pub fn new(lease_ttl: Duration) -> Self {
+        Self {
+            state: Mutex::new(State {
+                edges: HashMap::new(),
+                connections: HashMap::new(),
+                leases: HashMap::new(),
+                next_generation: 0,
+            }),
+            lease_ttl: lease_ttl.max(MIN_LEASE_TTL),
+        }
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// How often edges should renew: six times per TTL.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_ttl / 6).max(Duration::from_millis(500))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain maps behind; keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -151,7 +178,7 @@ impl Fleet {
                 c.status = st;
             }
         }
-        let expires = Instant::now() + LEASE_TTL;
+        let expires = Instant::now() + self.lease_ttl;
         for id in lease_ids {
             if let Some(l) = s.leases.get_mut(id)
                 && l.edge_id == edge_id
@@ -208,11 +235,31 @@ impl Fleet {
         }
     }
 
-    /// Grants a session lease to a login on `edge_id`.
-    pub fn grant_lease(&self, username: &str, edge_id: &str) -> (String, Instant) {
+    /// Grants a session lease to a login on `edge_id`, unless the user
+    /// already holds `max_sessions` live leases across the fleet (0: no
+    /// limit). Check and grant happen under one lock, so concurrent logins
+    /// on different edges cannot both take the last slot.
+    pub fn try_grant_lease(
+        &self,
+        username: &str,
+        edge_id: &str,
+        max_sessions: i64,
+    ) -> Option<(String, Instant)> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        if max_sessions > 0 {
+            let live = s
+                .leases
+                .values()
+                .filter(|l| l.username == username && l.expires > now)
+                .count() as i64;
+            if live >= max_sessions {
+                return None;
+            }
+        }
         let id = crate::random_token(16);
-        let expires = Instant::now() + LEASE_TTL;
-        self.lock().leases.insert(
+        let expires = now + self.lease_ttl;
+        s.leases.insert(
             id.clone(),
             Lease {
                 username: username.to_string(),
@@ -220,7 +267,7 @@ impl Fleet {
                 expires,
             },
         );
-        (id, expires)
+        Some((id, expires))
     }
 
     pub fn release_lease(&self, lease_id: &str) {
@@ -293,11 +340,16 @@ mod tests {
     #[test]
     fn leases_count_until_released() {
         let fleet = Fleet::default();
-        let (l1, _) = fleet.grant_lease("u", "a");
-        let (_l2, _) = fleet.grant_lease("u", "b");
+        let (l1, _) = fleet.try_grant_lease("u", "a", 0).unwrap();
+        let (_l2, _) = fleet.try_grant_lease("u", "b", 2).unwrap();
         assert_eq!(fleet.leases_of("u"), 2);
+        assert!(
+            fleet.try_grant_lease("u", "c", 2).is_none(),
+            "limit reached fleet-wide"
+        );
         fleet.release_lease(&l1);
         assert_eq!(fleet.leases_of("u"), 1);
+        assert!(fleet.try_grant_lease("u", "c", 2).is_some());
         assert_eq!(fleet.leases_of("other"), 0);
     }
 }

@@ -17,7 +17,6 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::AppState;
-use crate::fleet::{HEARTBEAT_INTERVAL, LEASE_TTL};
 use crate::store::{StoreError, now_ms};
 
 /// Longest edge id we accept (it is echoed in REST and logs).
@@ -98,8 +97,8 @@ impl EdgeControl for EdgeService {
             kind: Some(control_message::Kind::Config(EdgeConfig {
                 host_keys: self.state.host_keys.clone(),
                 server_version: self.state.server_version.clone(),
-                lease_ttl_seconds: LEASE_TTL.as_secs() as u32,
-                heartbeat_interval_seconds: HEARTBEAT_INTERVAL.as_secs() as u32,
+                lease_ttl_seconds: self.state.fleet.lease_ttl().as_secs() as u32,
+                heartbeat_interval_ms: self.state.fleet.heartbeat_interval().as_millis() as u32,
             })),
         };
         tx.send(config)
@@ -264,7 +263,20 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
         );
         return Ok(rejected(reason));
     }
-    let (lease_id, expires) = state.fleet.grant_lease(&username, &req.edge_id);
+    let Some((lease_id, expires)) =
+        state
+            .fleet
+            .try_grant_lease(&username, &req.edge_id, user.data.max_sessions)
+    else {
+        info!(
+            username,
+            method,
+            remote_address = req.remote_address,
+            max_sessions = user.data.max_sessions,
+            "login refused: too many open sessions"
+        );
+        return Ok(rejected("too many open sessions"));
+    };
     let expires_at_ms = now_ms()
         + expires
             .saturating_duration_since(std::time::Instant::now())

@@ -52,6 +52,8 @@ pub struct ControlPlaneOptions {
     pub edge_token: Option<String>,
     /// Which database to use (`FERRY_DATA_PROVIDER__*`).
     pub data_provider: provider::DataProviderConfig,
+    /// How long sessions of an edge that stopped renewing them still count.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -110,7 +112,7 @@ pub async fn start_controlplane(
         .map_err(|e| anyhow::anyhow!(e))?;
     let state = Arc::new(AppState {
         store,
-        fleet: fleet::Fleet::default(),
+        fleet: fleet::Fleet::new(opts.lease_ttl),
         host_keys,
         server_version: format!("Ferry_{}", ferry_proto::VERSION),
         jwt_key,

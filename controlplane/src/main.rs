@@ -60,6 +60,10 @@ struct CommonArgs {
     /// File holding the token edges must present (overrides FERRY_EDGE_TOKEN).
     #[arg(long, env = "FERRY_EDGE_TOKEN_FILE")]
     edge_token_file: Option<PathBuf>,
+    /// Seconds a session lease lives without renewal: how long the sessions of
+    /// an edge that died still count toward max_sessions (minimum 3).
+    #[arg(long, env = "FERRY_LEASE_TTL", default_value_t = 30)]
+    lease_ttl: u64,
 }
 
 fn edge_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
@@ -147,6 +151,7 @@ async fn run() -> anyhow::Result<()> {
             grpc_bind: common.grpc_bind,
             edge_token: token.clone(),
             data_provider,
+            lease_ttl: std::time::Duration::from_secs(common.lease_ttl),
         },
         stop(),
     )

@@ -193,7 +193,7 @@ fn handle_control_message(
                 host_keys = cfg.host_keys.len(),
                 "configuration received from the control plane"
             );
-            let interval = Duration::from_secs(u64::from(cfg.heartbeat_interval_seconds.max(1)));
+            let interval = Duration::from_millis(u64::from(cfg.heartbeat_interval_ms.max(100)));
             let _ = config_tx.send(Some(Arc::new(cfg)));
             Some(interval)
         }

@@ -165,6 +165,11 @@ impl Topology {
     /// `ferry controlplane` plus `edges` separate `ferry-edge` processes,
     /// authenticated with [`EDGE_TOKEN`].
     pub fn split(edges: usize) -> Result<Self> {
+        Self::split_with(edges, &[])
+    }
+
+    /// Like [`Topology::split`] with extra control-plane arguments.
+    pub fn split_with(edges: usize, cp_args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (http_port, grpc_port) = (free_port(), free_port());
         let mut cmd = Command::new(bin("ferry"));
@@ -175,6 +180,7 @@ impl Topology {
             .arg(addr(http_port).to_string())
             .arg("--grpc-bind")
             .arg(addr(grpc_port).to_string())
+            .args(cp_args)
             .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
         let mut procs = vec![Proc::spawn(cmd, dir.path().join("controlplane.log"))?];
@@ -234,6 +240,11 @@ impl Topology {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Kills edge `i` (SIGKILL: no goodbye to the control plane).
+    pub fn kill_edge(&mut self, i: usize) {
+        self.procs[i + 1].kill();
     }
 
     pub fn sftp_port(&self) -> u16 {
