@@ -206,6 +206,11 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
         );
         return Ok(rejected("no such user"));
     };
+    // Who may log in from where, how: checked before any credential work.
+    if let Err(reason) = check_filters(&user, method, &req.remote_address) {
+        info!(username, method, remote_address = req.remote_address, reason, "login refused");
+        return Ok(rejected(reason));
+    }
     let verdict = match req.credential {
         Some(login_request::Credential::Password(p)) => match user.data.password.clone() {
             Some(hash) if !hash.is_empty() => {
@@ -316,6 +321,26 @@ fn upgrade_hash(state: &AppState, username: String, plain: String, old: String) 
             Err(e) => warn!(username, error = e, "cannot upgrade password hash"),
         }
     });
+}
+
+/// The user's login filters: protocol, method and source address.
+fn check_filters(user: &crate::store::UserRow, method: &str, remote_address: &str) -> Result<(), &'static str> {
+    let filters = crate::users::login_filters(user).map_err(|_| "the user's filters are invalid")?;
+    if !filters.protocol_allowed("SSH") {
+        return Err("protocol SSH is denied for this user");
+    }
+    if !filters.ssh_method_allowed(method) {
+        return Err("login method denied for this user");
+    }
+    let ip = remote_address
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| remote_address.parse::<std::net::IpAddr>())
+        .map_err(|_| "unknown client address")?;
+    if !filters.ip_allowed(ip.to_canonical()) {
+        return Err("client address not allowed for this user");
+    }
+    Ok(())
 }
 
 /// Account-level checks that apply to every method.

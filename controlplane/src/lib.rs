@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod filters;
 pub mod fleet;
 pub mod grpc;
 pub mod migrate;

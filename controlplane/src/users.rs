@@ -218,6 +218,7 @@ impl UserInput {
             Some(v @ Value::Object(_)) => v,
             Some(_) => return Err("filters must be a JSON object".into()),
         };
+        crate::filters::LoginFilters::parse(&filters)?;
         let filesystem = match self.filesystem {
             None | Some(Value::Null) => serde_json::json!({"provider": 0}),
             Some(Value::Object(obj)) => {
@@ -373,6 +374,13 @@ pub fn session_policy(row: &UserRow) -> SessionPolicy {
         download_bandwidth: d.download_bandwidth,
         max_sessions: i32::try_from(d.max_sessions).unwrap_or(i32::MAX),
     }
+}
+
+/// The user's login filters (validated when stored; a row that no longer
+/// parses denies every login rather than allowing one).
+pub fn login_filters(row: &UserRow) -> Result<crate::filters::LoginFilters, String> {
+    let v: Value = serde_json::from_str(&row.data.filters).map_err(|e| e.to_string())?;
+    crate::filters::LoginFilters::parse(&v)
 }
 
 /// The user's public keys, parsed.

@@ -52,6 +52,29 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Runs a binary's async main on a multi-threaded runtime; a failure becomes
+/// one readable line on stderr (with its causes, not a Debug dump) and exit
+/// status 1.
+pub fn run_main(
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn random_edge_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
     format!("{host}-{:08x}", rand::random::<u32>())

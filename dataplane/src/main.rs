@@ -32,22 +32,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One readable line (with causes), not a Debug dump with a backtrace.
-            tracing::error!(error = format!("{e:#}"), "fatal");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    ferry_dataplane::run_main(run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -817,6 +817,26 @@ fn reply_bytes(id: u32, reply: Reply) -> Bytes {
     }
 }
 
+/// Queues a reply produced in the reader loop (one permit, like any
+/// request). False when the writer is gone.
+async fn send_inline(
+    permits: &Arc<Semaphore>,
+    out: &mpsc::Sender<Outgoing>,
+    seq: u64,
+    bytes: Bytes,
+) -> bool {
+    let Ok(permit) = permits.clone().acquire_owned().await else {
+        return false;
+    };
+    out.send(Outgoing {
+        seq,
+        bytes,
+        _permit: permit,
+    })
+    .await
+    .is_ok()
+}
+
 struct Outgoing {
     seq: u64,
     bytes: Bytes,
@@ -870,21 +890,8 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed SFTP packet");
-                    let permit = permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
                     let bytes = status_bytes(0, fail(StatusCode::BadMessage, "malformed packet"));
-                    if out_tx
-                        .send(Outgoing {
-                            seq: this_seq,
-                            bytes,
-                            _permit: permit,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    if !send_inline(&permits, &out_tx, this_seq, bytes).await {
                         break 'outer;
                     }
                     continue;
@@ -905,21 +912,8 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
                 let bytes = encode(Packet::Version(version));
-                if out_tx
-                    .send(Outgoing {
-                        seq: this_seq,
-                        bytes,
-                        _permit: permit,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !send_inline(&permits, &out_tx, this_seq, bytes).await {
                     break 'outer;
                 }
                 continue;
@@ -964,21 +958,8 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                     let id = other.get_request_id();
                     let reply = session.dispatch(other).await;
                     drop(all);
-                    let permit = permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
                     let bytes = reply_bytes(id, reply);
-                    if out_tx
-                        .send(Outgoing {
-                            seq: this_seq,
-                            bytes,
-                            _permit: permit,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    if !send_inline(&permits, &out_tx, this_seq, bytes).await {
                         break 'outer;
                     }
                 }
