@@ -44,7 +44,10 @@ fn strings<'a>(filters: &'a Value, field: &str) -> Result<Vec<&'a str>, String> 
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| format!("filters.{field} must be a list of strings")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| format!("filters.{field} must be a list of strings"))
+            })
             .collect(),
         Some(_) => Err(format!("filters.{field} must be a list of strings")),
     }
@@ -122,7 +125,8 @@ mod tests {
         assert!(err(json!({"denied_ip": "10.0.0.1"})).contains("list of strings"));
         assert!(err(json!({"denied_login_methods": ["telepathy"]})).contains("telepathy"));
         assert!(err(json!({"denied_protocols": ["SMTP"]})).contains("SMTP"));
-        let ok = LoginFilters::parse(&json!({"allowed_ip": ["192.168.1.0/24", "::1", "10.1.2.3"]})).unwrap();
+        let ok = LoginFilters::parse(&json!({"allowed_ip": ["192.168.1.0/24", "::1", "10.1.2.3"]}))
+            .unwrap();
         assert_eq!(ok.allowed_ip.len(), 3);
     }
 
@@ -145,8 +149,10 @@ mod tests {
 
     #[test]
     fn methods_and_protocols() {
-        let f = LoginFilters::parse(&json!({"denied_login_methods": ["password-over-SSH"], "denied_protocols": ["FTP"]}))
-            .unwrap();
+        let f = LoginFilters::parse(
+            &json!({"denied_login_methods": ["password-over-SSH"], "denied_protocols": ["FTP"]}),
+        )
+        .unwrap();
         assert!(!f.ssh_method_allowed("password"));
         assert!(f.ssh_method_allowed("publickey"));
         assert!(f.protocol_allowed("SSH"));

@@ -208,7 +208,13 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
     };
     // Who may log in from where, how: checked before any credential work.
     if let Err(reason) = check_filters(&user, method, &req.remote_address) {
-        info!(username, method, remote_address = req.remote_address, reason, "login refused");
+        info!(
+            username,
+            method,
+            remote_address = req.remote_address,
+            reason,
+            "login refused"
+        );
         return Ok(rejected(reason));
     }
     let verdict = match req.credential {
@@ -324,8 +330,13 @@ fn upgrade_hash(state: &AppState, username: String, plain: String, old: String) 
 }
 
 /// The user's login filters: protocol, method and source address.
-fn check_filters(user: &crate::store::UserRow, method: &str, remote_address: &str) -> Result<(), &'static str> {
-    let filters = crate::users::login_filters(user).map_err(|_| "the user's filters are invalid")?;
+fn check_filters(
+    user: &crate::store::UserRow,
+    method: &str,
+    remote_address: &str,
+) -> Result<(), &'static str> {
+    let filters =
+        crate::users::login_filters(user).map_err(|_| "the user's filters are invalid")?;
     if !filters.protocol_allowed("SSH") {
         return Err("protocol SSH is denied for this user");
     }

@@ -28,6 +28,8 @@ enum Command {
         /// Address the embedded edge's SFTP listener binds to.
         #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
         sftp_bind: SocketAddr,
+        #[command(flatten)]
+        proxy: ferry_dataplane::proxy::ProxyArgs,
     },
     /// Run the control plane alone; edges (`ferry-edge`) attach over gRPC.
     Controlplane {
@@ -107,7 +109,14 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let data_provider = ferry_controlplane::provider::DataProviderConfig::from_env()?;
     let (common, sftp_bind) = match cli.command {
-        Command::Serve { common, sftp_bind } => (common, Some(sftp_bind)),
+        Command::Serve {
+            common,
+            sftp_bind,
+            proxy,
+        } => {
+            let policy = proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
+            (common, Some((sftp_bind, policy)))
+        }
         Command::Controlplane { common } => (common, None),
         Command::Initprovider { data_dir } => {
             std::fs::create_dir_all(&data_dir)
@@ -142,7 +151,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let edge = match sftp_bind {
-        Some(sftp_bind) => {
+        Some((sftp_bind, proxy)) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -156,6 +165,7 @@ async fn run() -> anyhow::Result<()> {
                         token: token.clone(),
                         sftp_bind,
                         edge_id: None,
+                        proxy,
                     },
                     stop(),
                 )

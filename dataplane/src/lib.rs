@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod control;
+pub mod proxy;
 pub mod registry;
 pub mod scp;
 pub mod sftp;
@@ -28,6 +29,8 @@ pub struct EdgeOptions {
     pub sftp_bind: SocketAddr,
     /// Fleet-unique id; random when not given.
     pub edge_id: Option<String>,
+    /// PROXY protocol policy of the SFTP listener.
+    pub proxy: proxy::ProxyPolicy,
 }
 
 /// A running edge.
@@ -97,7 +100,12 @@ pub async fn start_edge(
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
     let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
-    let task = tokio::spawn(ssh::accept_loop(listener, ctx, shutdown));
+    let task = tokio::spawn(ssh::accept_loop(
+        listener,
+        ctx,
+        Arc::new(opts.proxy),
+        shutdown,
+    ));
     Ok(RunningEdge {
         sftp_addr,
         edge_id,

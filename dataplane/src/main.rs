@@ -29,6 +29,8 @@ struct Cli {
     /// Fleet-unique id of this edge (default: hostname plus a random suffix).
     #[arg(long, env = "FERRY_EDGE_ID")]
     edge_id: Option<String>,
+    #[command(flatten)]
+    proxy: ferry_dataplane::proxy::ProxyArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +58,7 @@ async fn run() -> anyhow::Result<()> {
             token,
             sftp_bind: cli.sftp_bind,
             edge_id: cli.edge_id,
+            proxy: cli.proxy.policy().map_err(|e| anyhow::anyhow!(e))?,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

@@ -156,6 +156,7 @@ fn build_ssh_config(cfg: &EdgeConfig) -> anyhow::Result<russh::server::Config> {
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<EdgeContext>,
+    proxy: Arc<crate::proxy::ProxyPolicy>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(shutdown);
@@ -176,15 +177,24 @@ pub async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handler = SshHandler::new(ctx.clone(), peer);
+        let (ctx, proxy) = (ctx.clone(), proxy.clone());
         tokio::spawn(async move {
+            // The PROXY header (if any) is read here, off the accept loop.
+            let (stream, client) = match proxy.accept(stream, peer).await {
+                Ok(v) => v,
+                Err(reason) => {
+                    info!(%peer, reason, "connection refused");
+                    return;
+                }
+            };
+            let handler = SshHandler::new(ctx, client);
             match russh::server::run_stream(config, stream, handler).await {
                 Ok(running) => {
                     if let Err(e) = running.await {
-                        debug!(%peer, error = %e, "ssh session ended with an error");
+                        debug!(%client, error = %e, "ssh session ended with an error");
                     }
                 }
-                Err(e) => debug!(%peer, error = %e, "ssh handshake failed"),
+                Err(e) => debug!(%client, error = %e, "ssh handshake failed"),
             }
         });
     }

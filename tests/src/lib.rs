@@ -219,10 +219,22 @@ impl Topology {
         if healthy.is_none() {
             bail!("control plane did not become healthy:\n{}", self.logs());
         }
-        for port in &self.sftp_ports {
-            if wait_for(timeout, || ssh_ready(*port).then_some(())).is_none() {
+        // Edges serve SSH once the control plane has sent them host keys.
+        let edges: Vec<&Proc> = if self.procs.len() == 1 {
+            self.procs.iter().collect()
+        } else {
+            self.procs[1..].iter().collect()
+        };
+        for edge in edges {
+            let ready = wait_for(timeout, || {
+                edge.log_text()
+                    .contains("configuration received from the control plane")
+                    .then_some(())
+            });
+            if ready.is_none() {
                 bail!(
-                    "edge on port {port} did not start serving SSH:\n{}",
+                    "edge {} did not get its configuration:\n{}",
+                    edge.log.display(),
                     self.logs()
                 );
             }
@@ -460,8 +472,14 @@ pub struct OpenSftp {
 
 impl OpenSftp {
     pub fn start(port: u16, user: &str, cred: &Cred) -> Self {
+        Self::start_with(port, user, cred, &[])
+    }
+
+    /// Like [`OpenSftp::start`] with extra client options.
+    pub fn start_with(port: u16, user: &str, cred: &Cred, extra: &[&str]) -> Self {
         let mut cmd = client_command("sftp", cred);
-        cmd.arg("-P")
+        cmd.args(extra)
+            .arg("-P")
             .arg(port.to_string())
             .arg(format!("{user}@127.0.0.1"))
             .stdin(Stdio::piped())
@@ -606,5 +624,48 @@ impl Drop for TempDatabase {
             }
             _ => diesel::MysqlConnection::establish(MYSQL_ADMIN).map(|mut c| c.batch_execute(&sql)),
         };
+    }
+}
+
+/// A real HAProxy in TCP mode in front of one SSH port: `v1_port` sends
+/// PROXY v1 headers (`send-proxy`), `v2_port` PROXY v2 (`send-proxy-v2`).
+pub struct Haproxy {
+    _proc: Proc,
+    pub v1_port: u16,
+    pub v2_port: u16,
+}
+
+impl Haproxy {
+    pub fn start(dir: &Path, backend_port: u16) -> Result<Self> {
+        let (v1_port, v2_port) = (free_port(), free_port());
+        let cfg = dir.join(format!("haproxy-{backend_port}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 200\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend v1\n  bind 127.0.0.1:{v1_port}\n  default_backend v1\n\
+                 backend v1\n  server edge 127.0.0.1:{backend_port} send-proxy\n\
+                 frontend v2\n  bind 127.0.0.1:{v2_port}\n  default_backend v2\n\
+                 backend v2\n  server edge 127.0.0.1:{backend_port} send-proxy-v2\n"
+            ),
+        )?;
+        let mut cmd = Command::new("haproxy");
+        cmd.arg("-db").arg("-f").arg(&cfg);
+        let proc = Proc::spawn(cmd, dir.join(format!("haproxy-{backend_port}.log")))?;
+        for port in [v1_port, v2_port] {
+            if wait_for(Duration::from_secs(20), || {
+                TcpStream::connect(addr(port)).ok()
+            })
+            .is_none()
+            {
+                bail!("haproxy did not listen on {port}:\n{}", proc.log_text());
+            }
+        }
+        Ok(Self {
+            _proc: proc,
+            v1_port,
+            v2_port,
+        })
     }
 }
