@@ -3,6 +3,7 @@
 //! sees file data (that flows only through edges).
 #![forbid(unsafe_code)]
 
+pub mod admins;
 pub mod bootstrap;
 pub mod filters;
 pub mod fleet;
@@ -152,7 +153,11 @@ pub async fn start_controlplane(
     });
 
     let app = rest::router(state.clone());
-    let http_task = axum::serve(http, app).with_graceful_shutdown(wait_stop(stop_rx.clone()));
+    let http_task = axum::serve(
+        http,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait_stop(stop_rx.clone()));
     let token = opts.edge_token.map(Arc::new);
     let svc = EdgeControlServer::with_interceptor(
         grpc::EdgeService::new(state.clone()),

@@ -187,6 +187,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/users/{username}",
             get(get_user).put(update_user).delete(delete_user),
         )
+        .route("/api/v2/admins", get(list_admins).post(add_admin))
+        .route(
+            "/api/v2/admins/{username}",
+            get(get_admin).put(update_admin).delete(delete_admin),
+        )
+        .route(
+            "/api/v2/admin/changepwd",
+            axum::routing::put(change_password),
+        )
+        .route("/api/v2/status", get(status))
+        .route("/readyz", get(healthz))
         .route("/api/v2/connections", get(list_connections))
         .route(
             "/api/v2/connections/{connection_id}",
@@ -244,6 +255,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 /// `GET /api/v2/token`: Basic admin credentials in, JWT out.
 async fn token(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let unauthorized = || {
@@ -269,7 +281,14 @@ async fn token(
     if admin.data.status != 1
         || !crate::passwords::verify(password, admin.data.password.clone()).await
     {
-        tracing::info!(username, "admin login refused");
+        tracing::info!(username, %client, "admin login refused");
+        return Ok(unauthorized());
+    }
+    let filters: serde_json::Value = serde_json::from_str(&admin.data.filters).unwrap_or_default();
+    let allowed = crate::admins::allow_list(&filters).unwrap_or_default();
+    let ip = client.ip().to_canonical();
+    if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&ip)) {
+        tracing::info!(username, %client, "admin login refused: address not in the allow list");
         return Ok(unauthorized());
     }
     let now = now_ms() / 1000;
@@ -480,4 +499,144 @@ async fn close_connection(
             format!("connection {connection_id:?} not found"),
         ))
     }
+}
+
+async fn list_admins(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::admins::AdminView>>, ApiError> {
+    admin.require("*")?;
+    let (offset, limit, order) = query(params)?.parse()?;
+    let rows = state.store.admins(offset, limit, order).await?;
+    Ok(Json(
+        rows.iter().map(crate::admins::AdminView::from).collect(),
+    ))
+}
+
+async fn get_admin(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Json<crate::admins::AdminView>, ApiError> {
+    admin.require("*")?;
+    let row = state.store.admin(username).await?;
+    Ok(Json(crate::admins::AdminView::from(&row)))
+}
+
+async fn add_admin(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(input): ApiJson<crate::admins::AdminInput>,
+) -> Result<Response, ApiError> {
+    admin.require("*")?;
+    let valid = input.validate(None).map_err(ApiError::bad_request)?;
+    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
+    let username = data.username.clone();
+    state.store.add_admin(data).await.map_err(|e| match e {
+        StoreError::AlreadyExists(_) => ApiError::new(
+            ErrorCode::AlreadyExists,
+            "an admin with this username already exists",
+        ),
+        other => other.into(),
+    })?;
+    tracing::info!(admin = admin.0.username, username, "admin added");
+    let row = state.store.admin(username.clone()).await?;
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(crate::admins::AdminView::from(&row)),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/admins/{username}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn update_admin(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+    ApiJson(input): ApiJson<crate::admins::AdminInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("*")?;
+    let existing = state.store.admin(username.clone()).await?;
+    let valid = input
+        .validate(Some(&existing))
+        .map_err(ApiError::bad_request)?;
+    if username == admin.0.username
+        && (valid.data.permissions != existing.data.permissions
+            || valid.data.status != existing.data.status)
+    {
+        return Err(ApiError::bad_request(
+            "you cannot change your own permissions or status",
+        ));
+    }
+    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
+    state.store.update_admin(existing.id, data).await?;
+    tracing::info!(admin = admin.0.username, username, "admin updated");
+    Ok(Json(json!({"message": "Admin updated"})))
+}
+
+async fn delete_admin(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("*")?;
+    if username == admin.0.username {
+        return Err(ApiError::bad_request("you cannot delete yourself"));
+    }
+    state.store.delete_admin(username.clone()).await?;
+    tracing::info!(admin = admin.0.username, username, "admin deleted");
+    Ok(Json(json!({"message": "Admin deleted"})))
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// `PUT /api/v2/admin/changepwd`: the calling admin changes their password.
+async fn change_password(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.new_password.is_empty() {
+        return Err(ApiError::bad_request("the new password cannot be empty"));
+    }
+    let mut row = state.store.admin(admin.0.username.clone()).await?;
+    if !crate::passwords::verify(body.current_password, row.data.password.clone()).await {
+        return Err(ApiError::bad_request("the current password does not match"));
+    }
+    row.data.password = crate::passwords::hash(body.new_password)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    row.data.updated_at = now_ms();
+    state.store.update_admin(row.id, row.data).await?;
+    tracing::info!(admin = admin.0.username, "admin password changed");
+    Ok(Json(json!({"message": "Password updated"})))
+}
+
+/// `GET /api/v2/status`: the database and the attached edges.
+async fn status(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("view_status")?;
+    let driver = match state.store.backend() {
+        crate::provider::Backend::Sqlite => "sqlite",
+        crate::provider::Backend::Postgresql => "postgresql",
+        crate::provider::Backend::Mysql => "mysql",
+    };
+    let (active, error) = match state.store.ping().await {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e.to_string()),
+    };
+    Ok(Json(json!({
+        "data_provider": {"is_active": active, "driver": driver, "error": error},
+        "edges": state.fleet.edges(),
+    })))
 }

@@ -401,6 +401,51 @@ impl Store {
         .await
     }
 
+    pub async fn admins(
+        &self,
+        offset: i64,
+        limit: i64,
+        order: Order,
+    ) -> Result<Vec<AdminRow>, StoreError> {
+        self.run(move |c| {
+            let q = admins::table
+                .select(AdminRow::as_select())
+                .offset(offset)
+                .limit(limit);
+            Ok(match order {
+                Order::Asc => q.order(admins::username.asc()).load(c)?,
+                Order::Desc => q.order(admins::username.desc()).load(c)?,
+            })
+        })
+        .await
+    }
+
+    /// Replaces every column of an existing admin.
+    pub async fn update_admin(&self, id: i64, data: AdminData) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(admins::table.find(id))
+                .set(&data)
+                .execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_admin(&self, username: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n =
+                diesel::delete(admins::table.filter(admins::username.eq(username))).execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn set_admin_last_login(
         &self,
         username: String,

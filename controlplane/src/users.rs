@@ -121,7 +121,7 @@ pub struct ValidUser {
     pub password: PasswordChange,
 }
 
-fn is_valid_username(name: &str) -> bool {
+pub fn is_valid_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name

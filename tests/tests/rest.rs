@@ -276,3 +276,108 @@ fn expired_tokens_are_refused() {
     );
     assert_eq!(get(api.token()), 200);
 }
+
+#[test]
+fn admins_permissions_password_change_and_status() {
+    let t = Topology::serve().unwrap();
+    let root = t.api();
+    let base = t.base();
+    let ops = json!({"username": "ops", "password": "ops-pw", "permissions": ["view_users", "view_conns"]});
+    let r = root.call("POST", "/api/v2/admins", Some(&ops));
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(r.body.get("password").is_none());
+    assert_eq!(root.call("POST", "/api/v2/admins", Some(&ops)).status, 409);
+    let r = root.call(
+        "POST",
+        "/api/v2/admins",
+        Some(&json!({"username": "x", "password": "p", "permissions": ["fly"]})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body["message"].as_str().unwrap().contains("fly"));
+
+    // A limited admin: reads users, cannot add them nor manage admins.
+    let limited = Api::login(&base, "ops", "ops-pw").unwrap();
+    assert_eq!(limited.call("GET", "/api/v2/users", None).status, 200);
+    let r = limited.call(
+        "POST",
+        "/api/v2/users",
+        Some(&user_json("w", "p", &t.home("w"))),
+    );
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("add_users"),
+        "{r:?}"
+    );
+    assert_eq!(limited.call("GET", "/api/v2/admins", None).status, 403);
+    assert_eq!(limited.call("GET", "/api/v2/status", None).status, 403);
+
+    // Password change by the admin itself.
+    let r = limited.call(
+        "PUT",
+        "/api/v2/admin/changepwd",
+        Some(&json!({"current_password": "wrong", "new_password": "ops-pw-2"})),
+    );
+    assert_eq!(r.status, 400);
+    let r = limited.call(
+        "PUT",
+        "/api/v2/admin/changepwd",
+        Some(&json!({"current_password": "ops-pw", "new_password": "ops-pw-2"})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        Api::login(&base, "ops", "ops-pw").is_err(),
+        "old password refused"
+    );
+    assert!(Api::login(&base, "ops", "ops-pw-2").is_ok());
+
+    // Nobody removes their own powers or themselves.
+    let r = root.call(
+        "PUT",
+        "/api/v2/admins/admin",
+        Some(&json!({"permissions": ["view_users"]})),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        root.call("DELETE", "/api/v2/admins/admin", None).status,
+        400
+    );
+
+    // Allow lists are checked when a token is requested.
+    let r = root.call(
+        "POST",
+        "/api/v2/admins",
+        Some(&json!({"username": "far", "password": "far-pw", "permissions": ["*"], "filters": {"allow_list": ["10.0.0.0/8"]}})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        Api::login(&base, "far", "far-pw").is_err(),
+        "127.0.0.1 is not in the allow list"
+    );
+    let r = root.call(
+        "PUT",
+        "/api/v2/admins/far",
+        Some(&json!({"permissions": ["*"], "filters": {"allow_list": ["127.0.0.1/32"]}})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(Api::login(&base, "far", "far-pw").is_ok());
+
+    let list = root.call("GET", "/api/v2/admins", None);
+    let names: Vec<&str> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "far", "ops"]);
+    assert_eq!(root.call("DELETE", "/api/v2/admins/far", None).status, 200);
+    assert_eq!(root.call("GET", "/api/v2/admins/far", None).status, 404);
+
+    let r = root.call("GET", "/api/v2/status", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["data_provider"]["is_active"], true);
+    assert_eq!(r.body["data_provider"]["driver"], "sqlite");
+    assert_eq!(r.body["edges"].as_array().unwrap().len(), 1, "{r:?}");
+    let r = reqwest::blocking::get(format!("{base}/readyz")).unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -1,0 +1,246 @@
+//! Admins as the REST API speaks them (SFTPGo v2 field names): validation,
+//! conversion to rows, and the permission names of §1.9.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{AdminData, AdminRow, now_ms};
+
+/// Admin permissions (SFTPGo v2.7: the coarse ones fold into `*`).
+pub const ADMIN_PERMISSIONS: &[&str] = &[
+    "*",
+    "add_users",
+    "edit_users",
+    "del_users",
+    "view_users",
+    "view_conns",
+    "close_conns",
+    "view_status",
+    "manage_folders",
+    "manage_groups",
+    "quota_scans",
+    "manage_defender",
+    "view_defender",
+    "view_events",
+    "disable_mfa",
+];
+
+/// An admin as clients send it.
+#[derive(Debug, Deserialize)]
+pub struct AdminInput {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default = "one")]
+    pub status: i64,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(default)]
+    pub filters: Option<Value>,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub additional_info: String,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// An admin as the API returns it: never the password.
+#[derive(Debug, Serialize)]
+pub struct AdminView {
+    pub id: i64,
+    pub status: i64,
+    pub username: String,
+    pub permissions: Vec<String>,
+    pub filters: Value,
+    pub email: String,
+    pub description: String,
+    pub additional_info: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login: i64,
+}
+
+impl From<&AdminRow> for AdminView {
+    fn from(row: &AdminRow) -> Self {
+        let d = &row.data;
+        AdminView {
+            id: row.id,
+            status: d.status,
+            username: d.username.clone(),
+            permissions: serde_json::from_str(&d.permissions).unwrap_or_default(),
+            filters: serde_json::from_str(&d.filters).unwrap_or(Value::Object(Default::default())),
+            email: d.email.clone(),
+            description: d.description.clone(),
+            additional_info: d.additional_info.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            last_login: d.last_login,
+        }
+    }
+}
+
+/// The admin's `filters.allow_list`, parsed (validated on input).
+pub fn allow_list(filters: &Value) -> Result<Vec<ipnet::IpNet>, String> {
+    let items = match filters.get("allow_list") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err("filters.allow_list must be a list of strings".into()),
+    };
+    items
+        .iter()
+        .map(|v| {
+            let s = v
+                .as_str()
+                .ok_or("filters.allow_list must be a list of strings")?;
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("invalid address or CIDR {s:?} in filters.allow_list"))
+        })
+        .collect()
+}
+
+/// A validated admin; the password still to settle.
+pub struct ValidAdmin {
+    pub data: AdminData,
+    pub password: crate::users::PasswordChange,
+}
+
+impl AdminInput {
+    /// Validates against the stored admin on update (username fixed, missing
+    /// password keeps the stored hash).
+    pub fn validate(self, existing: Option<&AdminRow>) -> Result<ValidAdmin, String> {
+        let username = match existing {
+            Some(row) => {
+                if !self.username.is_empty() && self.username != row.data.username {
+                    return Err("the username cannot be changed".into());
+                }
+                row.data.username.clone()
+            }
+            None => {
+                if self.username.is_empty() {
+                    return Err("username is mandatory".into());
+                }
+                if !crate::users::is_valid_username(&self.username) {
+                    return Err(format!(
+                        "username {:?} is not valid: only letters, digits and \"-_.~\" are allowed",
+                        self.username
+                    ));
+                }
+                self.username
+            }
+        };
+        if !(0..=1).contains(&self.status) {
+            return Err(format!(
+                "invalid status {}: use 1 (active) or 0 (disabled)",
+                self.status
+            ));
+        }
+        if self.permissions.is_empty() {
+            return Err("please grant at least one permission".into());
+        }
+        let mut perms: Vec<String> = Vec::new();
+        for p in self.permissions {
+            if !ADMIN_PERMISSIONS.contains(&p.as_str()) {
+                return Err(format!(
+                    "invalid permission {p:?} (valid: {})",
+                    ADMIN_PERMISSIONS.join(", ")
+                ));
+            }
+            if !perms.contains(&p) {
+                perms.push(p);
+            }
+        }
+        if perms.iter().any(|p| p == "*") {
+            perms = vec!["*".into()];
+        }
+        let filters = match self.filters {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v @ Value::Object(_)) => v,
+            Some(_) => return Err("filters must be a JSON object".into()),
+        };
+        allow_list(&filters)?;
+        let password = match self.password.filter(|p| !p.is_empty()) {
+            Some(p) if crate::passwords::is_prehashed(&p) => {
+                crate::passwords::validate_prehashed(&p)?;
+                crate::users::PasswordChange::Set(p)
+            }
+            Some(p) => crate::users::PasswordChange::HashPlain(p),
+            None if existing.is_some() => crate::users::PasswordChange::Keep,
+            None => return Err("password is mandatory".into()),
+        };
+        let now = now_ms();
+        let data = AdminData {
+            username,
+            status: self.status,
+            password: existing
+                .map(|r| r.data.password.clone())
+                .unwrap_or_default(),
+            permissions: serde_json::to_string(&perms).map_err(|e| e.to_string())?,
+            filters: filters.to_string(),
+            email: self.email,
+            description: self.description,
+            additional_info: self.additional_info,
+            created_at: existing.map_or(now, |r| r.data.created_at),
+            updated_at: now,
+            last_login: existing.map_or(0, |r| r.data.last_login),
+        };
+        Ok(ValidAdmin { data, password })
+    }
+}
+
+impl ValidAdmin {
+    pub async fn into_data(self) -> Result<AdminData, String> {
+        let mut data = self.data;
+        match self.password {
+            crate::users::PasswordChange::Keep => {}
+            crate::users::PasswordChange::Set(h) => data.password = h,
+            crate::users::PasswordChange::HashPlain(p) => {
+                data.password = crate::passwords::hash(p).await?
+            }
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let v = |j: Value| {
+            serde_json::from_value::<AdminInput>(j)
+                .unwrap()
+                .validate(None)
+        };
+        assert!(
+            v(serde_json::json!({"username": "a", "password": "p", "permissions": ["view_users"]}))
+                .is_ok()
+        );
+        let err = |j: Value| v(j).err().unwrap();
+        assert!(
+            err(serde_json::json!({"username": "a", "password": "p", "permissions": ["fly"]}))
+                .contains("fly")
+        );
+        assert!(
+            err(serde_json::json!({"username": "a", "password": "p", "permissions": []}))
+                .contains("at least one")
+        );
+        assert!(
+            err(serde_json::json!({"username": "a", "permissions": ["*"]})).contains("password")
+        );
+        assert!(
+            err(
+                serde_json::json!({"username": "a", "password": "p", "permissions": ["*"],
+                                   "filters": {"allow_list": ["999.1.1.1"]}})
+            )
+            .contains("allow_list")
+        );
+    }
+}
