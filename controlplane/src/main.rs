@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
         sftp_bind: SocketAddr,
         #[command(flatten)]
-        proxy: ferry_dataplane::proxy::ProxyArgs,
+        edge: ferry_dataplane::EdgeArgs,
     },
     /// Run the control plane alone; edges (`ferry-edge`) attach over gRPC.
     Controlplane {
@@ -112,11 +112,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve {
             common,
             sftp_bind,
-            proxy,
-        } => {
-            let policy = proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
-            (common, Some((sftp_bind, policy)))
-        }
+            edge,
+        } => (common, Some((sftp_bind, edge.settings()?))),
         Command::Controlplane { common } => (common, None),
         Command::Initprovider { data_dir } => {
             std::fs::create_dir_all(&data_dir)
@@ -151,7 +148,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let edge = match sftp_bind {
-        Some((sftp_bind, proxy)) => {
+        Some((sftp_bind, (proxy, upload_mode))) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -166,6 +163,7 @@ async fn run() -> anyhow::Result<()> {
                         sftp_bind,
                         edge_id: None,
                         proxy,
+                        upload_mode,
                     },
                     stop(),
                 )

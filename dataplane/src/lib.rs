@@ -31,6 +31,31 @@ pub struct EdgeOptions {
     pub edge_id: Option<String>,
     /// PROXY protocol policy of the SFTP listener.
     pub proxy: proxy::ProxyPolicy,
+    /// How uploads land (`common.upload_mode`).
+    pub upload_mode: sftp::UploadMode,
+}
+
+/// Edge settings shared by `ferry-edge` and `ferry serve`, with SFTPGo's
+/// `common` names as environment variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EdgeArgs {
+    #[command(flatten)]
+    pub proxy: proxy::ProxyArgs,
+    /// How uploads land: 0 written in place, 1 atomic (temporary name, renamed
+    /// on success, removed when interrupted), 2 atomic, an interrupted upload
+    /// is kept under the target name for resume.
+    #[arg(long, env = "FERRY_COMMON__UPLOAD_MODE", default_value_t = 0)]
+    pub upload_mode: u8,
+}
+
+impl EdgeArgs {
+    /// Validated settings: (PROXY policy, upload mode).
+    pub fn settings(&self) -> anyhow::Result<(proxy::ProxyPolicy, sftp::UploadMode)> {
+        let proxy = self.proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
+        let upload =
+            sftp::UploadMode::from_setting(self.upload_mode).map_err(|e| anyhow::anyhow!(e))?;
+        Ok((proxy, upload))
+    }
 }
 
 /// A running edge.
@@ -98,7 +123,12 @@ pub async fn start_edge(
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
-    let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config));
+    let ctx = Arc::new(ssh::EdgeContext::new(
+        control,
+        registry,
+        config,
+        opts.upload_mode,
+    ));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
     let task = tokio::spawn(ssh::accept_loop(
         listener,

@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long, env = "FERRY_EDGE_ID")]
     edge_id: Option<String>,
     #[command(flatten)]
-    proxy: ferry_dataplane::proxy::ProxyArgs,
+    edge: ferry_dataplane::EdgeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +51,7 @@ async fn run() -> anyhow::Result<()> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
+    let (proxy, upload_mode) = cli.edge.settings()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(
         ferry_dataplane::EdgeOptions {
@@ -58,7 +59,8 @@ async fn run() -> anyhow::Result<()> {
             token,
             sftp_bind: cli.sftp_bind,
             edge_id: cli.edge_id,
-            proxy: cli.proxy.policy().map_err(|e| anyhow::anyhow!(e))?,
+            proxy,
+            upload_mode,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -79,12 +79,50 @@ where
         .map_err(|e| fail(StatusCode::Failure, format!("internal error: {e}")))?
 }
 
+/// How uploads land (SFTPGo's `common.upload_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UploadMode {
+    /// 0: write to the target directly.
+    #[default]
+    Direct,
+    /// 1: write to a temporary name in the same directory, rename into place
+    /// on close; an interrupted upload leaves nothing behind.
+    Atomic,
+    /// 2: as 1, but an interrupted upload is renamed onto the target so the
+    /// client can resume it.
+    AtomicResume,
+}
+
+impl UploadMode {
+    pub fn from_setting(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(UploadMode::Direct),
+            1 => Ok(UploadMode::Atomic),
+            2 => Ok(UploadMode::AtomicResume),
+            n => Err(format!("upload_mode must be 0, 1 or 2, got {n}")),
+        }
+    }
+}
+
+/// Prefix of temporary upload names (atomic modes).
+pub const TEMP_PREFIX: &str = ".ferry-upload.";
+
+/// An upload written under a temporary name.
+struct AtomicUpload {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
 enum OpenHandle {
     File {
         file: Arc<File>,
         vpath: String,
         writable: bool,
         transfer: (u64, Arc<TransferState>),
+        atomic: Option<AtomicUpload>,
+        /// Opened with APPEND: writes below this size (the file's size at
+        /// open) are refused, as OpenSSH resumes with APPEND.
+        append_floor: Option<u64>,
     },
     Dir {
         entries: Mutex<Option<std::fs::ReadDir>>,
@@ -100,6 +138,7 @@ pub struct SftpSession {
     conn: Arc<Connection>,
     handles: Mutex<HashMap<String, Arc<OpenHandle>>>,
     next_handle: AtomicU64,
+    upload_mode: UploadMode,
 }
 
 fn attrs_of(meta: &Metadata) -> FileAttributes {
@@ -203,6 +242,7 @@ impl SftpSession {
         perms: PermissionMap,
         owner: Option<(u32, u32)>,
         conn: Arc<Connection>,
+        upload_mode: UploadMode,
     ) -> Self {
         Self {
             fs,
@@ -211,6 +251,7 @@ impl SftpSession {
             conn,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            upload_mode,
         }
     }
 
@@ -252,7 +293,9 @@ impl SftpSession {
         }
     }
 
-    fn release_all(&self) {
+    /// Ends what a vanished client left open: transfers stop being listed;
+    /// atomic uploads are removed (mode 1) or put in place for resume (mode 2).
+    async fn release_all(&self) {
         let handles: Vec<Arc<OpenHandle>> = self
             .handles
             .lock()
@@ -261,8 +304,26 @@ impl SftpSession {
             .map(|(_, h)| h)
             .collect();
         for h in handles {
-            if let OpenHandle::File { transfer, .. } = &*h {
+            if let OpenHandle::File {
+                transfer, atomic, ..
+            } = &*h
+            {
                 self.conn.end_transfer(transfer.0);
+                if let Some(a) = atomic {
+                    let (temp, target) = (a.temp.clone(), a.target.clone());
+                    let resume = self.upload_mode == UploadMode::AtomicResume;
+                    let done = blocking(move || {
+                        if resume {
+                            std::fs::rename(&temp, &target).map_err(io_fail)
+                        } else {
+                            std::fs::remove_file(&temp).map_err(io_fail)
+                        }
+                    })
+                    .await;
+                    if let Err((_, e)) = done {
+                        tracing::warn!(error = e, "cannot clean up an interrupted upload");
+                    }
+                }
             }
         }
     }
@@ -307,27 +368,62 @@ impl SftpSession {
         } else if meta.is_none() {
             return Err(fail(StatusCode::NoSuchFile, "no such file or directory"));
         }
-        let created = write && meta.is_none();
         let mode = attrs.permissions.map_or(0o666, |p| p & 0o777);
+        // Atomic modes write to a temporary name beside the target; an
+        // existing target that is not truncated (resume, append) moves there
+        // first so the client continues where it was.
+        let atomic = (write && !read && self.upload_mode != UploadMode::Direct).then(|| {
+            let name = real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            AtomicUpload {
+                temp: real.with_file_name(format!(
+                    "{TEMP_PREFIX}{:016x}.{name}",
+                    rand::random::<u64>()
+                )),
+                target: real.clone(),
+            }
+        });
+        let keep_existing = meta.is_some() && !flags.contains(OpenFlags::TRUNCATE);
+        let open_path = atomic
+            .as_ref()
+            .map_or_else(|| real.clone(), |a| a.temp.clone());
+        let created = write && (meta.is_none() || (atomic.is_some() && !keep_existing));
         let file = {
-            let real = real.clone();
+            let (open_path, target) = (open_path.clone(), real.clone());
+            let move_first = atomic.is_some() && keep_existing;
             let this = self.clone();
             blocking(move || {
+                if move_first {
+                    std::fs::rename(&target, &open_path).map_err(io_fail)?;
+                }
                 let mut o = std::fs::OpenOptions::new();
                 o.read(read)
                     .write(write)
-                    .append(flags.contains(OpenFlags::APPEND))
-                    .create(write && flags.contains(OpenFlags::CREATE))
+                    // Not O_APPEND: with concurrent positional writes it would
+                    // reorder data; APPEND is honoured by refusing lower offsets.
+                    .create(
+                        write
+                            && (flags.contains(OpenFlags::CREATE)
+                                || !move_first && open_path != target),
+                    )
                     .truncate(write && flags.contains(OpenFlags::TRUNCATE))
                     .mode(mode)
                     .custom_flags(libc::O_NOFOLLOW);
-                let f = o.open(&real).map_err(io_fail)?;
+                let f = o.open(&open_path).map_err(io_fail)?;
                 if created {
-                    this.chown_new(&real);
+                    this.chown_new(&open_path);
                 }
                 Ok(f)
             })
             .await?
+        };
+        let append_floor = if write && flags.contains(OpenFlags::APPEND) {
+            let f = file.try_clone().map_err(io_fail)?;
+            Some(blocking(move || f.metadata().map(|m| m.len()).map_err(io_fail)).await?)
+        } else {
+            None
         };
         let op = if write { "upload" } else { "download" };
         let transfer = self.conn.begin_transfer(op, vp.clone());
@@ -337,6 +433,8 @@ impl SftpSession {
             vpath: vp,
             writable: write,
             transfer: transfer.clone(),
+            atomic,
+            append_floor,
         });
         match handle {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
@@ -347,22 +445,33 @@ impl SftpSession {
         }
     }
 
-    fn close(&self, id: u32, handle: &str) -> Reply {
+    async fn close(&self, id: u32, handle: &str) -> Reply {
         let removed = self
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(handle);
-        match removed {
-            Some(h) => {
-                if let OpenHandle::File { transfer, .. } = &*h {
-                    self.conn.end_transfer(transfer.0);
-                }
-                self.conn.touch();
-                Ok(ok(id))
+        let Some(h) = removed else {
+            return Err(fail(StatusCode::Failure, "invalid handle"));
+        };
+        if let OpenHandle::File {
+            transfer, atomic, ..
+        } = &*h
+        {
+            self.conn.end_transfer(transfer.0);
+            if let Some(a) = atomic {
+                let (temp, target) = (a.temp.clone(), a.target.clone());
+                blocking(move || {
+                    std::fs::rename(&temp, &target).map_err(|e| {
+                        let _ = std::fs::remove_file(&temp);
+                        io_fail(e)
+                    })
+                })
+                .await?;
             }
-            None => Err(fail(StatusCode::Failure, "invalid handle")),
         }
+        self.conn.touch();
+        Ok(ok(id))
     }
 
     async fn read(
@@ -408,11 +517,18 @@ impl SftpSession {
             file,
             writable,
             transfer,
+            append_floor,
             ..
         } = &*h
         else {
             return Err(fail(StatusCode::Failure, "not a file handle"));
         };
+        if append_floor.is_some_and(|floor| offset < floor) {
+            return Err(fail(
+                StatusCode::Failure,
+                "invalid offset: the file was opened for append",
+            ));
+        }
         if !*writable {
             return Err(fail(
                 StatusCode::PermissionDenied,
@@ -731,7 +847,7 @@ impl SftpSession {
     async fn dispatch(self: &Arc<Self>, packet: Packet) -> Reply {
         match packet {
             Packet::Open(p) => self.open(p.id, p.filename, p.pflags, p.attrs).await,
-            Packet::Close(p) => self.close(p.id, &p.handle),
+            Packet::Close(p) => self.close(p.id, &p.handle).await,
             Packet::Lstat(p) => self.stat(p.id, &p.path, false).await,
             Packet::Stat(p) => self.stat(p.id, &p.path, true).await,
             Packet::Fstat(p) => self.fstat(p.id, &p.handle).await,
@@ -975,7 +1091,7 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
     // In-flight requests finish and their replies are written before the
     // writer sends exit-status and closes.
     let _ = writer.await;
-    session.release_all();
+    session.release_all().await;
 }
 
 /// True when this process runs as root (new files then get the user's

@@ -40,6 +40,7 @@ pub struct EdgeContext {
     ssh_config: std::sync::Mutex<Option<(Arc<EdgeConfig>, Arc<russh::server::Config>)>>,
     next_session: AtomicU64,
     as_root: bool,
+    upload_mode: crate::sftp::UploadMode,
 }
 
 impl EdgeContext {
@@ -47,6 +48,7 @@ impl EdgeContext {
         control: ControlClient,
         registry: Arc<Registry>,
         config: watch::Receiver<Option<Arc<EdgeConfig>>>,
+        upload_mode: crate::sftp::UploadMode,
     ) -> Self {
         Self {
             control,
@@ -55,6 +57,7 @@ impl EdgeContext {
             ssh_config: std::sync::Mutex::new(None),
             next_session: AtomicU64::new(1),
             as_root: crate::sftp::running_as_root(),
+            upload_mode,
         }
     }
 
@@ -369,6 +372,7 @@ impl SshHandler {
             opened.perms.clone(),
             opened.owner,
             opened.conn.clone(),
+            self.ctx.upload_mode,
         ));
         self.spawn_connection(&opened, "sftp", crate::sftp::serve(channel, session));
         Ok(())

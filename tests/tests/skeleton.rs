@@ -362,6 +362,13 @@ fn close_connection(t: &Topology) {
     let r = api.call("DELETE", &format!("/api/v2/connections/{id}"), None);
     assert_eq!(r.status, 200, "{r:?}");
     // The interactive client notices at its next command and exits.
+    let gone_first = wait_for(Duration::from_secs(15), || {
+        api.connections()
+            .iter()
+            .all(|c| c["connection_id"] != id.as_str())
+            .then_some(())
+    });
+    assert!(gone_first.is_some(), "the edge closed the connection");
     session.send("ls");
     let status = session
         .wait_exit(Duration::from_secs(15))
@@ -484,6 +491,9 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
             .status,
         200
     );
+    // The edge closes the session asynchronously: wait for it, then the
+    // interactive client notices at its next command.
+    assert!(wait_for(Duration::from_secs(15), || (live(&api) == 0).then_some(())).is_some());
     s.send("ls");
     assert!(
         s.wait_exit(Duration::from_secs(15)).is_some(),
@@ -494,6 +504,9 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
     assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
     assert!(wait_for(Duration::from_secs(15), || (live(&api) == 1).then_some(())).is_some());
     assert_eq!(api.call("DELETE", "/api/v2/users/ivan", None).status, 200);
+    // The edge closes the session asynchronously: wait for it, then the
+    // interactive client notices at its next command.
+    assert!(wait_for(Duration::from_secs(15), || (live(&api) == 0).then_some(())).is_some());
     s.send("ls");
     assert!(
         s.wait_exit(Duration::from_secs(15)).is_some(),
