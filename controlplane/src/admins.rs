@@ -115,32 +115,11 @@ impl AdminInput {
     /// Validates against the stored admin on update (username fixed, missing
     /// password keeps the stored hash).
     pub fn validate(self, existing: Option<&AdminRow>) -> Result<ValidAdmin, String> {
-        let username = match existing {
-            Some(row) => {
-                if !self.username.is_empty() && self.username != row.data.username {
-                    return Err("the username cannot be changed".into());
-                }
-                row.data.username.clone()
-            }
-            None => {
-                if self.username.is_empty() {
-                    return Err("username is mandatory".into());
-                }
-                if !crate::users::is_valid_username(&self.username) {
-                    return Err(format!(
-                        "username {:?} is not valid: only letters, digits and \"-_.~\" are allowed",
-                        self.username
-                    ));
-                }
-                self.username
-            }
-        };
-        if !(0..=1).contains(&self.status) {
-            return Err(format!(
-                "invalid status {}: use 1 (active) or 0 (disabled)",
-                self.status
-            ));
-        }
+        let username = crate::users::settle_username(
+            self.username,
+            existing.map(|r| r.data.username.as_str()),
+        )?;
+        crate::users::validate_status(self.status)?;
         if self.permissions.is_empty() {
             return Err("please grant at least one permission".into());
         }
@@ -165,15 +144,10 @@ impl AdminInput {
             Some(_) => return Err("filters must be a JSON object".into()),
         };
         allow_list(&filters)?;
-        let password = match self.password.filter(|p| !p.is_empty()) {
-            Some(p) if crate::passwords::is_prehashed(&p) => {
-                crate::passwords::validate_prehashed(&p)?;
-                crate::users::PasswordChange::Set(p)
-            }
-            Some(p) => crate::users::PasswordChange::HashPlain(p),
-            None if existing.is_some() => crate::users::PasswordChange::Keep,
-            None => return Err("password is mandatory".into()),
-        };
+        let password = crate::users::PasswordChange::from_input(self.password)?;
+        if existing.is_none() && matches!(password, crate::users::PasswordChange::Keep) {
+            return Err("password is mandatory".into());
+        }
         let now = now_ms();
         let data = AdminData {
             username,
@@ -197,12 +171,8 @@ impl AdminInput {
 impl ValidAdmin {
     pub async fn into_data(self) -> Result<AdminData, String> {
         let mut data = self.data;
-        match self.password {
-            crate::users::PasswordChange::Keep => {}
-            crate::users::PasswordChange::Set(h) => data.password = h,
-            crate::users::PasswordChange::HashPlain(p) => {
-                data.password = crate::passwords::hash(p).await?
-            }
+        if let Some(hash) = self.password.resolve().await? {
+            data.password = hash;
         }
         Ok(data)
     }

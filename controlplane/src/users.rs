@@ -115,6 +115,61 @@ pub enum PasswordChange {
     HashPlain(String),
 }
 
+impl PasswordChange {
+    /// What a password field of a REST body means: absent or empty keeps the
+    /// stored one; a hash in a known format is stored as given (after a
+    /// parse check); anything else is a plain password to hash.
+    pub fn from_input(given: Option<String>) -> Result<Self, String> {
+        Ok(match given.filter(|p| !p.is_empty()) {
+            Some(p) if crate::passwords::is_prehashed(&p) => {
+                crate::passwords::validate_prehashed(&p)?;
+                PasswordChange::Set(p)
+            }
+            Some(p) => PasswordChange::HashPlain(p),
+            None => PasswordChange::Keep,
+        })
+    }
+
+    /// The hash to store, hashing a plain password off the async threads;
+    /// None keeps the stored one.
+    pub async fn resolve(self) -> Result<Option<String>, String> {
+        match self {
+            PasswordChange::Keep => Ok(None),
+            PasswordChange::Set(hash) => Ok(Some(hash)),
+            PasswordChange::HashPlain(plain) => crate::passwords::hash(plain).await.map(Some),
+        }
+    }
+}
+
+/// The username of an object being added (validated) or updated (must stay
+/// the stored one).
+pub fn settle_username(given: String, stored: Option<&str>) -> Result<String, String> {
+    match stored {
+        Some(stored) => {
+            if !given.is_empty() && given != stored {
+                return Err("the username cannot be changed".into());
+            }
+            Ok(stored.to_string())
+        }
+        None if given.is_empty() => Err("username is mandatory".into()),
+        None if !is_valid_username(&given) => Err(format!(
+            "username {given:?} is not valid: only letters, digits and \"-_.~\" are allowed"
+        )),
+        None => Ok(given),
+    }
+}
+
+/// `status`: 1 active, 0 disabled.
+pub fn validate_status(status: i64) -> Result<(), String> {
+    if (0..=1).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid status {status}: use 1 (active) or 0 (disabled)"
+        ))
+    }
+}
+
 /// A validated user, ready to store once the password is settled.
 pub struct ValidUser {
     pub data: UserData,
@@ -149,32 +204,8 @@ impl UserInput {
     /// username cannot change, a missing password keeps the stored hash, and
     /// server-maintained fields carry over.
     pub fn validate(self, existing: Option<&UserRow>) -> Result<ValidUser, String> {
-        let username = match existing {
-            Some(row) => {
-                if !self.username.is_empty() && self.username != row.data.username {
-                    return Err("the username cannot be changed".into());
-                }
-                row.data.username.clone()
-            }
-            None => {
-                if self.username.is_empty() {
-                    return Err("username is mandatory".into());
-                }
-                if !is_valid_username(&self.username) {
-                    return Err(format!(
-                        "username {:?} is not valid: only letters, digits and \"-_.~\" are allowed",
-                        self.username
-                    ));
-                }
-                self.username.clone()
-            }
-        };
-        if !(0..=1).contains(&self.status) {
-            return Err(format!(
-                "invalid status {}: use 1 (active) or 0 (disabled)",
-                self.status
-            ));
-        }
+        let username = settle_username(self.username, existing.map(|r| r.data.username.as_str()))?;
+        validate_status(self.status)?;
         if self.home_dir.is_empty() {
             return Err("home_dir is mandatory".into());
         }
@@ -233,14 +264,7 @@ impl UserInput {
             }
             Some(_) => return Err("filesystem must be a JSON object".into()),
         };
-        let password = match self.password.filter(|p| !p.is_empty()) {
-            Some(p) if crate::passwords::is_prehashed(&p) => {
-                crate::passwords::validate_prehashed(&p)?;
-                PasswordChange::Set(p)
-            }
-            Some(p) => PasswordChange::HashPlain(p),
-            None => PasswordChange::Keep,
-        };
+        let password = PasswordChange::from_input(self.password)?;
         let has_stored_password = existing
             .and_then(|r| r.data.password.as_deref())
             .is_some_and(|p| !p.is_empty());
@@ -294,16 +318,9 @@ impl ValidUser {
     /// Settles the password (hashing off the async threads) into the row.
     pub async fn into_data(self) -> Result<UserData, String> {
         let mut data = self.data;
-        match self.password {
-            PasswordChange::Keep => {}
-            PasswordChange::Set(hash) => {
-                data.password = Some(hash);
-                data.last_password_change = data.updated_at;
-            }
-            PasswordChange::HashPlain(plain) => {
-                data.password = Some(crate::passwords::hash(plain).await?);
-                data.last_password_change = data.updated_at;
-            }
+        if let Some(hash) = self.password.resolve().await? {
+            data.password = Some(hash);
+            data.last_password_change = data.updated_at;
         }
         Ok(data)
     }
