@@ -525,11 +525,18 @@ impl Source<'_> {
             if !self.ctx.perms.allows(Operation::List { dir: vp }) {
                 return Err(fs_err(vp, "permission denied"));
             }
-            let mut entries: Vec<String> = std::fs::read_dir(&real)
-                .map_err(|e| fs_err(vp, FsError::from(e)))?
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect();
+            // A directory can be large: list it on the blocking pool.
+            let dir = real.clone();
+            let mut entries: Vec<String> = tokio::task::spawn_blocking(move || {
+                std::fs::read_dir(&dir).map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+            .map_err(|e| ScpError::fatal(format!("internal error: {e}")))?
+            .map_err(|e| fs_err(vp, FsError::from(e)))?;
             entries.sort();
             self.send_times(r, &meta).await?;
             send(self.tx, format!("D{:04o} 0 {name}\n", meta.mode() & 0o7777)).await?;

@@ -28,18 +28,25 @@ sys.stdout.flush()
 t.sock.close()
 "#;
 
-fn interrupt(t: &Topology, name: &str, size: usize, home: &Path) -> String {
-    let out = std::process::Command::new("python3")
+/// Runs a paramiko `script` as user xena: argv is port, user, password,
+/// then `extra`.
+fn paramiko(t: &Topology, script: &str, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
         .arg("-c")
-        .arg(INTERRUPT)
+        .arg(script)
         .arg(t.sftp_port().to_string())
-        .arg("xena")
-        .arg("xena-pw")
-        .arg(name)
-        .arg(size.to_string())
-        .arg(home)
+        .args(["xena", "xena-pw"])
+        .args(extra)
         .output()
-        .expect("python3 with paramiko (installed by .ci/run)");
+        .expect("python3 with paramiko (installed by .ci/run)")
+}
+
+fn interrupt(t: &Topology, name: &str, size: usize, home: &Path) -> String {
+    let out = paramiko(
+        t,
+        INTERRUPT,
+        &[name, &size.to_string(), &home.display().to_string()],
+    );
     assert!(out.status.success(), "{}", describe(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -222,14 +229,7 @@ fn resume_and_append_in_direct_mode() {
     assert_eq!(sha256_file(&home.join("resume.bin")), sha256_file(&src));
 
     std::fs::write(home.join("log.txt"), b"line one\n").unwrap();
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(APPEND_BELOW_SIZE)
-        .arg(t.sftp_port().to_string())
-        .arg("xena")
-        .arg("xena-pw")
-        .output()
-        .unwrap();
+    let out = paramiko(&t, APPEND_BELOW_SIZE, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("refused"), "{}", describe(&out));
     assert_eq!(
