@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use ferry_proto::filters::{ExtensionsSpec, FileFilters, PatternsSpec};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -112,10 +113,135 @@ impl LoginFilters {
     }
 }
 
+/// A per-source bandwidth override (`filters.bandwidth_limits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandwidthLimit {
+    pub sources: Vec<IpNet>,
+    pub upload_bandwidth: i64,
+    pub download_bandwidth: i64,
+}
+
+/// The session-time part of a user's `filters`: what the edge enforces on
+/// every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilters {
+    /// `file_patterns` plus the older `file_extensions`, as patterns.
+    pub file_patterns: Vec<PatternsSpec>,
+    pub max_upload_file_size: i64,
+    pub bandwidth_limits: Vec<BandwidthLimit>,
+}
+
+fn list_of<T: serde::de::DeserializeOwned>(filters: &Value, field: &str) -> Result<Vec<T>, String> {
+    match filters.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v @ Value::Array(_)) => serde_path_to_error::deserialize(v.clone())
+            .map_err(|e| format!("filters.{field}.{}: {}", e.path(), e.inner())),
+        Some(_) => Err(format!("filters.{field} must be a list")),
+    }
+}
+
+fn non_negative(filters: &Value, field: &str) -> Result<i64, String> {
+    match filters.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => match v.as_i64() {
+            Some(n) if n >= 0 => Ok(n),
+            _ => Err(format!(
+                "filters.{field} must be a non-negative integer, got {v}"
+            )),
+        },
+    }
+}
+
+impl SessionFilters {
+    pub fn parse(filters: &Value) -> Result<Self, String> {
+        let mut file_patterns: Vec<PatternsSpec> = list_of(filters, "file_patterns")?;
+        let extensions: Vec<ExtensionsSpec> = list_of(filters, "file_extensions")?;
+        file_patterns.extend(extensions.into_iter().map(ExtensionsSpec::into_patterns));
+        FileFilters::new(&file_patterns)?;
+        #[derive(serde::Deserialize)]
+        struct RawLimit {
+            #[serde(default)]
+            sources: Vec<String>,
+            #[serde(default)]
+            upload_bandwidth: i64,
+            #[serde(default)]
+            download_bandwidth: i64,
+        }
+        let mut bandwidth_limits = Vec::new();
+        for raw in list_of::<RawLimit>(filters, "bandwidth_limits")? {
+            if raw.sources.is_empty() {
+                return Err("filters.bandwidth_limits: every entry needs sources".into());
+            }
+            if raw.upload_bandwidth < 0 || raw.download_bandwidth < 0 {
+                return Err("filters.bandwidth_limits: bandwidth must not be negative".into());
+            }
+            let sources = raw
+                .sources
+                .iter()
+                .map(|s| parse_net("bandwidth_limits.sources", s))
+                .collect::<Result<_, _>>()?;
+            bandwidth_limits.push(BandwidthLimit {
+                sources,
+                upload_bandwidth: raw.upload_bandwidth,
+                download_bandwidth: raw.download_bandwidth,
+            });
+        }
+        Ok(Self {
+            file_patterns,
+            max_upload_file_size: non_negative(filters, "max_upload_file_size")?,
+            bandwidth_limits,
+        })
+    }
+
+    /// (upload, download) KB/s for a client: the first override whose
+    /// sources hold the address, else the user's own limits.
+    pub fn bandwidth_for(&self, ip: Option<IpAddr>, upload: i64, download: i64) -> (i64, i64) {
+        ip.and_then(|ip| {
+            self.bandwidth_limits
+                .iter()
+                .find(|l| l.sources.iter().any(|n| n.contains(&ip)))
+        })
+        .map_or((upload, download), |l| {
+            (l.upload_bandwidth, l.download_bandwidth)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn session_filters() {
+        let f = SessionFilters::parse(&json!({
+            "file_patterns": [{"path": "/", "denied_patterns": ["*.exe"]}],
+            "file_extensions": [{"path": "/img", "allowed_extensions": [".jpg"]}],
+            "max_upload_file_size": 1024,
+            "bandwidth_limits": [{"sources": ["10.0.0.0/8"], "upload_bandwidth": 5, "download_bandwidth": 6}]
+        }))
+        .unwrap();
+        assert_eq!(f.file_patterns.len(), 2);
+        assert_eq!(f.file_patterns[1].allowed_patterns, vec!["*.jpg"]);
+        assert_eq!(f.max_upload_file_size, 1024);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(f.bandwidth_for(ip("10.1.1.1"), 100, 200), (5, 6));
+        assert_eq!(f.bandwidth_for(ip("192.0.2.1"), 100, 200), (100, 200));
+        let err = |v: Value| SessionFilters::parse(&v).unwrap_err();
+        assert!(
+            err(json!({"file_patterns": [{"path": "/", "denied_patterns": ["[x"]}]}))
+                .contains("invalid pattern")
+        );
+        assert!(
+            err(json!({"file_patterns": [{"path": "/", "deny_policy": "x"}]}))
+                .contains("filters.file_patterns.[0].deny_policy")
+        );
+        assert!(err(json!({"max_upload_file_size": -1})).contains("max_upload_file_size"));
+        assert!(
+            err(json!({"bandwidth_limits": [{"sources": ["bad"]}]}))
+                .contains("bandwidth_limits.sources")
+        );
+    }
 
     #[test]
     fn validation_messages() {

@@ -42,11 +42,28 @@ struct Lease {
     expires: Instant,
 }
 
+/// Quota held by an upload in progress; lives as long as its lease.
+struct Reservation {
+    username: String,
+    lease_id: String,
+    bytes: i64,
+    files: i64,
+}
+
 struct State {
     edges: HashMap<String, Edge>,
     connections: HashMap<String, LiveConnection>,
     leases: HashMap<String, Lease>,
+    reservations: HashMap<String, Reservation>,
     next_generation: u64,
+}
+
+impl State {
+    fn drop_reservations_of_leases(&mut self) {
+        let leases = &self.leases;
+        self.reservations
+            .retain(|_, r| leases.contains_key(&r.lease_id));
+    }
 }
 
 /// Shared view of every attached edge.
@@ -76,6 +93,7 @@ impl Fleet {
                 edges: HashMap::new(),
                 connections: HashMap::new(),
                 leases: HashMap::new(),
+                reservations: HashMap::new(),
                 next_generation: 0,
             }),
             lease_ttl: lease_ttl.max(MIN_LEASE_TTL),
@@ -270,8 +288,59 @@ impl Fleet {
         Some((id, expires))
     }
 
+    /// Ends a lease and whatever quota its uploads still held.
     pub fn release_lease(&self, lease_id: &str) {
-        self.lock().leases.remove(lease_id);
+        let mut s = self.lock();
+        s.leases.remove(lease_id);
+        s.reservations.retain(|_, r| r.lease_id != lease_id);
+    }
+
+    /// Bytes and files reserved for `username` across the fleet.
+    pub fn reserved(&self, username: &str) -> (i64, i64) {
+        self.lock()
+            .reservations
+            .values()
+            .filter(|r| r.username == username)
+            .fold((0, 0), |(b, f), r| (b + r.bytes, f + r.files))
+    }
+
+    /// Adds to a reservation (creating it when `id` is None or unknown, with
+    /// `held` as what the edge believes it already holds). Returns its id, or
+    /// None when the lease is not live (the session is over).
+    pub fn reserve(
+        &self,
+        username: &str,
+        lease_id: &str,
+        id: Option<&str>,
+        held: i64,
+        bytes: i64,
+        files: i64,
+    ) -> Option<String> {
+        let mut s = self.lock();
+        if !s.leases.contains_key(lease_id) {
+            return None;
+        }
+        let id = id.map_or_else(|| crate::random_token(16), str::to_string);
+        let r = s
+            .reservations
+            .entry(id.clone())
+            .or_insert_with(|| Reservation {
+                username: username.to_string(),
+                lease_id: lease_id.to_string(),
+                bytes: held.max(0),
+                files: 0,
+            });
+        r.bytes += bytes;
+        r.files += files;
+        Some(id)
+    }
+
+    pub fn has_reservation(&self, id: &str) -> bool {
+        self.lock().reservations.contains_key(id)
+    }
+
+    pub fn release_reservation(&self, id: &str) {
+        self.lock().reservations.remove(id);
     }
 
     /// Live leases of a user, fleet-wide (for `max_sessions`).
@@ -287,7 +356,9 @@ impl Fleet {
     /// Drops expired leases; run periodically.
     pub fn expire_leases(&self) {
         let now = Instant::now();
-        self.lock().leases.retain(|_, l| l.expires > now);
+        let mut s = self.lock();
+        s.leases.retain(|_, l| l.expires > now);
+        s.drop_reservations_of_leases();
     }
 }
 

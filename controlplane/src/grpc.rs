@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ferry_proto::edge::v1::edge_control_server::EdgeControl;
 use ferry_proto::edge::v1::{
     ControlMessage, EdgeConfig, EdgeMessage, LoginOutcome, LoginRequest, LoginResponse,
-    SessionLease, control_message, edge_message, login_request,
+    QuotaStatusRequest, QuotaStatusResponse, ReserveRequest, ReserveResponse, SessionLease,
+    SettleRequest, SettleResponse, control_message, edge_message, login_request,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -144,14 +145,64 @@ impl EdgeControl for EdgeService {
         })?;
         Ok(Response::new(reply))
     }
+
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<ReserveResponse>, Status> {
+        let req = request.into_inner();
+        let reply = crate::quota::reserve(&self.state, req)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn settle(
+        &self,
+        request: Request<SettleRequest>,
+    ) -> Result<Response<SettleResponse>, Status> {
+        let req = request.into_inner();
+        crate::quota::settle(&self.state, req)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(SettleResponse {}))
+    }
+
+    async fn quota_status(
+        &self,
+        request: Request<QuotaStatusRequest>,
+    ) -> Result<Response<QuotaStatusResponse>, Status> {
+        let req = request.into_inner();
+        let reply = crate::quota::status(&self.state, req.username)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(reply))
+    }
 }
 
-fn handle_edge_message(state: &AppState, edge_id: &str, msg: EdgeMessage) {
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(m) => Status::unavailable(m),
+        StoreError::NotFound => Status::not_found("no such user"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn handle_edge_message(state: &Arc<AppState>, edge_id: &str, msg: EdgeMessage) {
     match msg.kind {
         Some(edge_message::Kind::Heartbeat(hb)) => {
             state
                 .fleet
-                .heartbeat(edge_id, hb.connections, &hb.lease_ids)
+                .heartbeat(edge_id, hb.connections, &hb.lease_ids);
+            for u in hb.usage {
+                if u.size_delta != 0 || u.files_delta != 0 {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        crate::quota::apply_batch(&state, u.username, u.size_delta, u.files_delta)
+                            .await
+                    });
+                }
+            }
         }
         Some(edge_message::Kind::ConnectionOpened(c)) => {
             info!(
@@ -305,7 +356,10 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
     Ok(LoginResponse {
         outcome: LoginOutcome::Accepted as i32,
         message: String::new(),
-        policy: Some(crate::users::session_policy(&user)),
+        policy: Some(crate::users::session_policy(
+            &user,
+            client_ip(&req.remote_address),
+        )),
         lease: Some(SessionLease {
             lease_id,
             expires_at_ms,
@@ -343,15 +397,21 @@ fn check_filters(
     if !filters.ssh_method_allowed(method) {
         return Err("login method denied for this user");
     }
-    let ip = remote_address
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| remote_address.parse::<std::net::IpAddr>())
-        .map_err(|_| "unknown client address")?;
-    if !filters.ip_allowed(ip.to_canonical()) {
+    let ip = client_ip(remote_address).ok_or("unknown client address")?;
+    if !filters.ip_allowed(ip) {
         return Err("client address not allowed for this user");
     }
     Ok(())
+}
+
+/// The client's IP from an edge-reported `ip:port` (or bare IP).
+fn client_ip(remote_address: &str) -> Option<std::net::IpAddr> {
+    remote_address
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| remote_address.parse::<std::net::IpAddr>())
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// Account-level checks that apply to every method.

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod migrate;
 pub mod passwords;
 pub mod provider;
+pub mod quota;
 pub mod rest;
 pub mod store;
 pub mod users;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub dummy_hash: String,
     /// Passwords that verified recently, so repeated logins skip argon2.
     pub verified: passwords::VerifiedCache,
+    /// Serialises each user's quota decisions.
+    pub quota_locks: quota::QuotaLocks,
 }
 
 /// Settings of a control-plane process.
@@ -120,6 +123,7 @@ pub async fn start_controlplane(
         jwt_key,
         dummy_hash,
         verified: passwords::VerifiedCache::default(),
+        quota_locks: quota::QuotaLocks::default(),
     });
 
     let http = TcpListener::bind(opts.http_bind)

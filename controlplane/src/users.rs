@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_proto::edge::v1::{PermissionList, SessionPolicy};
+use ferry_proto::edge::v1::{FilePatterns, PermissionList, SessionPolicy};
 use ferry_proto::permissions::PermissionMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -250,6 +250,7 @@ impl UserInput {
             Some(_) => return Err("filters must be a JSON object".into()),
         };
         crate::filters::LoginFilters::parse(&filters)?;
+        crate::filters::SessionFilters::parse(&filters)?;
         let filesystem = match self.filesystem {
             None | Some(Value::Null) => serde_json::json!({"provider": 0}),
             Some(Value::Object(obj)) => {
@@ -373,9 +374,16 @@ impl From<&UserRow> for UserView {
 }
 
 /// The policy an edge enforces for one session of this user.
-pub fn session_policy(row: &UserRow) -> SessionPolicy {
+pub fn session_policy(row: &UserRow, client_ip: Option<std::net::IpAddr>) -> SessionPolicy {
     let d = &row.data;
     let perms: BTreeMap<String, Vec<String>> = json_or(&d.permissions, BTreeMap::new());
+    // Validated when stored; a row that no longer parses gets no extras.
+    let filters = serde_json::from_str::<Value>(&d.filters)
+        .ok()
+        .and_then(|v| crate::filters::SessionFilters::parse(&v).ok())
+        .unwrap_or_default();
+    let (upload_bandwidth, download_bandwidth) =
+        filters.bandwidth_for(client_ip, d.upload_bandwidth, d.download_bandwidth);
     SessionPolicy {
         username: d.username.clone(),
         home_dir: d.home_dir.clone(),
@@ -387,9 +395,20 @@ pub fn session_policy(row: &UserRow) -> SessionPolicy {
             .collect(),
         quota_size: d.quota_size,
         quota_files: d.quota_files,
-        upload_bandwidth: d.upload_bandwidth,
-        download_bandwidth: d.download_bandwidth,
+        upload_bandwidth,
+        download_bandwidth,
         max_sessions: i32::try_from(d.max_sessions).unwrap_or(i32::MAX),
+        file_patterns: filters
+            .file_patterns
+            .into_iter()
+            .map(|p| FilePatterns {
+                path: p.path,
+                allowed_patterns: p.allowed_patterns,
+                denied_patterns: p.denied_patterns,
+                deny_policy: p.deny_policy,
+            })
+            .collect(),
+        max_upload_file_size: filters.max_upload_file_size,
     }
 }
 

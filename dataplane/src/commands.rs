@@ -8,7 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_proto::permissions::{Operation, PermissionMap};
+use ferry_proto::permissions::Operation;
 use ferry_proto::vpath;
 use russh::ChannelMsg;
 use russh::server::Msg;
@@ -150,7 +150,7 @@ impl Hasher {
 /// What a command needs from the session.
 pub struct CommandContext {
     pub fs: LocalFs,
-    pub perms: PermissionMap,
+    pub rules: Arc<crate::policy::UserPolicy>,
     pub conn: Arc<Connection>,
 }
 
@@ -204,8 +204,16 @@ async fn hash_file(
     path: &str,
 ) -> Result<(String, String), String> {
     let vp = vpath::clean("/", path);
-    if !ctx.perms.allows(Operation::Stat { path: &vp }) {
-        return Err(FsError::PermissionDenied.to_string());
+    // Hashing reads the file: listing it must be allowed and the filters
+    // must let it be used.
+    match ctx
+        .rules
+        .path(&vp)
+        .and_then(|()| ctx.rules.allows(Operation::Stat { path: &vp }))
+    {
+        Ok(()) => {}
+        Err(crate::policy::Denial::Hidden) => return Err(FsError::NotFound.to_string()),
+        Err(crate::policy::Denial::Denied) => return Err(FsError::PermissionDenied.to_string()),
     }
     let real = ctx.fs.resolve(&vp).map_err(|e| e.to_string())?;
     let conn = ctx.conn.clone();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry_proto::edge::v1::edge_control_client::EdgeControlClient;
 use ferry_proto::edge::v1::{
     ControlMessage, EdgeConfig, EdgeHello, EdgeMessage, Heartbeat, LoginRequest, LoginResponse,
+    QuotaStatusRequest, QuotaStatusResponse, ReserveRequest, ReserveResponse, SettleRequest,
     control_message, edge_message,
 };
 use tokio::sync::{mpsc, watch};
@@ -26,6 +27,8 @@ use crate::registry::Registry;
 const EVENT_BUFFER: usize = 4096;
 /// Deadline of one Login call.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one quota call.
+const QUOTA_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
@@ -94,14 +97,43 @@ impl ControlClient {
         Ok(client.login(request).await?.into_inner())
     }
 
+    pub async fn reserve(&self, req: ReserveRequest) -> Result<ReserveResponse, tonic::Status> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(QUOTA_TIMEOUT);
+        Ok(client.reserve(request).await?.into_inner())
+    }
+
+    pub async fn settle(&self, req: SettleRequest) -> Result<(), tonic::Status> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(QUOTA_TIMEOUT);
+        client.settle(request).await?;
+        Ok(())
+    }
+
+    pub async fn quota_status(&self, username: &str) -> Result<QuotaStatusResponse, tonic::Status> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(QuotaStatusRequest {
+            username: username.to_string(),
+        });
+        request.set_timeout(QUOTA_TIMEOUT);
+        Ok(client.quota_status(request).await?.into_inner())
+    }
+
     /// Queues an event for the control plane without waiting.
     pub fn send_event(&self, kind: edge_message::Kind) {
-        let guard = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = guard.as_ref()
-            && tx.try_send(EdgeMessage { kind: Some(kind) }).is_err()
-        {
+        if self.try_send_event(kind) == Some(false) {
             warn!("control plane event buffer full, event dropped");
         }
+    }
+
+    /// Queues an event; None when no stream is up, Some(false) when full.
+    fn try_send_event(&self, kind: edge_message::Kind) -> Option<bool> {
+        let guard = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map(|tx| tx.try_send(EdgeMessage { kind: Some(kind) }).is_ok())
     }
 
     fn set_outbound(&self, tx: Option<mpsc::Sender<EdgeMessage>>) {
@@ -227,10 +259,16 @@ fn spawn_heartbeat(
         loop {
             tick.tick().await;
             let (connections, lease_ids) = registry.heartbeat_snapshot();
-            control.send_event(edge_message::Kind::Heartbeat(Heartbeat {
+            let usage = registry.usage.drain();
+            let sent = control.try_send_event(edge_message::Kind::Heartbeat(Heartbeat {
                 connections,
                 lease_ids,
+                usage: usage.clone(),
             }));
+            if sent != Some(true) {
+                // Kept for the next heartbeat: usage must not be lost.
+                registry.usage.restore(usage);
+            }
         }
     })
 }

@@ -4,9 +4,12 @@
 //! ([`vfs`]).
 #![forbid(unsafe_code)]
 
+pub mod bandwidth;
 pub mod commands;
 pub mod control;
+pub mod policy;
 pub mod proxy;
+pub mod quota;
 pub mod registry;
 pub mod scp;
 pub mod sftp;

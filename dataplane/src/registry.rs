@@ -90,6 +90,10 @@ impl Connection {
 pub struct Registry {
     sessions: Mutex<HashMap<u64, Session>>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Usage of users without limits, sent with the next heartbeat.
+    pub usage: crate::quota::UsageBatch,
+    /// Bandwidth buckets per user.
+    pub buckets: crate::bandwidth::Buckets,
 }
 
 impl Registry {

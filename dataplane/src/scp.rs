@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_proto::permissions::{Operation, PermissionMap};
+use ferry_proto::permissions::Operation;
 use ferry_proto::vpath;
 use russh::server::Msg;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::policy::{Denial, UserPolicy};
 use crate::registry::Connection;
-use crate::vfs::{FsError, LocalFs};
+use crate::vfs::{FsError, LocalFs, file_size};
 
 /// Longest protocol line accepted from a client.
 pub const MAX_LINE: usize = 4096;
@@ -85,7 +86,7 @@ pub fn parse_args(words: &[String]) -> Result<ScpArgs, String> {
 /// What SCP needs from the session.
 pub struct ScpContext {
     pub fs: LocalFs,
-    pub perms: PermissionMap,
+    pub rules: Arc<UserPolicy>,
     pub owner: Option<(u32, u32)>,
     pub conn: Arc<Connection>,
 }
@@ -335,7 +336,13 @@ impl Sink<'_> {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(ScpError::fatal(format!("{vp}: not a directory"))),
             Err(_) => {
-                if !self.ctx.perms.allows(Operation::Mkdir { path: vp }) {
+                if self.ctx.rules.path(vp).is_err()
+                    || self
+                        .ctx
+                        .rules
+                        .allows(Operation::Mkdir { path: vp })
+                        .is_err()
+                {
                     return Err(ScpError::fatal(format!("{vp}: permission denied")));
                 }
                 let mut b = std::fs::DirBuilder::new();
@@ -358,7 +365,12 @@ impl Sink<'_> {
         let Times::Set { mtime, atime } = times else {
             return;
         };
-        if !self.ctx.perms.allows(Operation::Chtimes { path: vp }) {
+        if self
+            .ctx
+            .rules
+            .allows(Operation::Chtimes { path: vp })
+            .is_err()
+        {
             return;
         }
         let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
@@ -380,16 +392,31 @@ impl Sink<'_> {
     ) -> Result<(), ScpError> {
         // Decide before reading the data; on refusal the client is told
         // and sends nothing for this file.
-        let real = self.check_upload(vp)?;
-        let created = !real.exists();
+        let (real, old_size) = self.check_upload(vp)?;
+        let quota = &self.ctx.rules.quota;
+        let ticket = quota
+            .begin_upload(old_size.is_some(), old_size.unwrap_or(0), 0)
+            .await
+            .map_err(|e| fs_err(vp, e))?;
+        if let Err(e) = ticket.admit(size).await {
+            ticket.finish(old_size).await;
+            return Err(fs_err(vp, e));
+        }
+        let created = old_size.is_none();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode & 0o777)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&real)
-            .map_err(|e| fs_err(vp, FsError::from(e)))?;
+            .open(&real);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                ticket.finish(old_size).await;
+                return Err(fs_err(vp, FsError::from(e)));
+            }
+        };
         if created && let Some((uid, gid)) = self.ctx.owner {
             let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
         }
@@ -407,9 +434,11 @@ impl Sink<'_> {
                 .map_err(|_| ScpError::fatal("connection lost"))?;
             if n == 0 {
                 self.ctx.conn.end_transfer(tid);
+                ticket.finish(file_size(&real)).await;
                 return Err(ScpError::fatal("connection lost during transfer"));
             }
             left -= n as u64;
+            self.ctx.rules.throttle_upload(n).await;
             if write_error.is_none()
                 && let Err(e) = file.write_all(&buf[..n]).await
             {
@@ -424,6 +453,7 @@ impl Sink<'_> {
         let flushed = file.flush().await;
         self.ctx.conn.end_transfer(tid);
         drop(file);
+        ticket.finish(file_size(&real)).await;
         read_ack(r).await?;
         if let Some(e) = write_error.or(flushed.err()) {
             return Err(fs_err(vp, FsError::from(e)));
@@ -432,18 +462,34 @@ impl Sink<'_> {
         send(self.tx, &b"\0"[..]).await
     }
 
-    fn check_upload(&self, vp: &str) -> Result<PathBuf, ScpError> {
+    /// The real path of an upload target and its current size (None when
+    /// it does not exist yet), after permission and filter checks.
+    fn check_upload(&self, vp: &str) -> Result<(PathBuf, Option<u64>), ScpError> {
+        let rules = &self.ctx.rules;
+        rules.path(vp).map_err(|d| denial(vp, d))?;
         let real = self.ctx.fs.resolve(vp).map_err(|e| fs_err(vp, e))?;
         match std::fs::metadata(&real) {
             Ok(m) if m.is_dir() => Err(fs_err(vp, "is a directory")),
-            Ok(_) if !self.ctx.perms.allows(Operation::Overwrite { path: vp }) => {
-                Err(fs_err(vp, "permission denied"))
+            Ok(m) => {
+                rules
+                    .allows(Operation::Overwrite { path: vp })
+                    .map_err(|d| denial(vp, d))?;
+                Ok((real, Some(m.len())))
             }
-            Err(_) if !self.ctx.perms.allows(Operation::Upload { path: vp }) => {
-                Err(fs_err(vp, "permission denied"))
+            Err(_) => {
+                rules
+                    .allows(Operation::Upload { path: vp })
+                    .map_err(|d| denial(vp, d))?;
+                Ok((real, None))
             }
-            _ => Ok(real),
         }
+    }
+}
+
+fn denial(vp: &str, d: Denial) -> ScpError {
+    match d {
+        Denial::Denied => fs_err(vp, FsError::PermissionDenied),
+        Denial::Hidden => fs_err(vp, FsError::NotFound),
     }
 }
 
@@ -509,6 +555,7 @@ impl Source<'_> {
         vp: &str,
         depth: usize,
     ) -> Result<(), ScpError> {
+        self.ctx.rules.visible(vp).map_err(|d| denial(vp, d))?;
         let real = self.ctx.fs.resolve(vp).map_err(|e| fs_err(vp, e))?;
         let meta = std::fs::metadata(&real).map_err(|e| fs_err(vp, FsError::from(e)))?;
         let name = match vpath::base_name(vp) {
@@ -522,9 +569,10 @@ impl Source<'_> {
             if depth > MAX_DEPTH {
                 return Err(ScpError::fatal("directories nested too deep"));
             }
-            if !self.ctx.perms.allows(Operation::List { dir: vp }) {
-                return Err(fs_err(vp, "permission denied"));
-            }
+            self.ctx
+                .rules
+                .allows(Operation::List { dir: vp })
+                .map_err(|d| denial(vp, d))?;
             // A directory can be large: list it on the blocking pool.
             let dir = real.clone();
             let mut entries: Vec<String> = tokio::task::spawn_blocking(move || {
@@ -537,6 +585,7 @@ impl Source<'_> {
             .await
             .map_err(|e| ScpError::fatal(format!("internal error: {e}")))?
             .map_err(|e| fs_err(vp, FsError::from(e)))?;
+            entries.retain(|e| self.ctx.rules.listed(vp, e));
             entries.sort();
             self.send_times(r, &meta).await?;
             send(self.tx, format!("D{:04o} 0 {name}\n", meta.mode() & 0o7777)).await?;
@@ -556,9 +605,11 @@ impl Source<'_> {
         if !meta.is_file() {
             return Err(fs_err(vp, "not a regular file"));
         }
-        if !self.ctx.perms.allows(Operation::Download { path: vp }) {
-            return Err(fs_err(vp, "permission denied"));
-        }
+        self.ctx.rules.path(vp).map_err(|d| denial(vp, d))?;
+        self.ctx
+            .rules
+            .allows(Operation::Download { path: vp })
+            .map_err(|d| denial(vp, d))?;
         let file = std::fs::File::open(&real).map_err(|e| fs_err(vp, FsError::from(e)))?;
         self.send_times(r, &meta).await?;
         let size = meta.len();
@@ -591,6 +642,7 @@ impl Source<'_> {
                 buf[..n].to_vec()
             };
             left -= chunk.len() as u64;
+            self.ctx.rules.throttle_download(chunk.len()).await;
             transfer
                 .size
                 .fetch_add(chunk.len() as i64, std::sync::atomic::Ordering::Relaxed);

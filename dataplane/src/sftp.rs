@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use ferry_proto::permissions::{Operation, PermissionMap};
+use ferry_proto::permissions::Operation;
 use ferry_proto::vpath;
 use russh::ChannelMsg;
 use russh::server::Msg;
@@ -25,8 +25,10 @@ use russh_sftp::protocol::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::policy::{Denial, UserPolicy};
+use crate::quota::{QuotaError, UploadQuota};
 use crate::registry::{Connection, TransferState};
-use crate::vfs::{FsError, LocalFs};
+use crate::vfs::{FsError, LocalFs, file_size};
 
 /// Largest SFTP packet accepted from a client (`limits@openssh.com`).
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
@@ -66,6 +68,21 @@ fn io_fail(e: std::io::Error) -> (StatusCode, String) {
 
 fn denied() -> (StatusCode, String) {
     fail(StatusCode::PermissionDenied, "permission denied")
+}
+
+impl From<Denial> for (StatusCode, String) {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::Denied => denied(),
+            Denial::Hidden => FsError::NotFound.into(),
+        }
+    }
+}
+
+impl From<QuotaError> for (StatusCode, String) {
+    fn from(e: QuotaError) -> Self {
+        fail(StatusCode::Failure, e.to_string())
+    }
 }
 
 /// Runs filesystem work on the blocking pool.
@@ -123,8 +140,13 @@ enum OpenHandle {
         /// Opened with APPEND: writes below this size (the file's size at
         /// open) are refused, as OpenSSH resumes with APPEND.
         append_floor: Option<u64>,
+        /// Quota of an upload (every writable handle has one).
+        quota: Option<Box<UploadQuota>>,
+        /// The real path written (the temporary one in atomic modes).
+        written: PathBuf,
     },
     Dir {
+        vpath: String,
         entries: Mutex<Option<std::fs::ReadDir>>,
     },
 }
@@ -132,7 +154,7 @@ enum OpenHandle {
 /// One authenticated user's SFTP state on one channel.
 pub struct SftpSession {
     fs: LocalFs,
-    perms: PermissionMap,
+    rules: Arc<UserPolicy>,
     /// uid/gid given to new files and directories (only when running as root).
     owner: Option<(u32, u32)>,
     conn: Arc<Connection>,
@@ -239,14 +261,14 @@ fn read_string(buf: &mut &[u8]) -> Option<String> {
 impl SftpSession {
     pub fn new(
         fs: LocalFs,
-        perms: PermissionMap,
+        rules: Arc<UserPolicy>,
         owner: Option<(u32, u32)>,
         conn: Arc<Connection>,
         upload_mode: UploadMode,
     ) -> Self {
         Self {
             fs,
-            perms,
+            rules,
             owner,
             conn,
             handles: Mutex::new(HashMap::new()),
@@ -278,11 +300,12 @@ impl SftpSession {
     }
 
     fn check(&self, op: Operation<'_>) -> Result<(), (StatusCode, String)> {
-        if self.perms.allows(op) {
-            Ok(())
-        } else {
-            Err(denied())
-        }
+        Ok(self.rules.allows(op)?)
+    }
+
+    /// File filters for a path a request acts on.
+    fn check_path(&self, vp: &str) -> Result<(), (StatusCode, String)> {
+        Ok(self.rules.path(vp)?)
     }
 
     fn chown_new(&self, path: &Path) {
@@ -305,24 +328,36 @@ impl SftpSession {
             .collect();
         for h in handles {
             if let OpenHandle::File {
-                transfer, atomic, ..
+                transfer,
+                atomic,
+                quota,
+                written,
+                ..
             } = &*h
             {
                 self.conn.end_transfer(transfer.0);
-                if let Some(a) = atomic {
-                    let (temp, target) = (a.temp.clone(), a.target.clone());
-                    let resume = self.upload_mode == UploadMode::AtomicResume;
-                    let done = blocking(move || {
-                        if resume {
-                            std::fs::rename(&temp, &target).map_err(io_fail)
-                        } else {
-                            std::fs::remove_file(&temp).map_err(io_fail)
-                        }
-                    })
-                    .await;
-                    if let Err((_, e)) = done {
-                        tracing::warn!(error = e, "cannot clean up an interrupted upload");
+                let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
+                let resume = self.upload_mode == UploadMode::AtomicResume && !over;
+                let (written, target) =
+                    (written.clone(), atomic.as_ref().map(|a| a.target.clone()));
+                // What is left under the target name once cleaned up.
+                let left = blocking(move || {
+                    let done = match &target {
+                        Some(target) if resume => std::fs::rename(&written, target),
+                        Some(_) => std::fs::remove_file(&written),
+                        // Written in place: kept for resume unless over quota.
+                        None if over => std::fs::remove_file(&written),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "cannot clean up an interrupted upload");
                     }
+                    Ok(file_size(target.as_ref().unwrap_or(&written)))
+                })
+                .await
+                .unwrap_or(None);
+                if let Some(q) = quota {
+                    q.finish(left).await;
                 }
             }
         }
@@ -336,6 +371,7 @@ impl SftpSession {
         attrs: FileAttributes,
     ) -> Reply {
         let vp = vpath::clean("/", &filename);
+        self.check_path(&vp)?;
         let real = self.fs.resolve(&vp)?;
         let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
         let read = flags.contains(OpenFlags::READ) || !write;
@@ -390,6 +426,24 @@ impl SftpSession {
             .as_ref()
             .map_or_else(|| real.clone(), |a| a.temp.clone());
         let created = write && (meta.is_none() || (atomic.is_some() && !keep_existing));
+        // Quota before anything changes on disk: a new file needs a free
+        // slot and room; the upload starts from the kept size, if any.
+        let old_size = meta.as_ref().map(Metadata::len);
+        let quota = if write {
+            let start = if keep_existing {
+                old_size.unwrap_or(0)
+            } else {
+                0
+            };
+            Some(Box::new(
+                self.rules
+                    .quota
+                    .begin_upload(old_size.is_some(), old_size.unwrap_or(0), start)
+                    .await?,
+            ))
+        } else {
+            None
+        };
         let file = {
             let (open_path, target) = (open_path.clone(), real.clone());
             let move_first = atomic.is_some() && keep_existing;
@@ -417,7 +471,16 @@ impl SftpSession {
                 }
                 Ok(f)
             })
-            .await?
+            .await
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(q) = &quota {
+                    q.finish(old_size).await;
+                }
+                return Err(e);
+            }
         };
         let append_floor = if write && flags.contains(OpenFlags::APPEND) {
             let f = file.try_clone().map_err(io_fail)?;
@@ -435,6 +498,8 @@ impl SftpSession {
             transfer: transfer.clone(),
             atomic,
             append_floor,
+            quota,
+            written: open_path,
         });
         match handle {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
@@ -455,20 +520,37 @@ impl SftpSession {
             return Err(fail(StatusCode::Failure, "invalid handle"));
         };
         if let OpenHandle::File {
-            transfer, atomic, ..
+            transfer,
+            atomic,
+            quota,
+            written,
+            ..
         } = &*h
         {
             self.conn.end_transfer(transfer.0);
-            if let Some(a) = atomic {
-                let (temp, target) = (a.temp.clone(), a.target.clone());
-                blocking(move || {
-                    std::fs::rename(&temp, &target).map_err(|e| {
-                        let _ = std::fs::remove_file(&temp);
-                        io_fail(e)
-                    })
-                })
-                .await?;
+            let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
+            let written = written.clone();
+            let target = atomic.as_ref().map(|a| a.target.clone());
+            // Over quota the partial upload is removed (in atomic modes it
+            // never becomes visible); else an atomic upload moves into place.
+            let (done, left) = blocking(move || {
+                let done = match &target {
+                    _ if over => std::fs::remove_file(&written),
+                    Some(target) => std::fs::rename(&written, target).inspect_err(|_| {
+                        let _ = std::fs::remove_file(&written);
+                    }),
+                    None => Ok(()),
+                };
+                Ok((done, file_size(target.as_ref().unwrap_or(&written))))
+            })
+            .await?;
+            if let Some(q) = quota {
+                q.finish(left).await;
             }
+            if over {
+                return Err(QuotaError::Exceeded.into());
+            }
+            done.map_err(io_fail)?;
         }
         self.conn.touch();
         Ok(ok(id))
@@ -506,6 +588,7 @@ impl SftpSession {
         if read == 0 && want > 0 {
             return Err(fail(StatusCode::Eof, "end of file"));
         }
+        self.rules.throttle_download(read).await;
         transfer.1.size.fetch_add(read as i64, Ordering::Relaxed);
         self.conn.touch();
         Ok(finish_data(packet, id))
@@ -518,6 +601,7 @@ impl SftpSession {
             writable,
             transfer,
             append_floor,
+            quota,
             ..
         } = &*h
         else {
@@ -538,8 +622,12 @@ impl SftpSession {
         if data.len() > MAX_WRITE_LEN as usize {
             return Err(fail(StatusCode::Failure, "write too large"));
         }
-        let file = file.clone();
         let n = data.len();
+        if let Some(q) = quota {
+            q.admit(offset.saturating_add(n as u64)).await?;
+        }
+        self.rules.throttle_upload(n).await;
+        let file = file.clone();
         blocking(move || file.write_all_at(&data, offset).map_err(io_fail)).await?;
         transfer.1.size.fetch_add(n as i64, Ordering::Relaxed);
         self.conn.touch();
@@ -549,6 +637,7 @@ impl SftpSession {
     async fn stat(&self, id: u32, path: &str, follow: bool) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::Stat { path: &vp })?;
+        self.rules.visible(&vp)?;
         let real = if follow {
             self.fs.resolve(&vp)?
         } else {
@@ -600,41 +689,73 @@ impl SftpSession {
         Ok(())
     }
 
+    /// SETSTAT on a path, or FSETSTAT on an open file (`handle`). A size
+    /// change is a truncation: on an upload's handle its quota covers it;
+    /// elsewhere growth is reserved first and the change settled after.
     async fn setstat(
         &self,
         id: u32,
         path: &str,
         attrs: FileAttributes,
-        file: Option<Arc<File>>,
+        handle: Option<Arc<OpenHandle>>,
     ) -> Reply {
         let vp = vpath::clean("/", path);
         self.check_setstat(&vp, &attrs)?;
+        self.check_path(&vp)?;
         let real = self.fs.resolve(&vp)?;
+        let (file, upload) = match handle.as_deref() {
+            Some(OpenHandle::File { file, quota, .. }) => (Some(file.clone()), quota.as_deref()),
+            _ => (None, None),
+        };
+        let mut size_change = 0;
+        if let Some(new_size) = attrs.size {
+            if let Some(q) = upload {
+                q.admit(new_size).await?;
+            } else {
+                let (real, file) = (real.clone(), file.clone());
+                let old = blocking(move || {
+                    match &file {
+                        Some(f) => f.metadata(),
+                        None => std::fs::metadata(&real),
+                    }
+                    .map(|m| m.len())
+                    .map_err(io_fail)
+                })
+                .await?;
+                size_change = new_size as i64 - old as i64;
+                if size_change > 0 {
+                    self.rules.quota.grow(size_change, 0).await?;
+                }
+            }
+        }
         blocking(move || apply_attrs(&real, file.as_deref(), &attrs)).await?;
+        if size_change < 0 {
+            self.rules.quota.release(size_change, 0).await;
+        }
         self.conn.touch();
         Ok(ok(id))
     }
 
     async fn fsetstat(&self, id: u32, handle: &str, attrs: FileAttributes) -> Reply {
         let h = self.handle(handle)?;
-        let OpenHandle::File {
-            file, vpath: vp, ..
-        } = &*h
-        else {
+        let OpenHandle::File { vpath: vp, .. } = &*h else {
             return Err(fail(
                 StatusCode::OpUnsupported,
                 "fsetstat on a directory handle",
             ));
         };
-        self.setstat(id, vp, attrs, Some(file.clone())).await
+        let vp = vp.clone();
+        self.setstat(id, &vp, attrs, Some(h)).await
     }
 
     async fn opendir(&self, id: u32, path: &str) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::List { dir: &vp })?;
+        self.rules.visible(&vp)?;
         let real = self.fs.resolve(&vp)?;
         let rd = blocking(move || std::fs::read_dir(&real).map_err(io_fail)).await?;
         let handle = self.add_handle(OpenHandle::Dir {
+            vpath: vp,
             entries: Mutex::new(Some(rd)),
         })?;
         Ok(Packet::Handle(Handle { id, handle }))
@@ -645,8 +766,9 @@ impl SftpSession {
         if !matches!(&*h, OpenHandle::Dir { .. }) {
             return Err(fail(StatusCode::Failure, "not a directory handle"));
         }
+        let rules = self.rules.clone();
         let files = blocking(move || {
-            let OpenHandle::Dir { entries } = &*h else {
+            let OpenHandle::Dir { entries, vpath } = &*h else {
                 unreachable!("checked above")
             };
             let mut guard = entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -654,10 +776,13 @@ impl SftpSession {
             if let Some(rd) = guard.as_mut() {
                 for entry in rd.by_ref() {
                     let Ok(entry) = entry else { continue };
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !rules.listed(vpath, &name) {
+                        continue;
+                    }
                     let Ok(meta) = entry.path().symlink_metadata() else {
                         continue;
                     };
-                    let name = entry.file_name().to_string_lossy().into_owned();
                     out.push(NameEntry {
                         longname: long_name(&name, &meta),
                         filename: name,
@@ -684,21 +809,28 @@ impl SftpSession {
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::RemoveFile { path: &vp })?;
+        self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
-        blocking(move || {
+        let meta = blocking(move || {
             let meta = std::fs::symlink_metadata(&real).map_err(io_fail)?;
             if meta.is_dir() {
                 return Err(fail(StatusCode::Failure, "is a directory"));
             }
-            std::fs::remove_file(&real).map_err(io_fail)
+            std::fs::remove_file(&real).map_err(io_fail)?;
+            Ok(meta)
         })
         .await?;
+        // Quota counts regular files.
+        if meta.is_file() {
+            self.rules.quota.release(-(meta.len() as i64), -1).await;
+        }
         Ok(ok(id))
     }
 
     async fn mkdir(&self, id: u32, path: &str, attrs: FileAttributes) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::Mkdir { path: &vp })?;
+        self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
         let mode = attrs.permissions.map_or(0o777, |p| p & 0o777);
         let owner = self.owner;
@@ -722,6 +854,7 @@ impl SftpSession {
             return Err(denied());
         }
         self.check(Operation::RemoveDir { path: &vp })?;
+        self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
         blocking(move || std::fs::remove_dir(&real).map_err(io_fail)).await?;
         Ok(ok(id))
@@ -732,6 +865,8 @@ impl SftpSession {
         if from == "/" || to == "/" {
             return Err(denied());
         }
+        self.check_path(&from)?;
+        self.check_path(&to)?;
         let src = self.fs.resolve_nofollow(&from)?;
         let dst = self.fs.resolve_nofollow(&to)?;
         let (src_meta, dst_meta) = {
@@ -762,12 +897,17 @@ impl SftpSession {
             ));
         }
         blocking(move || std::fs::rename(&src, &dst).map_err(io_fail)).await?;
+        // A replaced file leaves the quota.
+        if let Some(m) = dst_meta.filter(Metadata::is_file) {
+            self.rules.quota.release(-(m.len() as i64), -1).await;
+        }
         Ok(ok(id))
     }
 
     async fn readlink(&self, id: u32, path: &str) -> Reply {
         let vp = vpath::clean("/", path);
         self.check(Operation::Stat { path: &vp })?;
+        self.rules.visible(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
         let fs = self.fs.clone();
         let target = blocking(move || fs.read_link_virtual(&real).map_err(Into::into)).await?;
@@ -786,7 +926,12 @@ impl SftpSession {
         if vlink == "/" {
             return Err(denied());
         }
-        self.check(Operation::Symlink { link: &vlink })?;
+        self.check(Operation::Symlink {
+            link: &vlink,
+            target: &vtarget,
+        })?;
+        self.check_path(&vlink)?;
+        self.check_path(&vtarget)?;
         let link_real = self.fs.resolve_nofollow(&vlink)?;
         let target_real = self.fs.resolve(&vtarget)?;
         blocking(move || std::os::unix::fs::symlink(&target_real, &link_real).map_err(io_fail))
@@ -836,11 +981,236 @@ impl SftpSession {
                 blocking(move || file.sync_all().map_err(io_fail)).await?;
                 Ok(ok(id))
             }
+            "statvfs@openssh.com" => {
+                let mut buf = data.as_slice();
+                let path = read_string(&mut buf)
+                    .ok_or_else(|| fail(StatusCode::BadMessage, "malformed statvfs request"))?;
+                self.statvfs(id, &path).await
+            }
+            "hardlink@openssh.com" => {
+                let mut buf = data.as_slice();
+                match (read_string(&mut buf), read_string(&mut buf)) {
+                    (Some(old), Some(new)) => self.hardlink(id, &old, &new).await,
+                    _ => Err(fail(StatusCode::BadMessage, "malformed hardlink request")),
+                }
+            }
+            // Every user's home is the root of their virtual tree.
+            "home-directory" => Ok(Packet::Name(Name {
+                id,
+                files: vec![NameEntry::dummy("/")],
+            })),
+            // `~` and `~/x` (what OpenSSH's sftp sends for paths with a
+            // tilde) are the home, `/`; `~other` is not ours to expand.
+            "expand-path@openssh.com" => {
+                let mut buf = data.as_slice();
+                let path = read_string(&mut buf)
+                    .ok_or_else(|| fail(StatusCode::BadMessage, "malformed expand-path request"))?;
+                let rest = match path.strip_prefix('~') {
+                    None => path.as_str(),
+                    Some(r) if r.is_empty() || r.starts_with('/') => r,
+                    Some(_) => {
+                        return Err(fail(
+                            StatusCode::NoSuchFile,
+                            "cannot expand another user's home",
+                        ));
+                    }
+                };
+                Ok(Packet::Name(Name {
+                    id,
+                    files: vec![NameEntry::dummy(vpath::clean("/", rest))],
+                }))
+            }
+            "fstatvfs@openssh.com" => {
+                let mut buf = data.as_slice();
+                let handle = read_string(&mut buf)
+                    .ok_or_else(|| fail(StatusCode::BadMessage, "malformed fstatvfs request"))?;
+                let vp = match &*self.handle(&handle)? {
+                    OpenHandle::File { vpath, .. } | OpenHandle::Dir { vpath, .. } => vpath.clone(),
+                };
+                self.statvfs(id, &vp).await
+            }
+            "copy-data" => {
+                let mut buf = data.as_slice();
+                let bad = || fail(StatusCode::BadMessage, "malformed copy-data request");
+                let read_handle = read_string(&mut buf).ok_or_else(bad)?;
+                if buf.remaining() < 16 {
+                    return Err(bad());
+                }
+                let (read_offset, read_length) = (buf.get_u64(), buf.get_u64());
+                let write_handle = read_string(&mut buf).ok_or_else(bad)?;
+                if buf.remaining() < 8 {
+                    return Err(bad());
+                }
+                let write_offset = buf.get_u64();
+                self.copy_data(
+                    id,
+                    (&read_handle, read_offset, read_length),
+                    (&write_handle, write_offset),
+                )
+                .await
+            }
             _ => Err(fail(
                 StatusCode::OpUnsupported,
                 format!("unsupported extension {request:?}"),
             )),
         }
+    }
+
+    /// `statvfs@openssh.com`: the disk's numbers, replaced by what the
+    /// user's quota leaves (4 KiB blocks) where the user has limits.
+    async fn statvfs(&self, id: u32, path: &str) -> Reply {
+        let vp = vpath::clean("/", path);
+        self.check(Operation::Stat { path: &vp })?;
+        self.rules.visible(&vp)?;
+        let real = self.fs.resolve(&vp)?;
+        let st = blocking(move || {
+            rustix::fs::statvfs(&real).map_err(|e| io_fail(std::io::Error::from(e)))
+        })
+        .await?;
+        let mut v = [
+            st.f_bsize,
+            st.f_frsize,
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            st.f_files,
+            st.f_ffree,
+            st.f_favail,
+            st.f_fsid,
+            st.f_flag.bits(),
+            st.f_namemax,
+        ];
+        let quota = &self.rules.quota;
+        if quota.limited() {
+            let q = quota.status().await?;
+            if q.quota_size > 0 {
+                const BLOCK: i64 = 4096;
+                let free = (q.quota_size - q.used_size - q.reserved_size).max(0) / BLOCK;
+                v[0] = BLOCK as u64;
+                v[1] = BLOCK as u64;
+                v[2] = (q.quota_size / BLOCK) as u64;
+                v[3] = free as u64;
+                v[4] = free as u64;
+            }
+            if q.quota_files > 0 {
+                let free = (q.quota_files - q.used_files - q.reserved_files).max(0) as u64;
+                v[5] = q.quota_files as u64;
+                v[6] = free;
+                v[7] = free;
+            }
+        }
+        let mut b = BytesMut::with_capacity(v.len() * 8);
+        for x in v {
+            b.put_u64(x);
+        }
+        Ok(Packet::ExtendedReply(ExtendedReply {
+            id,
+            data: b.to_vec(),
+        }))
+    }
+
+    /// `hardlink@openssh.com`: a new name for an existing regular file,
+    /// counted in quota like a new file of that size.
+    async fn hardlink(&self, id: u32, old: &str, new: &str) -> Reply {
+        let (target, link) = (vpath::clean("/", old), vpath::clean("/", new));
+        if target == "/" || link == "/" {
+            return Err(denied());
+        }
+        self.check(Operation::Hardlink {
+            link: &link,
+            target: &target,
+        })?;
+        self.check_path(&target)?;
+        self.check_path(&link)?;
+        let src = self.fs.resolve_nofollow(&target)?;
+        let dst = self.fs.resolve_nofollow(&link)?;
+        let meta = {
+            let src = src.clone();
+            blocking(move || std::fs::symlink_metadata(&src).map_err(io_fail)).await?
+        };
+        if !meta.is_file() {
+            return Err(fail(StatusCode::Failure, "not a regular file"));
+        }
+        let size = meta.len() as i64;
+        self.rules.quota.grow(size, 1).await?;
+        if let Err(e) = blocking(move || std::fs::hard_link(&src, &dst).map_err(io_fail)).await {
+            self.rules.quota.release(-size, -1).await;
+            return Err(e);
+        }
+        Ok(ok(id))
+    }
+
+    /// `copy-data`: copies a range between two open files on the server,
+    /// through the same quota checks as a write.
+    async fn copy_data(
+        &self,
+        id: u32,
+        (read_handle, mut read_offset, length): (&str, u64, u64),
+        (write_handle, mut write_offset): (&str, u64),
+    ) -> Reply {
+        let from = self.handle(read_handle)?;
+        let to = self.handle(write_handle)?;
+        let OpenHandle::File { file: src, .. } = &*from else {
+            return Err(fail(StatusCode::Failure, "not a file handle"));
+        };
+        let OpenHandle::File {
+            file: dst,
+            writable: true,
+            quota,
+            transfer,
+            ..
+        } = &*to
+        else {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "the destination handle is not open for writing",
+            ));
+        };
+        if read_handle == write_handle
+            && (length == 0
+                || read_offset < write_offset.saturating_add(length)
+                    && write_offset < read_offset.saturating_add(length))
+        {
+            return Err(fail(
+                StatusCode::Failure,
+                "overlapping copy within one file",
+            ));
+        }
+        let mut left = if length == 0 { u64::MAX } else { length };
+        while left > 0 {
+            let want = left.min(u64::from(MAX_WRITE_LEN)) as usize;
+            let src = src.clone();
+            let chunk = blocking(move || {
+                let mut buf = vec![0u8; want];
+                let mut filled = 0;
+                while filled < want {
+                    match src.read_at(&mut buf[filled..], read_offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(io_fail(e)),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            })
+            .await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len() as u64;
+            if let Some(q) = quota {
+                q.admit(write_offset.saturating_add(n)).await?;
+            }
+            let dst = dst.clone();
+            blocking(move || dst.write_all_at(&chunk, write_offset).map_err(io_fail)).await?;
+            transfer.1.size.fetch_add(n as i64, Ordering::Relaxed);
+            read_offset += n;
+            write_offset += n;
+            left -= n;
+            self.conn.touch();
+        }
+        Ok(ok(id))
     }
 
     /// Serves one request that is not a read or a write.
@@ -1022,8 +1392,14 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 let mut version = Version::new();
                 version.extensions = [
                     ("posix-rename@openssh.com", "1"),
-                    ("limits@openssh.com", "1"),
+                    ("statvfs@openssh.com", "2"),
+                    ("fstatvfs@openssh.com", "2"),
+                    ("expand-path@openssh.com", "1"),
+                    ("hardlink@openssh.com", "1"),
                     ("fsync@openssh.com", "1"),
+                    ("limits@openssh.com", "1"),
+                    ("home-directory", "1"),
+                    ("copy-data", "1"),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

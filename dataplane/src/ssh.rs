@@ -12,7 +12,6 @@ use ferry_proto::edge::v1::{
     ConnectionClosed, ConnectionOpened, EdgeConfig, LoginOutcome, LoginRequest,
     PublicKeyCredential, SessionEnded, SessionPolicy, edge_message, login_request,
 };
-use ferry_proto::permissions::PermissionMap;
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, SshId, cipher, kex, mac};
@@ -21,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlClient;
+use crate::policy::UserPolicy;
 use crate::registry::{Registry, now_ms};
 use crate::sftp::SftpSession;
 use crate::vfs::LocalFs;
@@ -231,6 +231,8 @@ pub struct SshHandler {
     client_version: String,
     channels: HashMap<ChannelId, Channel<Msg>>,
     channel_count: u64,
+    /// The user's rules, built at the first channel and shared by all.
+    rules: Option<Arc<UserPolicy>>,
 }
 
 impl SshHandler {
@@ -246,6 +248,7 @@ impl SshHandler {
             client_version: String::new(),
             channels: HashMap::new(),
             channel_count: 0,
+            rules: None,
         }
     }
 
@@ -310,13 +313,23 @@ impl SshHandler {
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
         let fs = LocalFs::open(std::path::Path::new(&policy.home_dir), owner)
             .map_err(|e| format!("cannot open home directory {}: {e}", policy.home_dir))?;
-        let raw = policy
-            .permissions
-            .iter()
-            .map(|(k, v)| (k.clone(), v.permissions.clone()))
-            .collect();
-        let perms =
-            PermissionMap::validate(&raw).map_err(|e| format!("invalid permissions: {e}"))?;
+        let rules = match &self.rules {
+            Some(r) => r.clone(),
+            None => {
+                let quota = crate::quota::QuotaAgent::new(
+                    self.ctx.control.clone(),
+                    self.ctx.registry.clone(),
+                    policy.username.clone(),
+                    auth.lease_id.clone(),
+                    policy.quota_size,
+                    policy.quota_files,
+                    policy.max_upload_file_size,
+                );
+                let r = Arc::new(UserPolicy::from_session(policy, quota, &self.ctx.registry)?);
+                self.rules = Some(r.clone());
+                r
+            }
+        };
         self.channel_count += 1;
         let connection_id = format!("{protocol}_{}_{}", self.session_tag, self.channel_count);
         let opened = ConnectionOpened {
@@ -337,7 +350,7 @@ impl SshHandler {
             .send_event(edge_message::Kind::ConnectionOpened(opened));
         Ok(Opened {
             fs,
-            perms,
+            rules,
             owner,
             conn,
             connection_id,
@@ -369,7 +382,7 @@ impl SshHandler {
         let opened = self.open_connection("SFTP")?;
         let session = Arc::new(SftpSession::new(
             opened.fs.clone(),
-            opened.perms.clone(),
+            opened.rules.clone(),
             opened.owner,
             opened.conn.clone(),
             self.ctx.upload_mode,
@@ -387,7 +400,7 @@ impl SshHandler {
             let opened = self.open_connection("SCP")?;
             let ctx = crate::scp::ScpContext {
                 fs: opened.fs.clone(),
-                perms: opened.perms.clone(),
+                rules: opened.rules.clone(),
                 owner: opened.owner,
                 conn: opened.conn.clone(),
             };
@@ -397,7 +410,7 @@ impl SshHandler {
         let opened = self.open_connection("SSH")?;
         let ctx = crate::commands::CommandContext {
             fs: opened.fs.clone(),
-            perms: opened.perms.clone(),
+            rules: opened.rules.clone(),
             conn: opened.conn.clone(),
         };
         self.spawn_connection(
@@ -412,7 +425,7 @@ impl SshHandler {
 /// A connection's storage, permissions and registry entry.
 struct Opened {
     fs: LocalFs,
-    perms: PermissionMap,
+    rules: Arc<UserPolicy>,
     owner: Option<(u32, u32)>,
     conn: Arc<crate::registry::Connection>,
     connection_id: String,

@@ -176,6 +176,15 @@ impl LocalFs {
     }
 }
 
+/// Size of the regular file at a real path; None when there is none (quota
+/// counts regular files only).
+pub fn file_size(real: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(real)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod filters;
+pub mod pattern;
 pub mod permissions;
 pub mod vpath;
 

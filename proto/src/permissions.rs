@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::pattern::{Pattern, has_meta};
+
 /// Every permission name a user's map may contain.
 pub const ALL: &[&str] = &[
     "*",
@@ -38,12 +40,17 @@ pub enum PermissionError {
     Unknown { path: String, perm: String },
     #[error("duplicate permission path {0:?} after cleaning")]
     Duplicate(String),
+    #[error("invalid permission path: {0}")]
+    BadPattern(String),
 }
 
-/// A validated map: clean virtual directory -> permissions.
+/// A validated map: clean virtual directory (or directory pattern such as
+/// `/shared/*`) -> permissions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PermissionMap {
     dirs: BTreeMap<String, Vec<String>>,
+    /// The keys holding pattern syntax, compiled, in key order.
+    patterns: Vec<Pattern>,
 }
 
 impl PermissionMap {
@@ -81,7 +88,12 @@ impl PermissionMap {
         if !dirs.contains_key("/") {
             return Err(PermissionError::MissingRoot);
         }
-        Ok(Self { dirs })
+        let patterns = dirs
+            .keys()
+            .filter(|k| has_meta(k))
+            .map(|k| Pattern::new(k).map_err(PermissionError::BadPattern))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { dirs, patterns })
     }
 
     /// The stored form (clean path -> names).
@@ -89,13 +101,20 @@ impl PermissionMap {
         &self.dirs
     }
 
-    /// Permissions in force for a virtual directory: the exact entry, else the
-    /// nearest configured ancestor, else `/`.
+    /// Permissions in force for a virtual directory: walking from the
+    /// directory up to `/`, the first level with an exact entry or a matching
+    /// pattern key wins (exact before pattern; patterns in key order).
     pub fn for_dir(&self, dir: &str) -> &[String] {
+        if self.dirs.len() == 1 {
+            return self.dirs.values().next().map_or(&[], Vec::as_slice);
+        }
         let mut cur = dir;
         loop {
             if let Some(p) = self.dirs.get(cur) {
                 return p;
+            }
+            if let Some(p) = self.patterns.iter().find(|p| p.is_match(cur)) {
+                return self.dirs.get(p.as_str()).map_or(&[], Vec::as_slice);
             }
             if cur == "/" {
                 return &[];
@@ -146,8 +165,24 @@ pub enum Operation<'a> {
     Mkdir {
         path: &'a str,
     },
+    /// Create the symlink `link` pointing at `target`.
     Symlink {
         link: &'a str,
+        target: &'a str,
+    },
+    /// Create the hard link `link` to the existing file `target`: a new name
+    /// (upload where it appears) for data that can then be read and written
+    /// through it (download and overwrite where the target lives).
+    Hardlink {
+        link: &'a str,
+        target: &'a str,
+    },
+    /// Server-side copy of `from` (a file or a tree) to `to`.
+    Copy {
+        from: &'a str,
+        to: &'a str,
+        is_dir: bool,
+        target_exists: bool,
     },
     Rename {
         from: &'a str,
@@ -182,7 +217,28 @@ impl PermissionMap {
             }
             Operation::RemoveDir { path } => self.has_any(parent(path), &["delete", "delete_dirs"]),
             Operation::Mkdir { path } => self.has(parent(path), "create_dirs"),
-            Operation::Symlink { link } => self.has(parent(link), "create_symlinks"),
+            Operation::Symlink { link, target } => {
+                self.has(parent(link), "create_symlinks")
+                    && self.has(parent(target), "create_symlinks")
+            }
+            Operation::Hardlink { link, target } => {
+                self.has(parent(link), "upload")
+                    && self.has(parent(target), "download")
+                    && self.has(parent(target), "overwrite")
+            }
+            Operation::Copy {
+                from,
+                to,
+                is_dir,
+                target_exists,
+            } => {
+                let (src, dst) = (parent(from), parent(to));
+                let create = if is_dir { "create_dirs" } else { "upload" };
+                let direct = self.has(src, "copy") && self.has(dst, "copy");
+                let fallback =
+                    self.has(src, "list") && self.has(src, "download") && self.has(dst, create);
+                (direct || fallback) && (!target_exists || self.has(dst, "overwrite"))
+            }
             Operation::Chmod { path } => self.has(parent(path), "chmod"),
             Operation::Chown { path } => self.has(parent(path), "chown"),
             Operation::Chtimes { path } => self.has(parent(path), "chtimes"),
@@ -293,6 +349,110 @@ mod tests {
         let split = map(&[("/", &["rename_files"])]);
         assert!(rename(&split, false, false));
         assert!(!rename(&split, true, false));
+    }
+
+    #[test]
+    fn pattern_keys_apply_per_ancestor() {
+        let m = map(&[
+            ("/", &["list", "download"]),
+            ("/shared/*", &["*"]),
+            ("/shared/locked", &["list"]),
+        ]);
+        // "/shared/*" matches the directories inside /shared, not /shared itself.
+        check(&m, Operation::Upload { path: "/shared/f" }, false);
+        check(
+            &m,
+            Operation::Upload {
+                path: "/shared/a/f",
+            },
+            true,
+        );
+        check(
+            &m,
+            Operation::Upload {
+                path: "/shared/a/b/c/f",
+            },
+            true,
+        );
+        // An exact key beats a pattern at the same level.
+        check(
+            &m,
+            Operation::Upload {
+                path: "/shared/locked/f",
+            },
+            false,
+        );
+        check(
+            &m,
+            Operation::Download {
+                path: "/shared/locked/f",
+            },
+            false,
+        );
+        check(
+            &m,
+            Operation::List {
+                dir: "/shared/locked",
+            },
+            true,
+        );
+        let bad: BTreeMap<String, Vec<String>> = [
+            ("/".to_string(), vec!["*".to_string()]),
+            ("/x/[a-".to_string(), vec!["*".to_string()]),
+        ]
+        .into();
+        assert!(matches!(
+            PermissionMap::validate(&bad),
+            Err(PermissionError::BadPattern(_))
+        ));
+    }
+
+    #[test]
+    fn root_only_map_applies_everywhere() {
+        let m = map(&[("/", &["list", "upload"])]);
+        check(&m, Operation::Upload { path: "/a/b/c" }, true);
+        check(&m, Operation::Download { path: "/a/b/c" }, false);
+    }
+
+    #[test]
+    fn links_and_copies() {
+        let m = map(&[
+            ("/", &["*"]),
+            ("/ro", &["list", "download"]),
+            ("/nolinks", &["list", "download", "upload", "overwrite"]),
+        ]);
+        let symlink = |link, target| Operation::Symlink { link, target };
+        check(&m, symlink("/l", "/f"), true);
+        check(&m, symlink("/l", "/nolinks/f"), false);
+        check(&m, symlink("/nolinks/l", "/f"), false);
+        let hardlink = |link, target| Operation::Hardlink { link, target };
+        check(&m, hardlink("/l", "/f"), true);
+        // Writing through the link would change a file of a read-only directory.
+        check(&m, hardlink("/l", "/ro/f"), false);
+        check(&m, hardlink("/ro/l", "/f"), false);
+        let copy = |from, to, target_exists| Operation::Copy {
+            from,
+            to,
+            is_dir: false,
+            target_exists,
+        };
+        check(&m, copy("/ro/f", "/g", false), true);
+        check(&m, copy("/f", "/ro/g", false), false);
+        let only_copy = map(&[("/", &["copy"])]);
+        check(&only_copy, copy("/f", "/g", false), true);
+        check(&only_copy, copy("/f", "/g", true), false);
+    }
+
+    #[test]
+    fn setstat_parts() {
+        let m = map(&[("/", &["chmod"]), ("/d", &["chtimes", "overwrite"])]);
+        check(&m, Operation::Chmod { path: "/f" }, true);
+        check(&m, Operation::Chmod { path: "/d/f" }, false);
+        check(&m, Operation::Chtimes { path: "/d/f" }, true);
+        // A directory's attributes are checked on its parent.
+        check(&m, Operation::Chmod { path: "/d" }, true);
+        check(&m, Operation::Chown { path: "/d/f" }, false);
+        check(&m, Operation::Overwrite { path: "/d/f" }, true);
     }
 
     #[test]

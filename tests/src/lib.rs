@@ -360,6 +360,18 @@ impl Api {
         r.body
     }
 
+    /// A user's (used_quota_size, used_quota_files) as the ledger has them.
+    pub fn usage(&self, username: &str) -> (i64, i64) {
+        let r = self.call("GET", &format!("/api/v2/users/{username}"), None);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        (
+            r.body["used_quota_size"].as_i64().expect("used_quota_size"),
+            r.body["used_quota_files"]
+                .as_i64()
+                .expect("used_quota_files"),
+        )
+    }
+
     pub fn connections(&self) -> Vec<Value> {
         let r = self.call("GET", "/api/v2/connections", None);
         assert_eq!(r.status, 200, "{:?}", r.body);
@@ -538,6 +550,26 @@ pub fn random_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
     rand::rng().fill_bytes(&mut data);
     std::fs::write(path, data).expect("write random file");
+}
+
+/// (bytes, files) of the regular files under `dir`: what a quota scan counts.
+pub fn disk_usage(dir: &Path) -> (i64, i64) {
+    let mut total = (0, 0);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return total;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            let (b, f) = disk_usage(&e.path());
+            total = (total.0 + b, total.1 + f);
+        } else if m.is_file() {
+            total = (total.0 + m.len() as i64, total.1 + 1);
+        }
+    }
+    total
 }
 
 pub fn sha256_file(path: &Path) -> String {

@@ -1,0 +1,412 @@
+//! Per-user policy at the edge, driven by OpenSSH's sftp and scp: file
+//! filters, `max_upload_file_size`, quota (exact, also across two edges),
+//! bandwidth limits, and the extensions OpenSSH's client uses (`df`, `ln`,
+//! `cp`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_tests::*;
+use serde_json::json;
+
+fn pw(p: &str) -> Cred {
+    Cred::Password(p.into())
+}
+
+/// Runs one sftp command; returns (success, combined output).
+fn sftp1(port: u16, user: &str, cred: &Cred, command: &str) -> (bool, String) {
+    let out = sftp_batch(port, user, cred, &format!("{command}\n"), &[]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn local(dir: &Path, name: &str, len: usize) -> String {
+    let p = dir.join(name);
+    random_file(&p, len);
+    p.display().to_string()
+}
+
+#[test]
+fn file_patterns_deny_hide_and_limit_size() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("fay");
+    std::fs::create_dir_all(home.join("docs/private")).unwrap();
+    for f in ["tool.exe", "docs/a.txt", "docs/b.pdf", "docs/private/c.txt"] {
+        std::fs::write(home.join(f), f).unwrap();
+    }
+    let mut u = user_json("fay", "fay-pw", &home);
+    u["filters"] = json!({
+        "file_patterns": [
+            {"path": "/", "denied_patterns": ["*.exe"]},
+            {"path": "/docs", "allowed_patterns": ["*.txt"], "denied_patterns": ["private"], "deny_policy": 1}
+        ],
+        "max_upload_file_size": 4000
+    });
+    api.add_user(u);
+    let (port, c) = (t.sftp_port(), pw("fay-pw"));
+    let src = tempfile::tempdir().unwrap();
+
+    // Denied with policy 0: listed, but neither readable nor writable.
+    let (ok, out) = sftp1(port, "fay", &c, "ls -1");
+    assert!(ok && out.contains("tool.exe"), "{out}");
+    let (ok, out) = sftp1(
+        port,
+        "fay",
+        &c,
+        &format!("get tool.exe {}/t", src.path().display()),
+    );
+    assert!(!ok && out.contains("ermission denied"), "{out}");
+    let exe = local(src.path(), "new.exe", 10);
+    let (ok, out) = sftp1(port, "fay", &c, &format!("put {exe}"));
+    assert!(!ok, "{out}");
+    assert!(!home.join("new.exe").exists());
+
+    // Hidden with policy 1: not listed, and absent when named.
+    let (ok, out) = sftp1(port, "fay", &c, "ls -1 docs");
+    assert!(ok, "{out}");
+    assert!(out.contains("a.txt"), "{out}");
+    assert!(!out.contains("b.pdf") && !out.contains("private"), "{out}");
+    let (ok, out) = sftp1(
+        port,
+        "fay",
+        &c,
+        &format!("get docs/b.pdf {}/b", src.path().display()),
+    );
+    assert!(!ok && out.contains("not found"), "{out}");
+    let (ok, out) = sftp1(port, "fay", &c, "ls docs/private/c.txt");
+    assert!(!ok && out.contains("not found"), "{out}");
+    let (ok, _) = sftp1(
+        port,
+        "fay",
+        &c,
+        &format!("get docs/a.txt {}/a", src.path().display()),
+    );
+    assert!(ok);
+    let pdf = local(src.path(), "up.pdf", 10);
+    let (ok, _) = sftp1(port, "fay", &c, &format!("put {pdf} docs/up.pdf"));
+    assert!(!ok);
+    assert!(!home.join("docs/up.pdf").exists());
+    // SCP goes through the same filters.
+    let out = scp(
+        port,
+        &c,
+        &[
+            "-O".into(),
+            "fay@127.0.0.1:docs/b.pdf".to_string(),
+            src.path().join("b2").display().to_string(),
+        ],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such file"),
+        "{}",
+        describe(&out)
+    );
+
+    // max_upload_file_size: a bigger upload fails and leaves nothing.
+    let small = local(src.path(), "small.bin", 4000);
+    let big = local(src.path(), "big.bin", 4001);
+    assert!(sftp1(port, "fay", &c, &format!("put {small}")).0);
+    let (ok, out) = sftp1(port, "fay", &c, &format!("put {big}"));
+    assert!(!ok, "{out}");
+    assert!(!home.join("big.bin").exists());
+    let out = scp(
+        port,
+        &c,
+        &["-O".into(), big.clone(), "fay@127.0.0.1:big2.bin".into()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("denying write due to space limit"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!home.join("big2.bin").exists());
+
+    // Invalid filters are refused with the field named; nothing stored.
+    for (filters, needle) in [
+        (
+            json!({"file_patterns": [{"path": "/", "denied_patterns": ["[a-"]}]}),
+            "invalid pattern",
+        ),
+        (
+            json!({"file_patterns": [{"path": "docs", "denied_patterns": ["*"]}]}),
+            "must be absolute",
+        ),
+        (
+            json!({"file_patterns": [{"path": "/", "denied_patterns": ["*"], "deny_policy": 3}]}),
+            "deny_policy",
+        ),
+        (
+            json!({"max_upload_file_size": "big"}),
+            "max_upload_file_size",
+        ),
+    ] {
+        let mut u = user_json("gus", "gus-pw", &t.home("gus"));
+        u["filters"] = filters;
+        let r = api.call("POST", "/api/v2/users", Some(&u));
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(
+            r.body["message"].as_str().unwrap().contains(needle),
+            "{r:?}"
+        );
+        assert_eq!(api.call("GET", "/api/v2/users/gus", None).status, 404);
+    }
+}
+
+#[test]
+fn quota_is_exact_over_sftp_and_scp() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("quinn");
+    let mut u = user_json("quinn", "quinn-pw", &home);
+    u["quota_size"] = json!(100_000);
+    u["quota_files"] = json!(3);
+    api.add_user(u);
+    let (port, c) = (t.sftp_port(), pw("quinn-pw"));
+    let src = tempfile::tempdir().unwrap();
+    let f60 = local(src.path(), "f60", 60_000);
+    let f50 = local(src.path(), "f50", 50_000);
+    let f1 = local(src.path(), "f1", 1_000);
+
+    assert!(sftp1(port, "quinn", &c, &format!("put {f60} a")).0);
+    assert_eq!(api.usage("quinn"), (60_000, 1));
+    // 60 000 + 50 000 > 100 000: refused, and the partial file removed.
+    let (ok, out) = sftp1(port, "quinn", &c, &format!("put {f50} b"));
+    assert!(!ok, "{out}");
+    assert!(!home.join("b").exists(), "partial upload left behind");
+    let out = scp(
+        port,
+        &c,
+        &["-O".into(), f50.clone(), "quinn@127.0.0.1:c".into()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("denying write due to space limit"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!home.join("c").exists());
+    assert_eq!(api.usage("quinn"), (60_000, 1));
+
+    // statvfs (sftp's df) reports what the quota leaves, in 4 KiB blocks:
+    // 100 000 bytes = 24 blocks = 96 KiB; 40 000 free = 9 blocks = 36 KiB.
+    let (ok, out) = sftp1(port, "quinn", &c, "df");
+    assert!(ok, "{out}");
+    let line = out.lines().last().unwrap_or_default().to_string();
+    let nums: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(nums.first(), Some(&"96"), "{out}");
+    assert_eq!(nums.get(2), Some(&"36"), "{out}");
+
+    // Files: two more fit, the fourth does not.
+    assert!(sftp1(port, "quinn", &c, &format!("put {f1} d")).0);
+    let out = scp(
+        port,
+        &c,
+        &["-O".into(), f1.clone(), "quinn@127.0.0.1:e".into()],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(api.usage("quinn"), (62_000, 3));
+    let (ok, _) = sftp1(port, "quinn", &c, &format!("put {f1} f"));
+    assert!(!ok);
+    assert!(!home.join("f").exists());
+
+    // Overwrite counts the difference; delete and rename-over free quota.
+    assert!(sftp1(port, "quinn", &c, &format!("put {f1} a")).0);
+    assert_eq!(api.usage("quinn"), (3_000, 3));
+    assert!(sftp1(port, "quinn", &c, "rm d").0);
+    assert_eq!(api.usage("quinn"), (2_000, 2));
+    assert!(sftp1(port, "quinn", &c, "rename e a").0);
+    assert_eq!(api.usage("quinn"), (1_000, 1));
+    // Now the 50 000 bytes fit: exactly up to the limit works.
+    let f99 = local(src.path(), "f99", 99_000);
+    assert!(sftp1(port, "quinn", &c, &format!("put {f99} big")).0);
+    assert_eq!(api.usage("quinn"), (100_000, 2));
+    assert_eq!(
+        disk_usage(&home),
+        api.usage("quinn"),
+        "ledger equals a disk scan"
+    );
+}
+
+#[test]
+fn usage_of_users_without_limits_arrives_in_batches() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("una");
+    api.add_user(user_json("una", "una-pw", &home));
+    let (port, c) = (t.sftp_port(), pw("una-pw"));
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 12_345);
+    let batch = format!("put {f} a\nput {f} b\nmkdir d\nput {f} d/c\nrm b\n");
+    let out = sftp_batch(port, "una", &c, &batch, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let expected = disk_usage(&home);
+    assert_eq!(expected, (24_690, 2));
+    let settled = wait_for(Duration::from_secs(30), || {
+        (api.usage("una") == expected).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "usage {:?} != disk {:?}",
+        api.usage("una"),
+        expected
+    );
+}
+
+#[test]
+fn quota_holds_across_two_edges() {
+    let t = Topology::split(2).unwrap();
+    let api = t.api();
+    let home = t.home("fleet");
+    let mut u = user_json("fleet", "fleet-pw", &home);
+    let quota: i64 = 5 << 20;
+    u["quota_size"] = json!(quota);
+    api.add_user(u);
+    let c = pw("fleet-pw");
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 3 << 20);
+    // Two concurrent 3 MiB uploads through different edges into 5 MiB.
+    let handles: Vec<_> = t
+        .sftp_ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            let (c, f) = (c.clone(), f.clone());
+            std::thread::spawn(move || sftp1(port, "fleet", &c, &format!("put {f} up{i}")).0)
+        })
+        .collect();
+    let results: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        !results.iter().all(|ok| *ok),
+        "both uploads fit into the quota?"
+    );
+    let (used, files) = disk_usage(&home);
+    assert!(used <= quota, "{used} bytes stored over a {quota} quota");
+    for (i, ok) in results.iter().enumerate() {
+        let p = home.join(format!("up{i}"));
+        assert_eq!(
+            *ok,
+            p.exists(),
+            "upload {i}: success must mean a complete file"
+        );
+        if *ok {
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), 3 << 20);
+        }
+    }
+    assert_eq!(
+        api.usage("fleet"),
+        (used, files),
+        "ledger equals a disk scan"
+    );
+    // What is left can be filled exactly, through either edge.
+    let rest = local(src.path(), "rest", (quota - used) as usize);
+    assert!(sftp1(t.sftp_ports[1], "fleet", &c, &format!("put {rest} rest")).0);
+    assert_eq!(api.usage("fleet").0, quota);
+    let one = local(src.path(), "one", 1);
+    assert!(!sftp1(t.sftp_ports[0], "fleet", &c, &format!("put {one} one")).0);
+}
+
+#[test]
+fn bandwidth_limits_pace_transfers() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("bea");
+    std::fs::create_dir_all(&home).unwrap();
+    random_file(&home.join("down.bin"), 1 << 20);
+    let mut u = user_json("bea", "bea-pw", &home);
+    u["upload_bandwidth"] = json!(100);
+    // From 127.0.0.2 downloads are limited too (a per-source override).
+    u["filters"] = json!({"bandwidth_limits": [
+        {"sources": ["127.0.0.2/32"], "upload_bandwidth": 100, "download_bandwidth": 100}
+    ]});
+    api.add_user(u);
+    let (port, c) = (t.sftp_port(), pw("bea-pw"));
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 1 << 20);
+
+    let start = Instant::now();
+    assert!(sftp1(port, "bea", &c, &format!("put {f} up.bin")).0);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(10),
+        "1 MiB at 100 KB/s took {took:?}"
+    );
+    assert_eq!(
+        sha256_file(&home.join("up.bin")),
+        sha256_file(Path::new(&f))
+    );
+
+    let start = Instant::now();
+    let out = sftp_batch(
+        port,
+        "bea",
+        &c,
+        &format!("get down.bin {}/d\n", src.path().display()),
+        &["-oBindAddress=127.0.0.2"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(10),
+        "download from 127.0.0.2 took {took:?}"
+    );
+}
+
+#[test]
+fn openssh_extensions_df_ln_and_cp() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("eve");
+    std::fs::create_dir_all(home.join("ro")).unwrap();
+    random_file(&home.join("a"), 5_000);
+    std::fs::write(home.join("ro/locked"), b"x").unwrap();
+    let mut u = user_json("eve", "eve-pw", &home);
+    u["permissions"] = json!({"/": ["*"], "/ro": ["list", "download"]});
+    u["quota_files"] = json!(10);
+    api.add_user(u);
+    let (port, c) = (t.sftp_port(), pw("eve-pw"));
+    // The ledger counts changes: the files put on disk above are not in it.
+
+    // ln: a hard link (same inode), counted as a new file.
+    let (ok, out) = sftp1(port, "eve", &c, "ln a b");
+    assert!(ok, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(home.join("a")).unwrap().ino(),
+        std::fs::metadata(home.join("b")).unwrap().ino()
+    );
+    assert_eq!(api.usage("eve"), (5_000, 1));
+    // Linking a read-only file into a writable place would let it be
+    // changed through the link: refused.
+    let (ok, _) = sftp1(port, "eve", &c, "ln ro/locked mine");
+    assert!(!ok);
+    assert!(!home.join("mine").exists());
+    // cp: server-side copy-data.
+    let (ok, out) = sftp1(port, "eve", &c, "cp a copy");
+    assert!(ok, "{out}");
+    assert_eq!(
+        sha256_file(&home.join("copy")),
+        sha256_file(&home.join("a"))
+    );
+    assert_eq!(api.usage("eve"), (10_000, 2));
+    let (ok, _) = sftp1(port, "eve", &c, "cp a ro/copy");
+    assert!(!ok);
+    // df without a size limit shows the disk, with the files limit applied.
+    let (ok, out) = sftp1(port, "eve", &c, "df -i");
+    assert!(ok, "{out}");
+    let nums: Vec<&str> = out
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(nums.first(), Some(&"10"), "{out}");
+}
