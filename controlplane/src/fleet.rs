@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::edge::v1::{
     ConnectionOpened, ConnectionStatus, ControlMessage, DisconnectConnection, DisconnectUser,
-    control_message,
+    UploadRecovery, control_message,
 };
 use tokio::sync::mpsc;
 
@@ -23,6 +23,7 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
 
 struct Edge {
     version: String,
+    instance_id: String,
     tx: mpsc::Sender<ControlMessage>,
     /// Distinguishes a re-attached edge from the stream it replaced.
     generation: u64,
@@ -50,8 +51,18 @@ struct Reservation {
     files: i64,
 }
 
+/// An upload a vanished edge left open, to recover once `due`.
+struct Orphan {
+    edge_id: String,
+    instance_id: String,
+    due: Instant,
+    username: String,
+    upload: UploadRecovery,
+}
+
 struct State {
     edges: HashMap<String, Edge>,
+    orphans: Vec<Orphan>,
     connections: HashMap<String, LiveConnection>,
     leases: HashMap<String, Lease>,
     reservations: HashMap<String, Reservation>,
@@ -59,6 +70,23 @@ struct State {
 }
 
 impl State {
+    /// Moves the open uploads of `edge_id`'s connections to the orphans.
+    fn orphan_uploads(&mut self, edge_id: &str, instance_id: &str, due: Instant) {
+        for c in self.connections.values().filter(|c| c.edge_id == edge_id) {
+            for t in &c.status.active_transfers {
+                if let Some(r) = &t.recovery {
+                    self.orphans.push(Orphan {
+                        edge_id: edge_id.to_string(),
+                        instance_id: instance_id.to_string(),
+                        due,
+                        username: c.opened.username.clone(),
+                        upload: r.clone(),
+                    });
+                }
+            }
+        }
+    }
+
     fn drop_reservations_of_leases(&mut self) {
         let leases = &self.leases;
         self.reservations
@@ -91,6 +119,7 @@ impl Fleet {
         Self {
             state: Mutex::new(State {
                 edges: HashMap::new(),
+                orphans: Vec::new(),
                 connections: HashMap::new(),
                 leases: HashMap::new(),
                 reservations: HashMap::new(),
@@ -115,10 +144,28 @@ impl Fleet {
     }
 
     /// Registers an edge's command channel; returns its generation.
-    pub fn attach(&self, edge_id: &str, version: &str, tx: mpsc::Sender<ControlMessage>) -> u64 {
+    pub fn attach(
+        &self,
+        edge_id: &str,
+        version: &str,
+        instance_id: &str,
+        tx: mpsc::Sender<ControlMessage>,
+    ) -> u64 {
         let mut s = self.lock();
         s.next_generation += 1;
         let generation = s.next_generation;
+        // The same process back: its uploads are its own again. A new
+        // process under the same id: the old one's uploads are orphans now.
+        s.orphans
+            .retain(|o| !(o.edge_id == edge_id && o.instance_id == instance_id));
+        let previous = s
+            .edges
+            .get(edge_id)
+            .map(|e| e.instance_id.clone())
+            .filter(|old| old != instance_id);
+        if let Some(old) = previous {
+            s.orphan_uploads(edge_id, &old, Instant::now());
+        }
         // The edge re-announces what is live right after its hello; anything
         // remembered from an earlier stream may have closed meanwhile.
         s.connections.retain(|_, c| c.edge_id != edge_id);
@@ -126,6 +173,7 @@ impl Fleet {
             edge_id.to_string(),
             Edge {
                 version: version.to_string(),
+                instance_id: instance_id.to_string(),
                 tx,
                 generation,
             },
@@ -135,12 +183,54 @@ impl Fleet {
 
     /// Forgets an edge's stream and its connections. Its leases are left to
     /// expire, so a short network blip does not free session slots early.
+    ///
+    /// Uploads it had open are recovered after twice the lease TTL unless the
+    /// same process attaches again first: by then its sessions are gone.
     pub fn detach(&self, edge_id: &str, generation: u64) {
         let mut s = self.lock();
-        if s.edges.get(edge_id).map(|e| e.generation) == Some(generation) {
+        if let Some(e) = s.edges.get(edge_id)
+            && e.generation == generation
+        {
+            let instance = e.instance_id.clone();
+            s.orphan_uploads(edge_id, &instance, Instant::now() + 2 * self.lease_ttl);
             s.edges.remove(edge_id);
             s.connections.retain(|_, c| c.edge_id != edge_id);
         }
+    }
+
+    /// Orphaned uploads that are due, grouped by user.
+    pub fn due_orphans(&self) -> Vec<(String, Vec<UploadRecovery>)> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let (due, keep): (Vec<Orphan>, Vec<Orphan>) =
+            s.orphans.drain(..).partition(|o| o.due <= now);
+        s.orphans = keep;
+        let mut by_user: HashMap<String, Vec<UploadRecovery>> = HashMap::new();
+        for o in due {
+            by_user.entry(o.username).or_default().push(o.upload);
+        }
+        by_user.into_iter().collect()
+    }
+
+    /// Puts back orphans that could not be sent to any edge.
+    pub fn retry_orphans(&self, username: &str, uploads: Vec<UploadRecovery>) {
+        let mut s = self.lock();
+        let due = Instant::now();
+        for upload in uploads {
+            s.orphans.push(Orphan {
+                edge_id: String::new(),
+                instance_id: String::new(),
+                due,
+                username: username.to_string(),
+                upload,
+            });
+        }
+    }
+
+    /// Sends a command to some attached edge; false when none took it.
+    pub fn send_to_any_edge(&self, msg: ControlMessage) -> bool {
+        let txs: Vec<_> = self.lock().edges.values().map(|e| e.tx.clone()).collect();
+        txs.into_iter().any(|tx| tx.try_send(msg.clone()).is_ok())
     }
 
     /// Ends every edge's command stream (at shutdown), so edges see the
@@ -380,8 +470,8 @@ mod tests {
         let fleet = Fleet::default();
         let (tx_a, mut rx_a) = mpsc::channel(4);
         let (tx_b, mut rx_b) = mpsc::channel(4);
-        fleet.attach("a", "1", tx_a);
-        fleet.attach("b", "1", tx_b);
+        fleet.attach("a", "1", "i1", tx_a);
+        fleet.attach("b", "1", "i1", tx_b);
         fleet.connection_opened("b", opened("c1", "u"));
         assert!(fleet.disconnect("c1"));
         assert!(!fleet.disconnect("nope"));
@@ -398,14 +488,73 @@ mod tests {
     fn detach_forgets_connections_but_not_a_newer_stream() {
         let fleet = Fleet::default();
         let (tx, _rx) = mpsc::channel(1);
-        let old = fleet.attach("a", "1", tx.clone());
+        let old = fleet.attach("a", "1", "i1", tx.clone());
         fleet.connection_opened("a", opened("c1", "u"));
-        let new = fleet.attach("a", "1", tx);
+        let new = fleet.attach("a", "1", "i1", tx);
         fleet.detach("a", old);
         assert_eq!(fleet.edges().len(), 1);
         fleet.detach("a", new);
         assert!(fleet.edges().is_empty());
         assert!(fleet.connections().is_empty());
+    }
+
+    fn uploading(fleet: &Fleet, edge: &str, conn: &str, upload_id: &str) {
+        fleet.connection_opened(edge, opened(conn, "u"));
+        let status = ConnectionStatus {
+            connection_id: conn.into(),
+            last_activity_ms: 0,
+            active_transfers: vec![ferry_proto::edge::v1::Transfer {
+                operation_type: "upload".into(),
+                path: "/f".into(),
+                recovery: Some(UploadRecovery {
+                    upload_id: upload_id.into(),
+                    target_path: "/f".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        fleet.heartbeat(edge, vec![status], &[]);
+    }
+
+    #[test]
+    fn uploads_of_a_vanished_edge_are_recovered_unless_it_returns() {
+        let fleet = Fleet::new(Duration::from_secs(3));
+        let (tx, _rx) = mpsc::channel(4);
+        // Detached: due after twice the TTL, not before.
+        let g = fleet.attach("a", "1", "i1", tx.clone());
+        uploading(&fleet, "a", "c1", "i1:1");
+        fleet.detach("a", g);
+        assert!(fleet.due_orphans().is_empty());
+        // The same process attaching again takes its uploads back.
+        let g = fleet.attach("a", "1", "i1", tx.clone());
+        assert!(fleet.lock().orphans.is_empty());
+        // A new process under the same id: the old one's uploads are due now.
+        uploading(&fleet, "a", "c2", "i1:2");
+        fleet.attach("a", "1", "i2", tx);
+        let due = fleet.due_orphans();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, "u");
+        assert_eq!(due[0].1[0].upload_id, "i1:2");
+        assert!(fleet.due_orphans().is_empty(), "handed out once");
+        let _ = g;
+    }
+
+    #[test]
+    fn reservations_end_with_their_lease() {
+        let fleet = Fleet::default();
+        let (lease, _) = fleet.try_grant_lease("u", "a", 0).unwrap();
+        assert!(fleet.reserve("u", "nope", None, 0, 10, 1).is_none());
+        let r = fleet.reserve("u", &lease, None, 0, 10, 1).unwrap();
+        fleet.reserve("u", &lease, Some(&r), 10, 5, 0).unwrap();
+        assert_eq!(fleet.reserved("u"), (15, 1));
+        // A reservation the control plane lost is rebuilt from what the edge holds.
+        fleet.reserve("u", &lease, Some("lost"), 7, 1, 0).unwrap();
+        assert_eq!(fleet.reserved("u"), (23, 1));
+        fleet.release_reservation(&r);
+        assert_eq!(fleet.reserved("u"), (8, 0));
+        fleet.release_lease(&lease);
+        assert_eq!(fleet.reserved("u"), (0, 0));
     }
 
     #[test]

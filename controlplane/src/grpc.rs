@@ -106,7 +106,10 @@ impl EdgeControl for EdgeService {
             .await
             .map_err(|_| Status::internal("edge stream closed"))?;
         let edge_id = hello.edge_id.clone();
-        let generation = self.state.fleet.attach(&edge_id, &hello.version, tx);
+        let generation = self
+            .state
+            .fleet
+            .attach(&edge_id, &hello.version, &hello.instance_id, tx);
         info!(
             edge_id,
             version = hello.version,
@@ -195,13 +198,8 @@ fn handle_edge_message(state: &Arc<AppState>, edge_id: &str, msg: EdgeMessage) {
                 .fleet
                 .heartbeat(edge_id, hb.connections, &hb.lease_ids);
             for u in hb.usage {
-                if u.size_delta != 0 || u.files_delta != 0 {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        crate::quota::apply_batch(&state, u.username, u.size_delta, u.files_delta)
-                            .await
-                    });
-                }
+                let state = state.clone();
+                tokio::spawn(async move { crate::quota::apply_batch(&state, u).await });
             }
         }
         Some(edge_message::Kind::ConnectionOpened(c)) => {

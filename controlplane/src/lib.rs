@@ -149,10 +149,15 @@ pub async fn start_controlplane(
 
     let sweeper_state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let every = sweeper_state
+            .fleet
+            .heartbeat_interval()
+            .min(std::time::Duration::from_secs(5));
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             sweeper_state.fleet.expire_leases();
+            quota::recover_orphans(&sweeper_state).await;
         }
     });
 

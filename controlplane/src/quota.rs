@@ -7,19 +7,51 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use ferry_proto::edge::v1::{QuotaStatusResponse, ReserveRequest, ReserveResponse, SettleRequest};
+use ferry_proto::edge::v1::{
+    ControlMessage, QuotaStatusResponse, RecoverUploads, ReserveRequest, ReserveResponse,
+    SettleRequest, UsageDelta, control_message,
+};
 
 use crate::AppState;
 use crate::store::{StoreError, now_ms};
 
-/// Per-user serialisation of quota decisions.
+/// How long an upload id is remembered as settled: far longer than any
+/// recovery takes (twice the lease TTL).
+const SETTLED_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Per-user serialisation of quota decisions, and the uploads already
+/// settled (each is counted once, by its edge or by a recovery).
 #[derive(Default)]
 pub struct QuotaLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    settled: Mutex<HashMap<String, Instant>>,
 }
 
 impl QuotaLocks {
+    /// Marks an upload settled; false when it already was.
+    fn first_settle(&self, upload_id: &str) -> bool {
+        if upload_id.is_empty() {
+            return true;
+        }
+        let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if settled.len() > 4096 {
+            settled.retain(|_, at| now.duration_since(*at) < SETTLED_MEMORY);
+        }
+        settled.insert(upload_id.to_string(), now).is_none()
+    }
+
+    fn unsettle(&self, upload_id: &str) {
+        if !upload_id.is_empty() {
+            self.settled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(upload_id);
+        }
+    }
+
     async fn lock(&self, username: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,11 +128,14 @@ pub async fn reserve(state: &AppState, req: ReserveRequest) -> Result<ReserveRes
     }
 }
 
-/// Applies a usage change and releases the reservation behind it.
+/// Applies a usage change and releases the reservation behind it. A change
+/// carrying an upload id that was settled before changes nothing.
 pub async fn settle(state: &AppState, req: SettleRequest) -> Result<(), StoreError> {
-    let _guard = state.quota_locks.lock(&req.username).await;
-    if req.size_delta != 0 || req.files_delta != 0 {
-        state
+    let locks = &state.quota_locks;
+    let _guard = locks.lock(&req.username).await;
+    let changes = req.size_delta != 0 || req.files_delta != 0;
+    if changes && locks.first_settle(&req.upload_id) {
+        let added = state
             .store
             .add_quota_usage(
                 req.username.clone(),
@@ -108,7 +143,11 @@ pub async fn settle(state: &AppState, req: SettleRequest) -> Result<(), StoreErr
                 req.files_delta,
                 now_ms(),
             )
-            .await?;
+            .await;
+        if let Err(e) = added {
+            locks.unsettle(&req.upload_id);
+            return Err(e);
+        }
     }
     // Only after the usage is in the database, so no grant in between sees
     // neither.
@@ -118,15 +157,52 @@ pub async fn settle(state: &AppState, req: SettleRequest) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Usage changes of users without limits, batched by an edge.
-pub async fn apply_batch(state: &AppState, username: String, size_delta: i64, files_delta: i64) {
-    let _guard = state.quota_locks.lock(&username).await;
-    if let Err(e) = state
-        .store
-        .add_quota_usage(username.clone(), size_delta, files_delta, now_ms())
-        .await
-    {
+/// A usage change batched by an edge (users without limits, or a settle
+/// that could not be sent at the time).
+pub async fn apply_batch(state: &AppState, u: UsageDelta) {
+    let username = u.username.clone();
+    let req = SettleRequest {
+        username: u.username,
+        reservation_id: String::new(),
+        size_delta: u.size_delta,
+        files_delta: u.files_delta,
+        upload_id: u.upload_id,
+    };
+    if let Err(e) = settle(state, req).await {
         tracing::warn!(username, error = %e, "cannot apply a batched quota update");
+    }
+}
+
+/// Sends the due uploads of vanished edges to a live edge for recovery;
+/// run periodically.
+pub async fn recover_orphans(state: &AppState) {
+    for (username, uploads) in state.fleet.due_orphans() {
+        let home_dir = match state.store.user(username.clone()).await {
+            Ok(u) => u.data.home_dir,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => {
+                tracing::warn!(username, error = %e, "cannot recover uploads yet");
+                state.fleet.retry_orphans(&username, uploads);
+                continue;
+            }
+        };
+        let count = uploads.len();
+        let msg = ControlMessage {
+            kind: Some(control_message::Kind::RecoverUploads(RecoverUploads {
+                username: username.clone(),
+                home_dir,
+                uploads: uploads.clone(),
+            })),
+        };
+        if state.fleet.send_to_any_edge(msg) {
+            tracing::info!(
+                username,
+                uploads = count,
+                "uploads of a vanished edge sent for recovery"
+            );
+        } else {
+            state.fleet.retry_orphans(&username, uploads);
+        }
     }
 }
 
@@ -142,4 +218,23 @@ pub async fn status(state: &AppState, username: String) -> Result<QuotaStatusRes
         reserved_size,
         reserved_files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_settled_once() {
+        let locks = QuotaLocks::default();
+        assert!(locks.first_settle("i:1"));
+        assert!(!locks.first_settle("i:1"), "a second settle of one upload");
+        assert!(locks.first_settle("i:2"));
+        assert!(
+            locks.first_settle("") && locks.first_settle(""),
+            "no id: always"
+        );
+        locks.unsettle("i:1");
+        assert!(locks.first_settle("i:1"), "a failed settle can be retried");
+    }
 }

@@ -53,6 +53,9 @@ type Client = EdgeControlClient<InterceptedService<Channel, TokenInterceptor>>;
 pub struct ControlClient {
     client: Client,
     edge_id: String,
+    /// Random per process (see `EdgeHello.instance_id`).
+    instance_id: Arc<String>,
+    next_upload: Arc<std::sync::atomic::AtomicU64>,
     /// Sender into the current Attach stream, when one is up.
     outbound: Arc<Mutex<Option<mpsc::Sender<EdgeMessage>>>>,
 }
@@ -80,12 +83,22 @@ impl ControlClient {
         Ok(Self {
             client,
             edge_id,
+            instance_id: Arc::new(format!("{:016x}", rand::random::<u64>())),
+            next_upload: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             outbound: Arc::new(Mutex::new(None)),
         })
     }
 
     pub fn edge_id(&self) -> &str {
         &self.edge_id
+    }
+
+    /// A fleet-unique id for a new upload.
+    pub fn next_upload_id(&self) -> String {
+        let n = self
+            .next_upload
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.instance_id)
     }
 
     /// One authentication attempt.
@@ -158,6 +171,7 @@ pub fn spawn_attach(
                     edge_id: control.edge_id.clone(),
                     version: ferry_proto::VERSION.to_string(),
                     sftp_address: sftp_addr.to_string(),
+                    instance_id: control.instance_id.to_string(),
                 })),
             };
             let _ = tx.try_send(hello);
@@ -179,7 +193,7 @@ pub fn spawn_attach(
                             Ok(Some(msg)) => {
                                 backoff = Duration::from_millis(100);
                                 if let Some(interval) =
-                                    handle_control_message(msg, &config_tx, &registry)
+                                    handle_control_message(msg, &config_tx, &registry, &control)
                                     && heartbeat.is_none()
                                 {
                                     heartbeat = Some(spawn_heartbeat(
@@ -218,6 +232,7 @@ fn handle_control_message(
     msg: ControlMessage,
     config_tx: &watch::Sender<Option<Arc<EdgeConfig>>>,
     registry: &Registry,
+    control: &ControlClient,
 ) -> Option<Duration> {
     match msg.kind? {
         control_message::Kind::Config(cfg) => {
@@ -243,6 +258,15 @@ fn handle_control_message(
                 "disconnect of user requested by the control plane"
             );
             registry.disconnect_user(&d.username);
+            None
+        }
+        control_message::Kind::RecoverUploads(r) => {
+            info!(
+                username = r.username,
+                uploads = r.uploads.len(),
+                "recovering uploads of a vanished edge"
+            );
+            tokio::spawn(crate::quota::recover(control.clone(), r));
             None
         }
     }

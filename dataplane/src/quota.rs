@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_proto::edge::v1::{QuotaStatusResponse, ReserveRequest, SettleRequest, UsageDelta};
+use ferry_proto::edge::v1::{
+    QuotaStatusResponse, RecoverUploads, ReserveRequest, SettleRequest, UploadRecovery, UsageDelta,
+};
 use tracing::warn;
 
 use crate::control::ControlClient;
@@ -22,38 +24,55 @@ pub const QUOTA_EXCEEDED: &str = "denying write due to space limit";
 const FIRST_CHUNK: i64 = 1 << 20;
 const MAX_CHUNK: i64 = 64 << 20;
 
-/// Usage deltas waiting for the next heartbeat.
+/// Usage deltas waiting for the next heartbeat: changes without an upload id
+/// add up per user; the end of an upload stays one entry (counted once by id).
 #[derive(Default)]
 pub struct UsageBatch {
-    pending: Mutex<HashMap<String, (i64, i64)>>,
+    pending: Mutex<Pending>,
 }
 
+/// (per-user sums of changes without an upload id, ends of uploads)
+type Pending = (HashMap<String, (i64, i64)>, Vec<UsageDelta>);
+
 impl UsageBatch {
-    pub fn add(&self, username: &str, size: i64, files: i64) {
+    pub fn add(&self, username: &str, size: i64, files: i64, upload_id: &str) {
         if size == 0 && files == 0 {
             return;
         }
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let e = p.entry(username.to_string()).or_default();
-        e.0 += size;
-        e.1 += files;
+        if upload_id.is_empty() {
+            let e = p.0.entry(username.to_string()).or_default();
+            e.0 += size;
+            e.1 += files;
+        } else {
+            p.1.push(UsageDelta {
+                username: username.to_string(),
+                size_delta: size,
+                files_delta: files,
+                upload_id: upload_id.to_string(),
+            });
+        }
     }
 
     pub fn drain(&self) -> Vec<UsageDelta> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.drain()
-            .filter(|(_, (s, f))| *s != 0 || *f != 0)
-            .map(|(username, (size_delta, files_delta))| UsageDelta {
-                username,
-                size_delta,
-                files_delta,
-            })
-            .collect()
+        let mut out: Vec<UsageDelta> =
+            p.0.drain()
+                .filter(|(_, (s, f))| *s != 0 || *f != 0)
+                .map(|(username, (size_delta, files_delta))| UsageDelta {
+                    username,
+                    size_delta,
+                    files_delta,
+                    upload_id: String::new(),
+                })
+                .collect();
+        out.append(&mut p.1);
+        out
     }
 
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
         for d in deltas {
-            self.add(&d.username, d.size_delta, d.files_delta);
+            self.add(&d.username, d.size_delta, d.files_delta, &d.upload_id);
         }
     }
 }
@@ -144,9 +163,11 @@ impl QuotaAgent {
 
     /// Records a usage change: at once in the ledger for a user with limits
     /// (releasing `reservation`), batched otherwise.
-    async fn settle(&self, reservation: Option<String>, size: i64, files: i64) {
+    async fn settle(&self, reservation: Option<String>, size: i64, files: i64, upload_id: &str) {
         if !self.limited() {
-            self.registry.usage.add(&self.username, size, files);
+            self.registry
+                .usage
+                .add(&self.username, size, files, upload_id);
             return;
         }
         if reservation.is_none() && size == 0 && files == 0 {
@@ -157,30 +178,33 @@ impl QuotaAgent {
             reservation_id: reservation.unwrap_or_default(),
             size_delta: size,
             files_delta: files,
+            upload_id: upload_id.to_string(),
         };
         if let Err(e) = self.control.settle(req).await {
             // The change still reaches the ledger with a heartbeat; the
             // reservation expires with the lease.
             warn!(username = self.username, error = %e, "cannot settle quota, batching it");
-            self.registry.usage.add(&self.username, size, files);
+            self.registry
+                .usage
+                .add(&self.username, size, files, upload_id);
         }
     }
 
     /// A change that needs no reservation (deletes, overwriting renames).
     pub async fn release(&self, size: i64, files: i64) {
-        self.settle(None, size, files).await;
+        self.settle(None, size, files, "").await;
     }
 
     /// A change that may grow usage (truncate up, hard link): reserved
     /// first, so it is refused when it does not fit.
     pub async fn grow(&self, size: i64, files: i64) -> Result<(), QuotaError> {
         if !self.limited() || (size <= 0 && files <= 0) {
-            self.settle(None, size, files).await;
+            self.settle(None, size, files, "").await;
             return Ok(());
         }
         let bytes = if self.quota_size > 0 { size.max(0) } else { 0 };
         let (id, _) = self.reserve(None, 0, bytes, bytes, files.max(0)).await?;
-        self.settle(Some(id), size, files).await;
+        self.settle(Some(id), size, files, "").await;
         Ok(())
     }
 
@@ -207,6 +231,7 @@ impl QuotaAgent {
             reserved = granted;
         }
         Ok(UploadQuota {
+            upload_id: self.control.next_upload_id(),
             agent: self.clone(),
             existed,
             old_size: old_size as i64,
@@ -229,6 +254,8 @@ impl QuotaAgent {
 
 /// The quota side of one upload (one open file handle or SCP file).
 pub struct UploadQuota {
+    /// Fleet-unique; the ledger counts each upload's settle once.
+    pub upload_id: String,
     agent: Arc<QuotaAgent>,
     existed: bool,
     old_size: i64,
@@ -244,6 +271,17 @@ pub struct UploadQuota {
 }
 
 impl UploadQuota {
+    /// What the control plane needs to recover this upload if the edge dies.
+    pub fn recovery(&self, target: &str, temp: Option<&str>, resume: bool) -> UploadRecovery {
+        UploadRecovery {
+            upload_id: self.upload_id.clone(),
+            target_path: target.to_string(),
+            temp_path: temp.unwrap_or_default().to_string(),
+            resume,
+            old_size: if self.existed { self.old_size } else { -1 },
+        }
+    }
+
     /// True once a write was refused: the upload is removed when it ends.
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
@@ -307,9 +345,87 @@ impl UploadQuota {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.agent
-            .settle(reservation, size_delta, files_delta)
+            .settle(reservation, size_delta, files_delta, &self.upload_id)
             .await;
     }
+}
+
+/// Recovers the uploads a vanished edge left open (sent by the control
+/// plane): the temporary file of an atomic upload is removed, or moved onto
+/// the target in mode 2, and the real change of each upload is settled once.
+pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
+    let username = cmd.username.clone();
+    let fs = match crate::vfs::LocalFs::open(std::path::Path::new(&cmd.home_dir), None) {
+        Ok(fs) => fs,
+        Err(e) => {
+            warn!(username, error = %e, "cannot open a home to recover uploads");
+            return;
+        }
+    };
+    for u in cmd.uploads {
+        let fs = fs.clone();
+        let up = u.clone();
+        let left = tokio::task::spawn_blocking(move || recover_files(&fs, &up)).await;
+        let final_size = match left {
+            Ok(Ok(size)) => size,
+            Ok(Err(e)) => {
+                warn!(
+                    username,
+                    upload = u.target_path,
+                    error = e,
+                    "cannot recover an upload"
+                );
+                continue;
+            }
+            Err(e) => {
+                warn!(username, error = %e, "upload recovery failed");
+                continue;
+            }
+        };
+        let existed = u.old_size >= 0;
+        let req = SettleRequest {
+            username: username.clone(),
+            reservation_id: String::new(),
+            size_delta: final_size.map_or(0, |s| s as i64) - u.old_size.max(0),
+            files_delta: i64::from(final_size.is_some()) - i64::from(existed),
+            upload_id: u.upload_id.clone(),
+        };
+        match control.settle(req).await {
+            Ok(()) => tracing::info!(
+                username,
+                upload = u.target_path,
+                "upload of a vanished edge recovered"
+            ),
+            Err(e) => warn!(username, error = %e, "cannot settle a recovered upload"),
+        }
+    }
+}
+
+/// The file side of a recovery; returns the target's size afterwards.
+fn recover_files(fs: &crate::vfs::LocalFs, u: &UploadRecovery) -> Result<Option<u64>, String> {
+    let target = fs
+        .resolve_nofollow(&u.target_path)
+        .map_err(|e| e.to_string())?;
+    if !u.temp_path.is_empty() {
+        // Only ever touch our own temporary names.
+        if !ferry_proto::vpath::base_name(&u.temp_path).starts_with(crate::sftp::TEMP_PREFIX) {
+            return Err(format!("{:?} is not a temporary upload", u.temp_path));
+        }
+        let temp = fs
+            .resolve_nofollow(&u.temp_path)
+            .map_err(|e| e.to_string())?;
+        let done = if u.resume {
+            std::fs::rename(&temp, &target)
+        } else {
+            std::fs::remove_file(&temp)
+        };
+        match done {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(crate::vfs::file_size(&target))
 }
 
 #[cfg(test)]
@@ -319,15 +435,21 @@ mod tests {
     #[test]
     fn batches_add_up_and_survive_a_failed_send() {
         let b = UsageBatch::default();
-        b.add("a", 10, 1);
-        b.add("a", -4, 0);
-        b.add("b", 0, 0);
+        b.add("a", 10, 1, "");
+        b.add("a", -4, 0, "");
+        b.add("b", 0, 0, "");
         let d = b.drain();
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].size_delta, d[0].files_delta), (6, 1));
         assert!(b.drain().is_empty());
         b.restore(d);
-        b.add("a", 1, 0);
-        assert_eq!(b.drain()[0].size_delta, 7);
+        b.add("a", 1, 0, "");
+        // Ends of uploads stay apart, with their ids.
+        b.add("a", 5, 1, "i:1");
+        b.add("a", 5, 1, "i:2");
+        let d = b.drain();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].size_delta, 7);
+        assert_eq!(d[2].upload_id, "i:2");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_proto::edge::v1::{ConnectionOpened, ConnectionStatus, Transfer};
+use ferry_proto::edge::v1::{ConnectionOpened, ConnectionStatus, Transfer, UploadRecovery};
 use russh::Disconnect;
 
 pub fn now_ms() -> i64 {
@@ -32,6 +32,8 @@ pub struct TransferState {
     pub path: String,
     pub start_ms: i64,
     pub size: AtomicI64,
+    /// For uploads: how to recover it if this edge dies.
+    pub recovery: Option<UploadRecovery>,
 }
 
 /// A live connection (one SFTP channel).
@@ -53,6 +55,7 @@ impl Connection {
         &self,
         operation: &'static str,
         path: String,
+        recovery: Option<UploadRecovery>,
     ) -> (u64, Arc<TransferState>) {
         let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(TransferState {
@@ -60,6 +63,7 @@ impl Connection {
             path,
             start_ms: now_ms(),
             size: AtomicI64::new(0),
+            recovery,
         });
         lock(&self.transfers).insert(id, t.clone());
         (id, t)
@@ -80,6 +84,7 @@ impl Connection {
                     path: t.path.clone(),
                     start_time_ms: t.start_ms,
                     size: t.size.load(Ordering::Relaxed),
+                    recovery: t.recovery.clone(),
                 })
                 .collect(),
         }

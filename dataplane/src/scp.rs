@@ -421,7 +421,11 @@ impl Sink<'_> {
             let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
         }
         send(self.tx, &b"\0"[..]).await?;
-        let (tid, transfer) = self.ctx.conn.begin_transfer("upload", vp.to_string());
+        let (tid, transfer) = self.ctx.conn.begin_transfer(
+            "upload",
+            vp.to_string(),
+            Some(ticket.recovery(vp, None, false)),
+        );
         let mut file = tokio::fs::File::from_std(file);
         let mut left = size;
         let mut buf = vec![0u8; CHUNK];
@@ -619,7 +623,10 @@ impl Source<'_> {
         )
         .await?;
         read_ack(r).await?;
-        let (tid, transfer) = self.ctx.conn.begin_transfer("download", vp.to_string());
+        let (tid, transfer) = self
+            .ctx
+            .conn
+            .begin_transfer("download", vp.to_string(), None);
         let mut file = tokio::fs::File::from_std(file);
         let mut left = size;
         let mut failed = None;

@@ -489,7 +489,19 @@ impl SftpSession {
             None
         };
         let op = if write { "upload" } else { "download" };
-        let transfer = self.conn.begin_transfer(op, vp.clone());
+        let recovery = quota.as_ref().map(|q| {
+            let temp = atomic.as_ref().map(|a| {
+                let name = a
+                    .temp
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                vpath::clean(vpath::parent(&vp), &name)
+            });
+            let resume = self.upload_mode == UploadMode::AtomicResume;
+            q.recovery(&vp, temp.as_deref(), resume && atomic.is_some())
+        });
+        let transfer = self.conn.begin_transfer(op, vp.clone(), recovery);
         self.conn.touch();
         let handle = self.add_handle(OpenHandle::File {
             file: Arc::new(file),

@@ -170,6 +170,11 @@ impl Topology {
 
     /// Like [`Topology::split`] with extra control-plane arguments.
     pub fn split_with(edges: usize, cp_args: &[&str]) -> Result<Self> {
+        Self::split_full(edges, cp_args, &[])
+    }
+
+    /// Like [`Topology::split_with`], with extra environment for every edge.
+    pub fn split_full(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (http_port, grpc_port) = (free_port(), free_port());
         let mut cmd = Command::new(bin("ferry"));
@@ -194,7 +199,8 @@ impl Topology {
                 .arg(addr(port).to_string())
                 .arg("--edge-id")
                 .arg(format!("edge-{i}"))
-                .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
+                .env("FERRY_EDGE_TOKEN", EDGE_TOKEN)
+                .envs(edge_env.iter().copied());
             procs.push(Proc::spawn(cmd, dir.path().join(format!("edge-{i}.log")))?);
             sftp_ports.push(port);
         }

@@ -410,3 +410,108 @@ fn openssh_extensions_df_ln_and_cp() {
         .collect();
     assert_eq!(nums.first(), Some(&"10"), "{out}");
 }
+
+fn temp_uploads(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".ferry-upload."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An edge killed with SIGKILL in the middle of an atomic upload: within
+/// the lease TTL its session slot and quota reservation are free again, the
+/// control plane has another edge remove the temporary file, and the ledger
+/// still equals the disk.
+#[test]
+fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
+    let mut t = Topology::split_full(
+        2,
+        &["--lease-ttl", "3"],
+        &[("FERRY_COMMON__UPLOAD_MODE", "1")],
+    )
+    .unwrap();
+    let api = t.api();
+    let home = t.home("kim");
+    let quota: i64 = 3 << 20;
+    let mut u = user_json("kim", "kim-pw", &home);
+    u["quota_size"] = json!(quota);
+    u["max_sessions"] = json!(1);
+    // Slow enough to be killed mid-way: 1 MiB at 100 KB/s.
+    u["upload_bandwidth"] = json!(100);
+    api.add_user(u);
+    let c = pw("kim-pw");
+    let (edge0, edge1) = (t.sftp_ports[0], t.sftp_ports[1]);
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 1 << 20);
+
+    let uploader = {
+        let (c, f) = (c.clone(), f.clone());
+        std::thread::spawn(move || sftp1(edge0, "kim", &c, &format!("put {f} big")).0)
+    };
+    // Wait until the upload is under way and the control plane heard of it.
+    let seen = wait_for(Duration::from_secs(20), || {
+        let transfers = api
+            .connections()
+            .iter()
+            .flat_map(|c| {
+                c["active_transfers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .count();
+        (transfers > 0 && !temp_uploads(&home).is_empty()).then_some(())
+    });
+    assert!(seen.is_some(), "upload not seen:\n{}", t.logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !sftp1(edge1, "kim", &c, "pwd").0,
+        "max_sessions=1 holds across edges"
+    );
+    let killed = Instant::now();
+    t.kill_edge(0);
+    assert!(!uploader.join().unwrap(), "the upload died with its edge");
+    assert!(
+        !home.join("big").exists(),
+        "atomic: the target never appeared"
+    );
+
+    // The session slot comes back after the TTL.
+    let back = wait_for(Duration::from_secs(30), || {
+        sftp1(edge1, "kim", &c, "pwd").0.then_some(())
+    });
+    assert!(back.is_some(), "lease not freed:\n{}", t.logs());
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "not before the TTL"
+    );
+    // The temporary file is removed by the surviving edge.
+    let cleaned = wait_for(Duration::from_secs(30), || {
+        temp_uploads(&home).is_empty().then_some(())
+    });
+    assert!(cleaned.is_some(), "temporary upload left:\n{}", t.logs());
+    assert!(
+        t.logs().contains("upload of a vanished edge recovered"),
+        "{}",
+        t.logs()
+    );
+    assert_eq!(api.usage("kim"), (0, 0));
+    assert_eq!(disk_usage(&home), (0, 0));
+
+    // The dead upload's reservation is gone too: the whole quota fits.
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/kim",
+        Some(&json!({"home_dir": home, "permissions": {"/": ["*"]}, "quota_size": quota, "max_sessions": 1})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let full = local(src.path(), "full", quota as usize);
+    let (ok, out) = sftp1(edge1, "kim", &c, &format!("put {full} full"));
+    assert!(ok, "{out}\n{}", t.logs());
+    assert_eq!(api.usage("kim"), (quota, 1));
+    assert_eq!(disk_usage(&home), (quota, 1));
+}
