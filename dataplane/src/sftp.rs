@@ -54,8 +54,9 @@ fn fail(code: StatusCode, msg: impl Into<String>) -> (StatusCode, String) {
 impl From<FsError> for (StatusCode, String) {
     fn from(e: FsError) -> Self {
         match e {
-            FsError::NotFound => fail(StatusCode::NoSuchFile, "no such file or directory"),
-            FsError::PermissionDenied => fail(StatusCode::PermissionDenied, "permission denied"),
+            // OpenSSH's texts: clients and their tests match on them.
+            FsError::NotFound => fail(StatusCode::NoSuchFile, "No such file"),
+            FsError::PermissionDenied => fail(StatusCode::PermissionDenied, "Permission denied"),
             FsError::Failure(m) => fail(StatusCode::Failure, m),
             FsError::Unsupported(m) => fail(StatusCode::OpUnsupported, m),
         }
@@ -67,7 +68,7 @@ fn io_fail(e: std::io::Error) -> (StatusCode, String) {
 }
 
 fn denied() -> (StatusCode, String) {
-    fail(StatusCode::PermissionDenied, "permission denied")
+    fail(StatusCode::PermissionDenied, "Permission denied")
 }
 
 impl From<Denial> for (StatusCode, String) {
@@ -397,12 +398,12 @@ impl SftpSession {
                 }
                 Some(_) => self.check(Operation::Overwrite { path: &vp })?,
                 None if !flags.contains(OpenFlags::CREATE) => {
-                    return Err(fail(StatusCode::NoSuchFile, "no such file or directory"));
+                    return Err(fail(StatusCode::NoSuchFile, "No such file"));
                 }
                 None => self.check(Operation::Upload { path: &vp })?,
             }
         } else if meta.is_none() {
-            return Err(fail(StatusCode::NoSuchFile, "no such file or directory"));
+            return Err(fail(StatusCode::NoSuchFile, "No such file"));
         }
         let mode = attrs.permissions.map_or(0o666, |p| p & 0o777);
         // Atomic modes write to a temporary name beside the target; an
@@ -946,8 +947,20 @@ impl SftpSession {
         self.check_path(&vtarget)?;
         let link_real = self.fs.resolve_nofollow(&vlink)?;
         let target_real = self.fs.resolve(&vtarget)?;
-        blocking(move || std::os::unix::fs::symlink(&target_real, &link_real).map_err(io_fail))
-            .await?;
+        // A relative target that stays inside the home is kept as written
+        // (the link keeps working if the tree moves, and readlink returns
+        // what the client wrote); anything else points at the real path.
+        let link_dir_depth = link_real
+            .parent()
+            .and_then(|d| self.fs.to_virtual(d))
+            .map(|v| v.split('/').filter(|c| !c.is_empty()).count());
+        let stored = match link_dir_depth {
+            Some(depth) if !target.starts_with('/') && stays_below(depth, target) => {
+                PathBuf::from(target)
+            }
+            _ => target_real,
+        };
+        blocking(move || std::os::unix::fs::symlink(&stored, &link_real).map_err(io_fail)).await?;
         Ok(ok(id))
     }
 
@@ -1253,6 +1266,22 @@ impl SftpSession {
     }
 }
 
+/// True when the relative path `rel`, taken from a directory `depth` levels
+/// below the root, never climbs above the root.
+fn stays_below(mut depth: usize, rel: &str) -> bool {
+    for comp in rel.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
 fn apply_attrs(
     real: &Path,
     file: Option<&File>,
@@ -1488,4 +1517,19 @@ pub fn running_as_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stays_below;
+
+    #[test]
+    fn relative_symlink_targets_must_stay_inside() {
+        assert!(stays_below(0, "f"));
+        assert!(stays_below(1, "../f"));
+        assert!(stays_below(1, "./a/../../f"));
+        assert!(!stays_below(0, "../f"));
+        assert!(!stays_below(2, "../../../etc/passwd"));
+        assert!(stays_below(2, "a/b/../../../x"));
+    }
 }

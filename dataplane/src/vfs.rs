@@ -156,6 +156,7 @@ impl LocalFs {
     /// the home.
     pub fn read_link_virtual(&self, link_real: &Path) -> Result<String, FsError> {
         let target = std::fs::read_link(link_real)?;
+        let relative = target.is_relative().then(|| target.clone());
         let absolute = if target.is_absolute() {
             target
         } else {
@@ -172,7 +173,14 @@ impl LocalFs {
                 c => norm.push(c),
             }
         }
-        self.to_virtual(&norm).ok_or(FsError::PermissionDenied)
+        let virtual_target = self.to_virtual(&norm).ok_or(FsError::PermissionDenied)?;
+        // A relative link inside the home reads back as written.
+        Ok(
+            match relative.and_then(|r| r.to_str().map(str::to_string)) {
+                Some(r) => r,
+                None => virtual_target,
+            },
+        )
     }
 }
 
