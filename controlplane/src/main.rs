@@ -148,7 +148,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let edge = match sftp_bind {
-        Some((sftp_bind, (proxy, upload_mode))) => {
+        Some((sftp_bind, (proxy, fs))) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -163,7 +163,7 @@ async fn run() -> anyhow::Result<()> {
                         sftp_bind,
                         edge_id: None,
                         proxy,
-                        upload_mode,
+                        fs,
                     },
                     stop(),
                 )

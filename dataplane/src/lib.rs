@@ -34,8 +34,8 @@ pub struct EdgeOptions {
     pub edge_id: Option<String>,
     /// PROXY protocol policy of the SFTP listener.
     pub proxy: proxy::ProxyPolicy,
-    /// How uploads land (`common.upload_mode`).
-    pub upload_mode: sftp::UploadMode,
+    /// How uploads land, setstat and umask (`common.*`).
+    pub fs: sftp::FsSettings,
 }
 
 /// Edge settings shared by `ferry-edge` and `ferry serve`, with SFTPGo's
@@ -49,15 +49,37 @@ pub struct EdgeArgs {
     /// is kept under the target name for resume.
     #[arg(long, env = "FERRY_COMMON__UPLOAD_MODE", default_value_t = 0)]
     pub upload_mode: u8,
+    /// What SETSTAT does with mode, owner and times: 0 applies them, 1
+    /// accepts and ignores them (truncation still applies), 2 ignores them
+    /// only where the storage cannot do them.
+    #[arg(long, env = "FERRY_COMMON__SETSTAT_MODE", default_value_t = 0)]
+    pub setstat_mode: u8,
+    /// Octal umask for new files and directories (e.g. 022); empty keeps the
+    /// process umask.
+    #[arg(long, env = "FERRY_COMMON__UMASK", default_value = "")]
+    pub umask: String,
 }
 
 impl EdgeArgs {
-    /// Validated settings: (PROXY policy, upload mode).
-    pub fn settings(&self) -> anyhow::Result<(proxy::ProxyPolicy, sftp::UploadMode)> {
+    /// Validated settings: (PROXY policy, storage settings).
+    pub fn settings(&self) -> anyhow::Result<(proxy::ProxyPolicy, sftp::FsSettings)> {
         let proxy = self.proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
-        let upload =
+        let upload_mode =
             sftp::UploadMode::from_setting(self.upload_mode).map_err(|e| anyhow::anyhow!(e))?;
-        Ok((proxy, upload))
+        let setstat_mode =
+            sftp::SetstatMode::from_setting(self.setstat_mode).map_err(|e| anyhow::anyhow!(e))?;
+        let umask = match self.umask.trim() {
+            "" => None,
+            text => Some(sftp::parse_umask(text).map_err(|e| anyhow::anyhow!(e))?),
+        };
+        Ok((
+            proxy,
+            sftp::FsSettings {
+                upload_mode,
+                setstat_mode,
+                umask,
+            },
+        ))
     }
 }
 
@@ -126,12 +148,7 @@ pub async fn start_edge(
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
-    let ctx = Arc::new(ssh::EdgeContext::new(
-        control,
-        registry,
-        config,
-        opts.upload_mode,
-    ));
+    let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config, opts.fs));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
     let task = tokio::spawn(ssh::accept_loop(
         listener,

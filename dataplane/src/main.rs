@@ -51,7 +51,7 @@ async fn run() -> anyhow::Result<()> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
-    let (proxy, upload_mode) = cli.edge.settings()?;
+    let (proxy, fs) = cli.edge.settings()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(
         ferry_dataplane::EdgeOptions {
@@ -60,7 +60,7 @@ async fn run() -> anyhow::Result<()> {
             sftp_bind: cli.sftp_bind,
             edge_id: cli.edge_id,
             proxy,
-            upload_mode,
+            fs,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

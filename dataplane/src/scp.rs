@@ -89,6 +89,7 @@ pub struct ScpContext {
     pub rules: Arc<UserPolicy>,
     pub owner: Option<(u32, u32)>,
     pub conn: Arc<Connection>,
+    pub settings: crate::sftp::FsSettings,
 }
 
 type Tx = russh::ChannelWriteHalf<Msg>;
@@ -349,6 +350,7 @@ impl Sink<'_> {
                 std::os::unix::fs::DirBuilderExt::mode(&mut b, mode & 0o777);
                 b.create(&real)
                     .map_err(|e| ScpError::fatal(format!("{vp}: {}", FsError::from(e))))?;
+                self.ctx.settings.apply_umask(&real, mode & 0o777);
                 if let Some((uid, gid)) = self.ctx.owner {
                     let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
                 }
@@ -370,6 +372,7 @@ impl Sink<'_> {
             .rules
             .allows(Operation::Chtimes { path: vp })
             .is_err()
+            || self.ctx.settings.setstat_mode == crate::sftp::SetstatMode::Ignore
         {
             return;
         }
@@ -417,6 +420,9 @@ impl Sink<'_> {
                 return Err(fs_err(vp, FsError::from(e)));
             }
         };
+        if created {
+            self.ctx.settings.apply_umask(&real, mode & 0o777);
+        }
         if created && let Some((uid, gid)) = self.ctx.owner {
             let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
         }

@@ -122,6 +122,61 @@ impl UploadMode {
     }
 }
 
+/// SFTPGo's `common.setstat_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetstatMode {
+    /// 0: chmod, chown and chtimes are applied.
+    #[default]
+    Apply,
+    /// 1: they are accepted and silently ignored (truncation still applies).
+    Ignore,
+    /// 2: ignored only where the storage cannot do them; on local disk as 0.
+    IgnoreUnsupported,
+}
+
+impl SetstatMode {
+    pub fn from_setting(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(SetstatMode::Apply),
+            1 => Ok(SetstatMode::Ignore),
+            2 => Ok(SetstatMode::IgnoreUnsupported),
+            n => Err(format!("setstat_mode must be 0, 1 or 2, got {n}")),
+        }
+    }
+}
+
+/// How an edge writes to storage (SFTPGo's `common` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsSettings {
+    pub upload_mode: UploadMode,
+    pub setstat_mode: SetstatMode,
+    /// Bits cleared from the mode of new files and directories; None keeps
+    /// the process umask.
+    pub umask: Option<u32>,
+}
+
+impl FsSettings {
+    /// Applies the configured umask to a path just created with `mode`.
+    pub fn apply_umask(&self, path: &Path, mode: u32) {
+        if let Some(mask) = self.umask
+            && let Err(e) = std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(mode & !mask & 0o7777),
+            )
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot apply umask");
+        }
+    }
+}
+
+/// Parses an octal umask such as `022` or `0077`.
+pub fn parse_umask(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("umask must be octal between 000 and 777, got {text:?}"))
+}
+
 /// Prefix of temporary upload names (atomic modes).
 pub const TEMP_PREFIX: &str = ".ferry-upload.";
 
@@ -161,7 +216,7 @@ pub struct SftpSession {
     conn: Arc<Connection>,
     handles: Mutex<HashMap<String, Arc<OpenHandle>>>,
     next_handle: AtomicU64,
-    upload_mode: UploadMode,
+    settings: FsSettings,
 }
 
 fn attrs_of(meta: &Metadata) -> FileAttributes {
@@ -265,7 +320,7 @@ impl SftpSession {
         rules: Arc<UserPolicy>,
         owner: Option<(u32, u32)>,
         conn: Arc<Connection>,
-        upload_mode: UploadMode,
+        settings: FsSettings,
     ) -> Self {
         Self {
             fs,
@@ -274,7 +329,7 @@ impl SftpSession {
             conn,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            upload_mode,
+            settings,
         }
     }
 
@@ -338,7 +393,7 @@ impl SftpSession {
             {
                 self.conn.end_transfer(transfer.0);
                 let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
-                let resume = self.upload_mode == UploadMode::AtomicResume && !over;
+                let resume = self.settings.upload_mode == UploadMode::AtomicResume && !over;
                 let (written, target) =
                     (written.clone(), atomic.as_ref().map(|a| a.target.clone()));
                 // What is left under the target name once cleaned up.
@@ -409,19 +464,20 @@ impl SftpSession {
         // Atomic modes write to a temporary name beside the target; an
         // existing target that is not truncated (resume, append) moves there
         // first so the client continues where it was.
-        let atomic = (write && !read && self.upload_mode != UploadMode::Direct).then(|| {
-            let name = real
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            AtomicUpload {
-                temp: real.with_file_name(format!(
-                    "{TEMP_PREFIX}{:016x}.{name}",
-                    rand::random::<u64>()
-                )),
-                target: real.clone(),
-            }
-        });
+        let atomic =
+            (write && !read && self.settings.upload_mode != UploadMode::Direct).then(|| {
+                let name = real
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                AtomicUpload {
+                    temp: real.with_file_name(format!(
+                        "{TEMP_PREFIX}{:016x}.{name}",
+                        rand::random::<u64>()
+                    )),
+                    target: real.clone(),
+                }
+            });
         let keep_existing = meta.is_some() && !flags.contains(OpenFlags::TRUNCATE);
         let open_path = atomic
             .as_ref()
@@ -469,6 +525,7 @@ impl SftpSession {
                 let f = o.open(&open_path).map_err(io_fail)?;
                 if created {
                     this.chown_new(&open_path);
+                    this.settings.apply_umask(&open_path, mode);
                 }
                 Ok(f)
             })
@@ -499,7 +556,7 @@ impl SftpSession {
                     .unwrap_or_default();
                 vpath::clean(vpath::parent(&vp), &name)
             });
-            let resume = self.upload_mode == UploadMode::AtomicResume;
+            let resume = self.settings.upload_mode == UploadMode::AtomicResume;
             q.recovery(&vp, temp.as_deref(), resume && atomic.is_some())
         });
         let transfer = self.conn.begin_transfer(op, vp.clone(), recovery);
@@ -713,6 +770,15 @@ impl SftpSession {
         handle: Option<Arc<OpenHandle>>,
     ) -> Reply {
         let vp = vpath::clean("/", path);
+        let mut attrs = attrs;
+        if self.settings.setstat_mode == SetstatMode::Ignore {
+            // Accepted and ignored; only a truncation is still applied.
+            attrs.permissions = None;
+            attrs.uid = None;
+            attrs.gid = None;
+            attrs.atime = None;
+            attrs.mtime = None;
+        }
         self.check_setstat(&vp, &attrs)?;
         self.check_path(&vp)?;
         let real = self.fs.resolve(&vp)?;
@@ -847,11 +913,13 @@ impl SftpSession {
         let real = self.fs.resolve_nofollow(&vp)?;
         let mode = attrs.permissions.map_or(0o777, |p| p & 0o777);
         let owner = self.owner;
+        let settings = self.settings;
         blocking(move || {
             std::fs::DirBuilder::new()
                 .mode(mode)
                 .create(&real)
                 .map_err(io_fail)?;
+            settings.apply_umask(&real, mode);
             if let Some((uid, gid)) = owner {
                 let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
             }

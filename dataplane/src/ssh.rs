@@ -40,7 +40,7 @@ pub struct EdgeContext {
     ssh_config: std::sync::Mutex<Option<(Arc<EdgeConfig>, Arc<russh::server::Config>)>>,
     next_session: AtomicU64,
     as_root: bool,
-    upload_mode: crate::sftp::UploadMode,
+    fs: crate::sftp::FsSettings,
 }
 
 impl EdgeContext {
@@ -48,7 +48,7 @@ impl EdgeContext {
         control: ControlClient,
         registry: Arc<Registry>,
         config: watch::Receiver<Option<Arc<EdgeConfig>>>,
-        upload_mode: crate::sftp::UploadMode,
+        fs: crate::sftp::FsSettings,
     ) -> Self {
         Self {
             control,
@@ -57,7 +57,7 @@ impl EdgeContext {
             ssh_config: std::sync::Mutex::new(None),
             next_session: AtomicU64::new(1),
             as_root: crate::sftp::running_as_root(),
-            upload_mode,
+            fs,
         }
     }
 
@@ -385,7 +385,7 @@ impl SshHandler {
             opened.rules.clone(),
             opened.owner,
             opened.conn.clone(),
-            self.ctx.upload_mode,
+            self.ctx.fs,
         ));
         self.spawn_connection(&opened, "sftp", crate::sftp::serve(channel, session));
         Ok(())
@@ -403,6 +403,7 @@ impl SshHandler {
                 rules: opened.rules.clone(),
                 owner: opened.owner,
                 conn: opened.conn.clone(),
+                settings: self.ctx.fs,
             };
             self.spawn_connection(&opened, "scp", crate::scp::run(channel, args, ctx));
             return Ok(());

@@ -515,3 +515,91 @@ fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
     assert_eq!(api.usage("kim"), (quota, 1));
     assert_eq!(disk_usage(&home), (quota, 1));
 }
+
+/// `common.setstat_mode` 1 accepts chmod/chtimes and ignores them;
+/// `common.umask` shapes the mode of what SFTP and SCP create.
+#[test]
+fn setstat_mode_and_umask() {
+    let env = [
+        ("FERRY_COMMON__SETSTAT_MODE".to_string(), "1".to_string()),
+        ("FERRY_COMMON__UMASK".to_string(), "027".to_string()),
+    ];
+    let t = Topology::serve_with(&env).unwrap();
+    let home = t.home("sue");
+    t.api().add_user(user_json("sue", "sue-pw", &home));
+    let (port, c) = (t.sftp_port(), pw("sue-pw"));
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 100);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+
+    let out = sftp_batch(
+        port,
+        "sue",
+        &c,
+        &format!("put {f} f\nmkdir d\nchmod 777 f\n"),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        mode(&home.join("f")),
+        0o640,
+        "umask 027 on a new file; chmod ignored"
+    );
+    assert_eq!(mode(&home.join("d")), 0o750, "umask 027 on a new directory");
+    let out = scp(
+        port,
+        &c,
+        &[
+            "-O".into(),
+            "-p".into(),
+            f.clone(),
+            "sue@127.0.0.1:g".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(mode(&home.join("g")), 0o640);
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+    let out = sftp_batch(port, "sue", &c, &format!("put -p {f} h\n"), &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_ne!(
+        mtime(&home.join("h")),
+        mtime(Path::new(&f)),
+        "times ignored"
+    );
+
+    // Bad values stop the start with the setting named.
+    for (key, value, needle) in [
+        ("FERRY_COMMON__UMASK", "999", "umask"),
+        ("FERRY_COMMON__SETSTAT_MODE", "5", "setstat_mode"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(bin("ferry"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--http-bind",
+                "127.0.0.1:0",
+                "--grpc-bind",
+                "127.0.0.1:0",
+                "--sftp-bind",
+                "127.0.0.1:0",
+            ])
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{}",
+            describe(&out)
+        );
+    }
+}
