@@ -113,7 +113,10 @@ async fn run() -> anyhow::Result<()> {
             common,
             sftp_bind,
             edge,
-        } => (common, Some((sftp_bind, edge.settings()?))),
+        } => (
+            common,
+            Some((sftp_bind, edge.settings()?, edge.idle_timeout())),
+        ),
         Command::Controlplane { common } => (common, None),
         Command::Initprovider { data_dir } => {
             std::fs::create_dir_all(&data_dir)
@@ -148,7 +151,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let edge = match sftp_bind {
-        Some((sftp_bind, (proxy, fs))) => {
+        Some((sftp_bind, (proxy, fs), idle_timeout)) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -164,6 +167,7 @@ async fn run() -> anyhow::Result<()> {
                         edge_id: None,
                         proxy,
                         fs,
+                        idle_timeout,
                     },
                     stop(),
                 )

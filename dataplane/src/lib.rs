@@ -36,6 +36,8 @@ pub struct EdgeOptions {
     pub proxy: proxy::ProxyPolicy,
     /// How uploads land, setstat and umask (`common.*`).
     pub fs: sftp::FsSettings,
+    /// Sessions without activity this long are closed (None: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Edge settings shared by `ferry-edge` and `ferry serve`, with SFTPGo's
@@ -58,9 +60,18 @@ pub struct EdgeArgs {
     /// process umask.
     #[arg(long, env = "FERRY_COMMON__UMASK", default_value = "")]
     pub umask: String,
+    /// Minutes without requests or transfers after which a session is
+    /// closed (SSH keepalives do not count); 0 disables.
+    #[arg(long, env = "FERRY_COMMON__IDLE_TIMEOUT", default_value_t = 15)]
+    pub idle_timeout: u64,
 }
 
 impl EdgeArgs {
+    /// The idle timeout (None when 0).
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout > 0).then(|| std::time::Duration::from_secs(self.idle_timeout * 60))
+    }
+
     /// Validated settings: (PROXY policy, storage settings).
     pub fn settings(&self) -> anyhow::Result<(proxy::ProxyPolicy, sftp::FsSettings)> {
         let proxy = self.proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
@@ -148,6 +159,17 @@ pub async fn start_edge(
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
+    if let Some(timeout) = opts.idle_timeout {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let every = (timeout / 4).min(std::time::Duration::from_secs(30));
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                registry.disconnect_idle(timeout);
+            }
+        });
+    }
     let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config, opts.fs));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
     let task = tokio::spawn(ssh::accept_loop(

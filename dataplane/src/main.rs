@@ -61,6 +61,7 @@ async fn run() -> anyhow::Result<()> {
             edge_id: cli.edge_id,
             proxy,
             fs,
+            idle_timeout: cli.edge.idle_timeout(),
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

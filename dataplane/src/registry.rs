@@ -24,6 +24,7 @@ struct Session {
     username: String,
     lease_id: String,
     handle: russh::server::Handle,
+    started_ms: i64,
 }
 
 /// One transfer in progress.
@@ -115,6 +116,7 @@ impl Registry {
                 username: username.to_string(),
                 lease_id: lease_id.to_string(),
                 handle,
+                started_ms: now_ms(),
             },
         );
     }
@@ -170,7 +172,45 @@ impl Registry {
         (statuses, leases)
     }
 
+    /// Sessions with no request and no transfer on any of their channels for
+    /// longer than `timeout` (SSH keepalives do not count).
+    pub fn idle_sessions(&self, timeout: std::time::Duration) -> Vec<u64> {
+        let now = now_ms();
+        let mut last: HashMap<u64, i64> = lock(&self.sessions)
+            .iter()
+            .map(|(id, s)| (*id, s.started_ms))
+            .collect();
+        for c in lock(&self.connections).values() {
+            let active = if lock(&c.transfers).is_empty() {
+                c.last_activity.load(Ordering::Relaxed)
+            } else {
+                now
+            };
+            if let Some(l) = last.get_mut(&c.session) {
+                *l = (*l).max(active);
+            }
+        }
+        let limit = timeout.as_millis() as i64;
+        last.into_iter()
+            .filter(|(_, l)| now - l > limit)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Ends the idle sessions (SFTPGo's `idle_timeout`).
+    pub fn disconnect_idle(&self, timeout: std::time::Duration) {
+        let ids = self.idle_sessions(timeout);
+        if !ids.is_empty() {
+            tracing::info!(sessions = ids.len(), "closing idle sessions");
+            self.disconnect_sessions_with(ids, "idle timeout");
+        }
+    }
+
     fn disconnect_sessions(&self, ids: Vec<u64>) {
+        self.disconnect_sessions_with(ids, "disconnected by an administrator");
+    }
+
+    fn disconnect_sessions_with(&self, ids: Vec<u64>, reason: &'static str) {
         let handles: Vec<russh::server::Handle> = {
             let sessions = lock(&self.sessions);
             ids.iter()
@@ -180,11 +220,7 @@ impl Registry {
         for h in handles {
             tokio::spawn(async move {
                 let _ = h
-                    .disconnect(
-                        Disconnect::ByApplication,
-                        "disconnected by an administrator".into(),
-                        "en".into(),
-                    )
+                    .disconnect(Disconnect::ByApplication, reason.into(), "en".into())
                     .await;
             });
         }

@@ -25,8 +25,9 @@ use crate::registry::{Registry, now_ms};
 use crate::sftp::SftpSession;
 use crate::vfs::LocalFs;
 
-/// Idle SSH connections are closed after this (SFTPGo's `idle_timeout`).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Connections silent at the SSH level this long are dropped even when the
+/// idle timeout is off (unauthenticated ones never reach the idle checker).
+const SILENT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// SSH flow-control window per channel; large enough for `sftp -R 64 -B 261120`.
 const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 const MAX_AUTH_ATTEMPTS: usize = 6;
@@ -149,7 +150,7 @@ fn build_ssh_config(cfg: &EdgeConfig) -> anyhow::Result<russh::server::Config> {
         maximum_packet_size: 65535,
         preferred: preferred_algorithms(),
         max_auth_attempts: MAX_AUTH_ATTEMPTS,
-        inactivity_timeout: Some(IDLE_TIMEOUT),
+        inactivity_timeout: Some(SILENT_TIMEOUT),
         nodelay: true,
         ..Default::default()
     })

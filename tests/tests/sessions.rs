@@ -66,3 +66,55 @@ fn max_sessions_is_enforced_across_edges_and_freed_when_an_edge_dies() {
     );
     drop(held);
 }
+
+/// `common.idle_timeout` (minutes): a session without requests is closed
+/// even while the client sends SSH keepalives; a session in use stays.
+#[test]
+fn idle_sessions_are_closed_and_keepalives_do_not_count() {
+    let env = [("FERRY_COMMON__IDLE_TIMEOUT".to_string(), "1".to_string())];
+    let t = Topology::serve_with(&env).unwrap();
+    let api = t.api();
+    api.add_user(user_json("ida", "ida-pw", &t.home("ida")));
+    let cred = Cred::Password("ida-pw".into());
+    let port = t.sftp_port();
+
+    let mut idle = OpenSftp::start_with(port, "ida", &cred, &["-oServerAliveInterval=5"]);
+    assert!(idle.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    let mut busy = OpenSftp::start(port, "ida", &cred);
+    assert!(busy.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    let busy_id = {
+        let conns = api.connections();
+        assert_eq!(conns.len(), 2);
+        // The busy session's connection opened second.
+        conns
+            .iter()
+            .max_by_key(|c| c["connection_time"].as_i64())
+            .unwrap()["connection_id"]
+            .clone()
+    };
+    let start = Instant::now();
+    // `ls` sends requests (sftp's `pwd` is answered by the client itself).
+    let closed = wait_for(Duration::from_secs(150), || {
+        busy.send("ls");
+        std::thread::sleep(Duration::from_secs(1));
+        (api.connections().len() < 2).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the idle session was not closed:\n{}",
+        t.logs()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(55),
+        "closed after {:?}, before the timeout",
+        start.elapsed()
+    );
+    let left = api.connections();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["connection_id"], busy_id, "the busy session stays");
+    assert!(busy.wait_exit(Duration::from_millis(100)).is_none());
+    assert!(t.logs().contains("closing idle sessions"));
+    // The idle client notices at its next command.
+    idle.send("ls");
+    assert!(idle.wait_exit(Duration::from_secs(15)).is_some());
+}
