@@ -337,6 +337,13 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
         );
         return Ok(rejected("too many open sessions"));
     };
+    let folders = match state.store.user_folders(user.id).await {
+        Ok(f) => f,
+        Err(e) => {
+            state.fleet.release_lease(&lease_id);
+            return Err(e);
+        }
+    };
     let expires_at_ms = now_ms()
         + expires
             .saturating_duration_since(std::time::Instant::now())
@@ -356,6 +363,7 @@ async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, Sto
         message: String::new(),
         policy: Some(crate::users::session_policy(
             &user,
+            &folders,
             client_ip(&req.remote_address),
         )),
         lease: Some(SessionLease {

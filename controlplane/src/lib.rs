@@ -7,6 +7,7 @@ pub mod admins;
 pub mod bootstrap;
 pub mod filters;
 pub mod fleet;
+pub mod folders;
 pub mod grpc;
 pub mod migrate;
 pub mod passwords;

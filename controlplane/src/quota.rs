@@ -135,15 +135,27 @@ pub async fn settle(state: &AppState, req: SettleRequest) -> Result<(), StoreErr
     let _guard = locks.lock(&req.username).await;
     let changes = req.size_delta != 0 || req.files_delta != 0;
     if changes && locks.first_settle(&req.upload_id) {
-        let added = state
-            .store
-            .add_quota_usage(
-                req.username.clone(),
-                req.size_delta,
-                req.files_delta,
-                now_ms(),
-            )
-            .await;
+        let added = if req.folder.is_empty() {
+            state
+                .store
+                .add_quota_usage(
+                    req.username.clone(),
+                    req.size_delta,
+                    req.files_delta,
+                    now_ms(),
+                )
+                .await
+        } else {
+            state
+                .store
+                .add_folder_quota_usage(
+                    req.folder.clone(),
+                    req.size_delta,
+                    req.files_delta,
+                    now_ms(),
+                )
+                .await
+        };
         if let Err(e) = added {
             locks.unsettle(&req.upload_id);
             return Err(e);
@@ -167,6 +179,7 @@ pub async fn apply_batch(state: &AppState, u: UsageDelta) {
         size_delta: u.size_delta,
         files_delta: u.files_delta,
         upload_id: u.upload_id,
+        folder: u.folder,
     };
     if let Err(e) = settle(state, req).await {
         tracing::warn!(username, error = %e, "cannot apply a batched quota update");
@@ -177,8 +190,16 @@ pub async fn apply_batch(state: &AppState, u: UsageDelta) {
 /// run periodically.
 pub async fn recover_orphans(state: &AppState) {
     for (username, uploads) in state.fleet.due_orphans() {
-        let home_dir = match state.store.user(username.clone()).await {
-            Ok(u) => u.data.home_dir,
+        let found = match state.store.user(username.clone()).await {
+            Ok(u) => state
+                .store
+                .user_folders(u.id)
+                .await
+                .map(|f| (u.data.home_dir, crate::users::virtual_folders(&f))),
+            Err(e) => Err(e),
+        };
+        let (home_dir, virtual_folders) = match found {
+            Ok(found) => found,
             Err(StoreError::NotFound) => continue,
             Err(e) => {
                 tracing::warn!(username, error = %e, "cannot recover uploads yet");
@@ -192,6 +213,7 @@ pub async fn recover_orphans(state: &AppState) {
                 username: username.clone(),
                 home_dir,
                 uploads: uploads.clone(),
+                virtual_folders,
             })),
         };
         if state.fleet.send_to_any_edge(msg) {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
+use crate::folders::{FolderInput, FolderView};
 use crate::store::{Order, StoreError, now_ms};
 use crate::users::{UserInput, UserView};
 
@@ -70,6 +71,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
             StoreError::AlreadyExists(m) => ApiError::new(ErrorCode::AlreadyExists, m),
+            StoreError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = m, "database unavailable");
                 ApiError::new(ErrorCode::Unavailable, "the database is unavailable")
@@ -186,6 +188,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v2/users/{username}",
             get(get_user).put(update_user).delete(delete_user),
+        )
+        .route("/api/v2/folders", get(list_folders).post(add_folder))
+        .route(
+            "/api/v2/folders/{name}",
+            get(get_folder).put(update_folder).delete(delete_folder),
         )
         .route("/api/v2/admins", get(list_admins).post(add_admin))
         .route(
@@ -360,7 +367,12 @@ async fn list_users(
     admin.require("view_users")?;
     let (offset, limit, order) = query(params)?.parse()?;
     let rows = state.store.users(offset, limit, order).await?;
-    Ok(Json(rows.iter().map(UserView::from).collect()))
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let folders = state.store.user_folders(row.id).await?;
+        out.push(UserView::with_folders(row, &folders));
+    }
+    Ok(Json(out))
 }
 
 async fn get_user(
@@ -370,7 +382,8 @@ async fn get_user(
 ) -> Result<Json<UserView>, ApiError> {
     admin.require("view_users")?;
     let row = state.store.user(username).await?;
-    Ok(Json(UserView::from(&row)))
+    let folders = state.store.user_folders(row.id).await?;
+    Ok(Json(UserView::with_folders(&row, &folders)))
 }
 
 async fn add_user(
@@ -380,21 +393,30 @@ async fn add_user(
 ) -> Result<Response, ApiError> {
     admin.require("add_users")?;
     let valid = input.validate(None).map_err(ApiError::bad_request)?;
-    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
-    let row = state.store.add_user(data).await.map_err(|e| match e {
-        StoreError::AlreadyExists(_) => ApiError::new(
-            ErrorCode::AlreadyExists,
-            "a user with this username already exists",
-        ),
-        other => other.into(),
-    })?;
+    let (data, mappings) = valid.into_data().await.map_err(ApiError::bad_request)?;
+    let row = state
+        .store
+        .add_user(data, mappings)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists(_) => ApiError::new(
+                ErrorCode::AlreadyExists,
+                "a user with this username already exists",
+            ),
+            other => other.into(),
+        })?;
     tracing::info!(
         admin = admin.0.username,
         username = row.data.username,
         "user added"
     );
     let location = format!("/api/v2/users/{}", row.data.username);
-    let mut resp = (StatusCode::CREATED, Json(UserView::from(&row))).into_response();
+    let folders = state.store.user_folders(row.id).await?;
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(UserView::with_folders(&row, &folders)),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -419,8 +441,8 @@ async fn update_user(
     let valid = input
         .validate(Some(&existing))
         .map_err(ApiError::bad_request)?;
-    let data = valid.into_data().await.map_err(ApiError::bad_request)?;
-    state.store.update_user(existing.id, data).await?;
+    let (data, mappings) = valid.into_data().await.map_err(ApiError::bad_request)?;
+    state.store.update_user(existing.id, data, mappings).await?;
     tracing::info!(admin = admin.0.username, username, "user updated");
     if params.disconnect == Some(1) {
         state.fleet.disconnect_user(&username);
@@ -439,6 +461,90 @@ async fn delete_user(
     tracing::info!(admin = admin.0.username, username, "user deleted");
     state.fleet.disconnect_user(&username);
     Ok(Json(json!({"message": "User deleted"})))
+}
+
+async fn list_folders(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<FolderView>>, ApiError> {
+    admin.require("manage_folders")?;
+    let (offset, limit, order) = query(params)?.parse()?;
+    let rows = state.store.folders(offset, limit, order).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let users = state.store.folder_users(row.id).await?;
+        out.push(FolderView::new(row, users));
+    }
+    Ok(Json(out))
+}
+
+async fn get_folder(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<FolderView>, ApiError> {
+    admin.require("manage_folders")?;
+    let row = state.store.folder(name).await?;
+    let users = state.store.folder_users(row.id).await?;
+    Ok(Json(FolderView::new(&row, users)))
+}
+
+async fn add_folder(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(input): ApiJson<FolderInput>,
+) -> Result<Response, ApiError> {
+    admin.require("manage_folders")?;
+    let data = input.validate(None).map_err(ApiError::bad_request)?;
+    let row = state.store.add_folder(data).await.map_err(|e| match e {
+        StoreError::AlreadyExists(_) => ApiError::new(
+            ErrorCode::AlreadyExists,
+            "a folder with this name already exists",
+        ),
+        other => other.into(),
+    })?;
+    tracing::info!(
+        admin = admin.0.username,
+        folder = row.data.name,
+        "folder added"
+    );
+    let location = format!("/api/v2/folders/{}", row.data.name);
+    let mut resp = (StatusCode::CREATED, Json(FolderView::new(&row, Vec::new()))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn update_folder(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<FolderInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("manage_folders")?;
+    let existing = state.store.folder(name.clone()).await?;
+    let data = input
+        .validate(Some(&existing))
+        .map_err(ApiError::bad_request)?;
+    state
+        .store
+        .update_folder(existing.id, data.description, data.path, data.filesystem)
+        .await?;
+    tracing::info!(admin = admin.0.username, folder = name, "folder updated");
+    Ok(Json(json!({"message": "Folder updated"})))
+}
+
+async fn delete_folder(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("manage_folders")?;
+    state.store.delete_folder(name.clone()).await?;
+    tracing::info!(admin = admin.0.username, folder = name, "folder deleted");
+    Ok(Json(json!({"message": "Folder deleted"})))
 }
 
 async fn list_connections(

@@ -9,7 +9,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use ferry_schema::{admins, configs, users};
+use ferry_schema::{admins, configs, folders, users, users_folders_mapping};
 
 pub use crate::provider::{Backend, DataProviderConfig};
 
@@ -24,6 +24,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Internal(String),
+    /// A request that contradicts what is stored (e.g. a mapping to a folder
+    /// that does not exist); the text is for the client.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<DieselError> for StoreError {
@@ -110,6 +114,103 @@ pub struct AdminRow {
     pub id: i64,
     #[diesel(embed)]
     pub data: AdminData,
+}
+
+/// The columns of a virtual folder except its id.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = folders)]
+pub struct FolderData {
+    pub name: String,
+    pub description: String,
+    /// SFTPGo's `mapped_path`.
+    pub path: String,
+    pub used_quota_size: i64,
+    pub used_quota_files: i64,
+    pub last_quota_update: i64,
+    pub filesystem: String,
+}
+
+/// A stored virtual folder.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = folders)]
+pub struct FolderRow {
+    pub id: i64,
+    #[diesel(embed)]
+    pub data: FolderData,
+}
+
+/// A folder mounted into a user's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub folder: String,
+    pub virtual_path: String,
+    /// -1: counted in the user's quota.
+    pub quota_size: i64,
+    pub quota_files: i64,
+}
+
+/// A mapping as a user add/update asks for it: the folder is created when
+/// it does not exist and `create` says how.
+#[derive(Debug, Clone)]
+pub struct NewMapping {
+    pub mapping: Mapping,
+    pub create: Option<FolderData>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users_folders_mapping)]
+struct MappingInsert {
+    user_id: i64,
+    folder_id: i64,
+    virtual_path: String,
+    quota_size: i64,
+    quota_files: i64,
+}
+
+/// Replaces a user's mappings (inside the caller's transaction), creating
+/// folders where asked.
+fn set_mappings(
+    c: &mut DbConnection,
+    user_id: i64,
+    wanted: &[NewMapping],
+) -> Result<(), StoreError> {
+    diesel::delete(users_folders_mapping::table.filter(users_folders_mapping::user_id.eq(user_id)))
+        .execute(c)?;
+    for m in wanted {
+        let existing: Option<i64> = folders::table
+            .filter(folders::name.eq(&m.mapping.folder))
+            .select(folders::id)
+            .first(c)
+            .optional()?;
+        let folder_id = match (existing, &m.create) {
+            (Some(id), _) => id,
+            (None, Some(data)) => {
+                diesel::insert_into(folders::table)
+                    .values(data)
+                    .execute(c)?;
+                folders::table
+                    .filter(folders::name.eq(&data.name))
+                    .select(folders::id)
+                    .first(c)?
+            }
+            (None, None) => {
+                return Err(StoreError::Invalid(format!(
+                    "virtual folder {:?} does not exist (give mapped_path to create it)",
+                    m.mapping.folder
+                )));
+            }
+        };
+        diesel::insert_into(users_folders_mapping::table)
+            .values(MappingInsert {
+                user_id,
+                folder_id,
+                virtual_path: m.mapping.virtual_path.clone(),
+                quota_size: m.mapping.quota_size,
+                quota_files: m.mapping.quota_files,
+            })
+            .execute(c)?;
+    }
+    Ok(())
 }
 
 /// Sort order of list endpoints.
@@ -279,25 +380,159 @@ impl Store {
         .await
     }
 
-    pub async fn add_user(&self, data: UserData) -> Result<UserRow, StoreError> {
+    /// Adds a user and its folder mappings, all or nothing.
+    pub async fn add_user(
+        &self,
+        data: UserData,
+        mappings: Vec<NewMapping>,
+    ) -> Result<UserRow, StoreError> {
         self.run(move |c| {
             let username = data.username.clone();
             c.transaction(|c| {
                 diesel::insert_into(users::table).values(&data).execute(c)?;
-                Ok(users::table
+                let row: UserRow = users::table
                     .filter(users::username.eq(username))
                     .select(UserRow::as_select())
+                    .first(c)?;
+                set_mappings(c, row.id, &mappings)?;
+                Ok(row)
+            })
+        })
+        .await
+    }
+
+    /// Replaces every column of an existing user and its folder mappings.
+    pub async fn update_user(
+        &self,
+        id: i64,
+        data: UserData,
+        mappings: Vec<NewMapping>,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let n = diesel::update(users::table.find(id))
+                    .set(&data)
+                    .execute(c)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                set_mappings(c, id, &mappings)
+            })
+        })
+        .await
+    }
+
+    /// A user's folder mappings with their folders, by virtual path.
+    pub async fn user_folders(
+        &self,
+        user_id: i64,
+    ) -> Result<Vec<(FolderRow, Mapping)>, StoreError> {
+        self.run(move |c| {
+            let rows: Vec<(FolderRow, (String, i64, i64))> = users_folders_mapping::table
+                .inner_join(folders::table)
+                .filter(users_folders_mapping::user_id.eq(user_id))
+                .order(users_folders_mapping::virtual_path.asc())
+                .select((
+                    FolderRow::as_select(),
+                    (
+                        users_folders_mapping::virtual_path,
+                        users_folders_mapping::quota_size,
+                        users_folders_mapping::quota_files,
+                    ),
+                ))
+                .load(c)?;
+            Ok(rows
+                .into_iter()
+                .map(|(f, (virtual_path, quota_size, quota_files))| {
+                    let folder = f.data.name.clone();
+                    (
+                        f,
+                        Mapping {
+                            folder,
+                            virtual_path,
+                            quota_size,
+                            quota_files,
+                        },
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn folder(&self, name: String) -> Result<FolderRow, StoreError> {
+        self.run(move |c| {
+            Ok(folders::table
+                .filter(folders::name.eq(name))
+                .select(FolderRow::as_select())
+                .first(c)?)
+        })
+        .await
+    }
+
+    pub async fn folders(
+        &self,
+        offset: i64,
+        limit: i64,
+        order: Order,
+    ) -> Result<Vec<FolderRow>, StoreError> {
+        self.run(move |c| {
+            let q = folders::table
+                .select(FolderRow::as_select())
+                .offset(offset)
+                .limit(limit);
+            Ok(match order {
+                Order::Asc => q.order(folders::name.asc()).load(c)?,
+                Order::Desc => q.order(folders::name.desc()).load(c)?,
+            })
+        })
+        .await
+    }
+
+    /// Usernames mapping a folder.
+    pub async fn folder_users(&self, folder_id: i64) -> Result<Vec<String>, StoreError> {
+        self.run(move |c| {
+            Ok(users_folders_mapping::table
+                .inner_join(users::table)
+                .filter(users_folders_mapping::folder_id.eq(folder_id))
+                .order(users::username.asc())
+                .select(users::username)
+                .load(c)?)
+        })
+        .await
+    }
+
+    pub async fn add_folder(&self, data: FolderData) -> Result<FolderRow, StoreError> {
+        self.run(move |c| {
+            let name = data.name.clone();
+            c.transaction(|c| {
+                diesel::insert_into(folders::table)
+                    .values(&data)
+                    .execute(c)?;
+                Ok(folders::table
+                    .filter(folders::name.eq(name))
+                    .select(FolderRow::as_select())
                     .first(c)?)
             })
         })
         .await
     }
 
-    /// Replaces every column of an existing user.
-    pub async fn update_user(&self, id: i64, data: UserData) -> Result<(), StoreError> {
+    /// Updates what an admin may change; usage counters are kept.
+    pub async fn update_folder(
+        &self,
+        id: i64,
+        description: String,
+        path: String,
+        filesystem: String,
+    ) -> Result<(), StoreError> {
         self.run(move |c| {
-            let n = diesel::update(users::table.find(id))
-                .set(&data)
+            let n = diesel::update(folders::table.find(id))
+                .set((
+                    folders::description.eq(description),
+                    folders::path.eq(path),
+                    folders::filesystem.eq(filesystem),
+                ))
                 .execute(c)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -307,13 +542,64 @@ impl Store {
         .await
     }
 
-    pub async fn delete_user(&self, username: String) -> Result<(), StoreError> {
+    /// Deletes a folder and its mappings (never files).
+    pub async fn delete_folder(&self, name: String) -> Result<(), StoreError> {
         self.run(move |c| {
-            let n = diesel::delete(users::table.filter(users::username.eq(username))).execute(c)?;
+            c.transaction(|c| {
+                let id: i64 = folders::table
+                    .filter(folders::name.eq(&name))
+                    .select(folders::id)
+                    .first(c)?;
+                diesel::delete(
+                    users_folders_mapping::table.filter(users_folders_mapping::folder_id.eq(id)),
+                )
+                .execute(c)?;
+                diesel::delete(folders::table.find(id)).execute(c)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Adds to a folder's used quota with one atomic UPDATE.
+    pub async fn add_folder_quota_usage(
+        &self,
+        name: String,
+        size_delta: i64,
+        files_delta: i64,
+        when_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(folders::table.filter(folders::name.eq(name)))
+                .set((
+                    folders::used_quota_size.eq(folders::used_quota_size + size_delta),
+                    folders::used_quota_files.eq(folders::used_quota_files + files_delta),
+                    folders::last_quota_update.eq(when_ms),
+                ))
+                .execute(c)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a user and its folder mappings (the folders stay).
+    pub async fn delete_user(&self, username: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let id: i64 = users::table
+                    .filter(users::username.eq(&username))
+                    .select(users::id)
+                    .first(c)?;
+                diesel::delete(
+                    users_folders_mapping::table.filter(users_folders_mapping::user_id.eq(id)),
+                )
+                .execute(c)?;
+                diesel::delete(users::table.find(id)).execute(c)?;
+                Ok(())
+            })
         })
         .await
     }

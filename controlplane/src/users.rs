@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_proto::edge::v1::{FilePatterns, PermissionList, SessionPolicy};
+use ferry_proto::edge::v1::{FilePatterns, PermissionList, SessionPolicy, VirtualFolder};
 use ferry_proto::permissions::PermissionMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,6 +60,8 @@ pub struct UserInput {
     pub description: String,
     #[serde(default)]
     pub additional_info: String,
+    #[serde(default)]
+    pub virtual_folders: Vec<crate::folders::VirtualFolderInput>,
 }
 
 fn default_status() -> i64 {
@@ -103,6 +105,7 @@ pub struct UserView {
     pub additional_info: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub virtual_folders: Vec<Value>,
 }
 
 /// What the password column becomes after validation.
@@ -174,6 +177,7 @@ pub fn validate_status(status: i64) -> Result<(), String> {
 pub struct ValidUser {
     pub data: UserData,
     pub password: PasswordChange,
+    pub mappings: Vec<crate::store::NewMapping>,
 }
 
 pub fn is_valid_username(name: &str) -> bool {
@@ -265,6 +269,7 @@ impl UserInput {
             }
             Some(_) => return Err("filesystem must be a JSON object".into()),
         };
+        let mappings = crate::folders::validate_mappings(self.virtual_folders)?;
         let password = PasswordChange::from_input(self.password)?;
         let has_stored_password = existing
             .and_then(|r| r.data.password.as_deref())
@@ -311,19 +316,23 @@ impl UserInput {
             created_at: carried.as_ref().map_or(now, |c| c.created_at),
             updated_at: now,
         };
-        Ok(ValidUser { data, password })
+        Ok(ValidUser {
+            data,
+            password,
+            mappings,
+        })
     }
 }
 
 impl ValidUser {
     /// Settles the password (hashing off the async threads) into the row.
-    pub async fn into_data(self) -> Result<UserData, String> {
+    pub async fn into_data(self) -> Result<(UserData, Vec<crate::store::NewMapping>), String> {
         let mut data = self.data;
         if let Some(hash) = self.password.resolve().await? {
             data.password = Some(hash);
             data.last_password_change = data.updated_at;
         }
-        Ok(data)
+        Ok((data, self.mappings))
     }
 }
 
@@ -369,12 +378,48 @@ impl From<&UserRow> for UserView {
             additional_info: d.additional_info.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,
+            virtual_folders: Vec::new(),
         }
     }
 }
 
+impl UserView {
+    /// The view with the user's folder mappings filled in.
+    pub fn with_folders(
+        row: &UserRow,
+        folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+    ) -> Self {
+        let mut v = Self::from(row);
+        v.virtual_folders = folders
+            .iter()
+            .map(|(f, m)| crate::folders::mapping_view(f, m))
+            .collect();
+        v
+    }
+}
+
+/// A user's folder mappings as edges get them.
+pub fn virtual_folders(
+    folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+) -> Vec<VirtualFolder> {
+    folders
+        .iter()
+        .map(|(f, m)| VirtualFolder {
+            name: f.data.name.clone(),
+            virtual_path: m.virtual_path.clone(),
+            mapped_path: f.data.path.clone(),
+            quota_size: m.quota_size,
+            quota_files: m.quota_files,
+        })
+        .collect()
+}
+
 /// The policy an edge enforces for one session of this user.
-pub fn session_policy(row: &UserRow, client_ip: Option<std::net::IpAddr>) -> SessionPolicy {
+pub fn session_policy(
+    row: &UserRow,
+    folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+    client_ip: Option<std::net::IpAddr>,
+) -> SessionPolicy {
     let d = &row.data;
     let perms: BTreeMap<String, Vec<String>> = json_or(&d.permissions, BTreeMap::new());
     // Validated when stored; a row that no longer parses gets no extras.
@@ -409,6 +454,7 @@ pub fn session_policy(row: &UserRow, client_ip: Option<std::net::IpAddr>) -> Ses
             })
             .collect(),
         max_upload_file_size: filters.max_upload_file_size,
+        virtual_folders: virtual_folders(folders),
     }
 }
 

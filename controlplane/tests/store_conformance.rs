@@ -5,7 +5,9 @@
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, MysqlConnection, PgConnection};
 use ferry_controlplane::provider::DataProviderConfig;
-use ferry_controlplane::store::{AdminData, Order, Store, StoreError, UserData};
+use ferry_controlplane::store::{
+    AdminData, FolderData, Mapping, NewMapping, Order, Store, StoreError, UserData,
+};
 
 /// A database created for one test, dropped when the test ends.
 struct TestDb {
@@ -130,17 +132,17 @@ async fn users_crud_on_every_backend() {
     for db in databases() {
         let store = open(&db);
         let l = db.label;
-        let a = store.add_user(user("alice")).await.unwrap();
+        let a = store.add_user(user("alice"), vec![]).await.unwrap();
         assert!(a.id >= 1, "{l}");
         assert_eq!(
             a.data.description, "héllo \u{1F600}",
             "{l}: UTF-8 round trip"
         );
-        store.add_user(user("bob")).await.unwrap();
-        store.add_user(user("carol")).await.unwrap();
+        store.add_user(user("bob"), vec![]).await.unwrap();
+        store.add_user(user("carol"), vec![]).await.unwrap();
         assert!(
             matches!(
-                store.add_user(user("alice")).await,
+                store.add_user(user("alice"), vec![]).await,
                 Err(StoreError::AlreadyExists(_))
             ),
             "{l}: duplicate username"
@@ -165,13 +167,13 @@ async fn users_crud_on_every_backend() {
         let mut changed = a.data.clone();
         changed.home_dir = "/srv/elsewhere".into();
         changed.password = None;
-        store.update_user(a.id, changed).await.unwrap();
+        store.update_user(a.id, changed, vec![]).await.unwrap();
         let got = store.user("alice".into()).await.unwrap();
         assert_eq!(got.data.home_dir, "/srv/elsewhere", "{l}");
         assert_eq!(got.data.password, None, "{l}: NULL stored");
         assert!(
             matches!(
-                store.update_user(999_999, user("x")).await,
+                store.update_user(999_999, user("x"), vec![]).await,
                 Err(StoreError::NotFound)
             ),
             "{l}"
@@ -273,7 +275,10 @@ async fn schema_lifecycle_on_every_backend() {
             rb.unwrap_or_else(|e| panic!("{l}: {e}"));
         }
         let store = open(&db);
-        store.add_user(user("after-migration")).await.unwrap();
+        store
+            .add_user(user("after-migration"), vec![])
+            .await
+            .unwrap();
 
         // A schema newer than the binary is refused with a clear message.
         let sql = "INSERT INTO __diesel_schema_migrations (version) VALUES ('99991231000000')";
@@ -315,7 +320,7 @@ async fn quota_counters_are_exact_under_concurrency_on_every_backend() {
     for db in databases() {
         let store = open(&db);
         let l = db.label;
-        store.add_user(user("busy")).await.unwrap();
+        store.add_user(user("busy"), vec![]).await.unwrap();
         let mut tasks = Vec::new();
         for t in 0..TASKS {
             let s = store.clone();
@@ -354,5 +359,192 @@ async fn quota_counters_are_exact_under_concurrency_on_every_backend() {
             store.add_quota_usage("nobody".into(), 1, 1, 0).await,
             Err(StoreError::NotFound)
         ));
+    }
+}
+
+fn folder(name: &str) -> FolderData {
+    FolderData {
+        name: name.into(),
+        description: String::new(),
+        path: format!("/srv/folders/{name}"),
+        used_quota_size: 0,
+        used_quota_files: 0,
+        last_quota_update: 0,
+        filesystem: r#"{"provider":0}"#.into(),
+    }
+}
+
+fn mapping(folder_name: &str, virtual_path: &str, create: bool) -> NewMapping {
+    NewMapping {
+        mapping: Mapping {
+            folder: folder_name.into(),
+            virtual_path: virtual_path.into(),
+            quota_size: -1,
+            quota_files: -1,
+        },
+        create: create.then(|| folder(folder_name)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_and_mappings_on_every_backend() {
+    for db in databases() {
+        let store = open(&db);
+        let l = db.label;
+        let shared = store.add_folder(folder("shared")).await.unwrap();
+        assert!(
+            matches!(
+                store.add_folder(folder("shared")).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{l}"
+        );
+        // A user mapping an existing folder and one created on the way.
+        let alice = store
+            .add_user(
+                user("alice"),
+                vec![
+                    mapping("shared", "/s", false),
+                    mapping("made", "/a/m", true),
+                ],
+            )
+            .await
+            .unwrap();
+        let mapped = store.user_folders(alice.id).await.unwrap();
+        let names: Vec<(&str, &str)> = mapped
+            .iter()
+            .map(|(f, m)| (f.data.name.as_str(), m.virtual_path.as_str()))
+            .collect();
+        assert_eq!(names, [("made", "/a/m"), ("shared", "/s")], "{l}");
+        assert_eq!(
+            store.folder("made".into()).await.unwrap().data.path,
+            "/srv/folders/made"
+        );
+        // A mapping to a missing folder refuses the whole user: nothing stored.
+        let refused = store
+            .add_user(user("bob"), vec![mapping("nope", "/n", false)])
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{l}: {refused:?}"
+        );
+        assert!(
+            matches!(store.user("bob".into()).await, Err(StoreError::NotFound)),
+            "{l}"
+        );
+        store
+            .add_user(user("carol"), vec![mapping("shared", "/x", false)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.folder_users(shared.id).await.unwrap(),
+            ["alice", "carol"],
+            "{l}"
+        );
+        // Updating replaces the mappings.
+        store
+            .update_user(alice.id, user("alice"), vec![mapping("made", "/m", false)])
+            .await
+            .unwrap();
+        assert_eq!(store.user_folders(alice.id).await.unwrap().len(), 1, "{l}");
+        assert_eq!(
+            store.folder_users(shared.id).await.unwrap(),
+            ["carol"],
+            "{l}"
+        );
+        // Counters change atomically and survive an admin's update.
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(
+                    async move { s.add_folder_quota_usage("shared".into(), 10, 1, 5).await },
+                )
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        store
+            .update_folder(
+                shared.id,
+                "new".into(),
+                "/srv/elsewhere".into(),
+                "{}".into(),
+            )
+            .await
+            .unwrap();
+        let f = store.folder("shared".into()).await.unwrap();
+        assert_eq!(
+            (f.data.used_quota_size, f.data.used_quota_files),
+            (160, 16),
+            "{l}"
+        );
+        assert_eq!(f.data.path, "/srv/elsewhere", "{l}");
+        // Deleting a folder drops its mappings, never the users.
+        store.delete_folder("shared".into()).await.unwrap();
+        assert!(store.user("carol".into()).await.is_ok(), "{l}");
+        let carol = store.user("carol".into()).await.unwrap();
+        assert!(
+            store.user_folders(carol.id).await.unwrap().is_empty(),
+            "{l}"
+        );
+        // Deleting a user keeps its folders.
+        store.delete_user("alice".into()).await.unwrap();
+        assert!(store.folder("made".into()).await.is_ok(), "{l}");
+        assert_eq!(
+            store.folders(0, 10, Order::Asc).await.unwrap().len(),
+            1,
+            "{l}"
+        );
+    }
+}
+
+/// A database made by the previous schema version, with data, is upgraded
+/// in place at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_the_previous_schema_version_on_every_backend() {
+    use diesel_migrations::MigrationHarness;
+    for db in databases() {
+        let l = db.label;
+        let insert = "INSERT INTO users (username, status, public_keys, home_dir, permissions, \
+                      filters, filesystem, email, description, additional_info) VALUES \
+                      ('old', 1, '[]', '/srv/old', '{\"/\":[\"*\"]}', '{}', '{}', '', '', '')";
+        match l {
+            "sqlite" => {
+                let path = db.dir.path().join("ferry.db");
+                let mut c = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                c.run_next_migration(ferry_schema::SQLITE_MIGRATIONS)
+                    .unwrap();
+                c.batch_execute(insert).unwrap();
+            }
+            "postgresql" => {
+                let mut c = PgConnection::establish(&format!(
+                    "postgres://postgres@127.0.0.1:5432/{}",
+                    db.cfg.name
+                ))
+                .unwrap();
+                c.run_next_migration(ferry_schema::POSTGRES_MIGRATIONS)
+                    .unwrap();
+                c.batch_execute(insert).unwrap();
+            }
+            _ => {
+                let mut c = MysqlConnection::establish(&format!(
+                    "mysql://root@127.0.0.1:3306/{}",
+                    db.cfg.name
+                ))
+                .unwrap();
+                c.run_next_migration(ferry_schema::MYSQL_MIGRATIONS)
+                    .unwrap();
+                c.batch_execute(insert).unwrap();
+            }
+        }
+        let store = open(&db);
+        let old = store.user("old".into()).await.unwrap();
+        assert_eq!(old.data.home_dir, "/srv/old", "{l}");
+        store
+            .update_user(old.id, old.data.clone(), vec![mapping("f", "/f", true)])
+            .await
+            .unwrap();
+        assert_eq!(store.user_folders(old.id).await.unwrap().len(), 1, "{l}");
     }
 }

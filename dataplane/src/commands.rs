@@ -15,7 +15,7 @@ use russh::server::Msg;
 use sha2::Digest;
 
 use crate::registry::Connection;
-use crate::vfs::{FsError, LocalFs};
+use crate::vfs::{FsError, UserFs};
 
 /// Longest command line accepted.
 pub const MAX_COMMAND_LEN: usize = 8 * 1024;
@@ -149,7 +149,7 @@ impl Hasher {
 
 /// What a command needs from the session.
 pub struct CommandContext {
-    pub fs: LocalFs,
+    pub fs: UserFs,
     pub rules: Arc<crate::policy::UserPolicy>,
     pub conn: Arc<Connection>,
 }

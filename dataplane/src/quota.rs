@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::control::ControlClient;
 use crate::registry::Registry;
+use crate::vfs::QuotaDomain;
 
 /// The message SFTPGo sends when quota refuses a write.
 pub const QUOTA_EXCEEDED: &str = "denying write due to space limit";
@@ -31,17 +32,20 @@ pub struct UsageBatch {
     pending: Mutex<Pending>,
 }
 
-/// (per-user sums of changes without an upload id, ends of uploads)
-type Pending = (HashMap<String, (i64, i64)>, Vec<UsageDelta>);
+/// (sums of changes without an upload id per (user, folder), ends of uploads)
+type Pending = (HashMap<(String, String), (i64, i64)>, Vec<UsageDelta>);
 
 impl UsageBatch {
-    pub fn add(&self, username: &str, size: i64, files: i64, upload_id: &str) {
+    /// A change of `username`'s usage, or of `folder`'s when not empty.
+    pub fn add(&self, username: &str, folder: &str, size: i64, files: i64, upload_id: &str) {
         if size == 0 && files == 0 {
             return;
         }
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if upload_id.is_empty() {
-            let e = p.0.entry(username.to_string()).or_default();
+            let e =
+                p.0.entry((username.to_string(), folder.to_string()))
+                    .or_default();
             e.0 += size;
             e.1 += files;
         } else {
@@ -50,6 +54,7 @@ impl UsageBatch {
                 size_delta: size,
                 files_delta: files,
                 upload_id: upload_id.to_string(),
+                folder: folder.to_string(),
             });
         }
     }
@@ -59,12 +64,15 @@ impl UsageBatch {
         let mut out: Vec<UsageDelta> =
             p.0.drain()
                 .filter(|(_, (s, f))| *s != 0 || *f != 0)
-                .map(|(username, (size_delta, files_delta))| UsageDelta {
-                    username,
-                    size_delta,
-                    files_delta,
-                    upload_id: String::new(),
-                })
+                .map(
+                    |((username, folder), (size_delta, files_delta))| UsageDelta {
+                        username,
+                        size_delta,
+                        files_delta,
+                        upload_id: String::new(),
+                        folder,
+                    },
+                )
                 .collect();
         out.append(&mut p.1);
         out
@@ -72,7 +80,13 @@ impl UsageBatch {
 
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
         for d in deltas {
-            self.add(&d.username, d.size_delta, d.files_delta, &d.upload_id);
+            self.add(
+                &d.username,
+                &d.folder,
+                d.size_delta,
+                d.files_delta,
+                &d.upload_id,
+            );
         }
     }
 }
@@ -133,6 +147,12 @@ impl QuotaAgent {
         self.quota_size > 0 || self.quota_files > 0
     }
 
+    /// True when changes in `domain` need reservations: the user's own
+    /// quota with limits (folders with their own counters have no limits).
+    fn reserves(&self, domain: &QuotaDomain) -> bool {
+        *domain == QuotaDomain::User && self.limited()
+    }
+
     async fn reserve(
         &self,
         id: Option<String>,
@@ -163,11 +183,22 @@ impl QuotaAgent {
 
     /// Records a usage change: at once in the ledger for a user with limits
     /// (releasing `reservation`), batched otherwise.
-    async fn settle(&self, reservation: Option<String>, size: i64, files: i64, upload_id: &str) {
-        if !self.limited() {
+    async fn settle(
+        &self,
+        domain: &QuotaDomain,
+        reservation: Option<String>,
+        size: i64,
+        files: i64,
+        upload_id: &str,
+    ) {
+        let folder = match domain {
+            QuotaDomain::Folder(name) => name.as_str(),
+            QuotaDomain::User => "",
+        };
+        if !self.reserves(domain) {
             self.registry
                 .usage
-                .add(&self.username, size, files, upload_id);
+                .add(&self.username, folder, size, files, upload_id);
             return;
         }
         if reservation.is_none() && size == 0 && files == 0 {
@@ -179,6 +210,7 @@ impl QuotaAgent {
             size_delta: size,
             files_delta: files,
             upload_id: upload_id.to_string(),
+            folder: String::new(),
         };
         if let Err(e) = self.control.settle(req).await {
             // The change still reaches the ledger with a heartbeat; the
@@ -186,25 +218,30 @@ impl QuotaAgent {
             warn!(username = self.username, error = %e, "cannot settle quota, batching it");
             self.registry
                 .usage
-                .add(&self.username, size, files, upload_id);
+                .add(&self.username, folder, size, files, upload_id);
         }
     }
 
     /// A change that needs no reservation (deletes, overwriting renames).
-    pub async fn release(&self, size: i64, files: i64) {
-        self.settle(None, size, files, "").await;
+    pub async fn release(&self, domain: &QuotaDomain, size: i64, files: i64) {
+        self.settle(domain, None, size, files, "").await;
     }
 
     /// A change that may grow usage (truncate up, hard link): reserved
     /// first, so it is refused when it does not fit.
-    pub async fn grow(&self, size: i64, files: i64) -> Result<(), QuotaError> {
-        if !self.limited() || (size <= 0 && files <= 0) {
-            self.settle(None, size, files, "").await;
+    pub async fn grow(
+        &self,
+        domain: &QuotaDomain,
+        size: i64,
+        files: i64,
+    ) -> Result<(), QuotaError> {
+        if !self.reserves(domain) || (size <= 0 && files <= 0) {
+            self.settle(domain, None, size, files, "").await;
             return Ok(());
         }
         let bytes = if self.quota_size > 0 { size.max(0) } else { 0 };
         let (id, _) = self.reserve(None, 0, bytes, bytes, files.max(0)).await?;
-        self.settle(Some(id), size, files, "").await;
+        self.settle(domain, Some(id), size, files, "").await;
         Ok(())
     }
 
@@ -212,13 +249,14 @@ impl QuotaAgent {
     /// and whose file starts at `start_size` bytes (0 when truncated).
     pub async fn begin_upload(
         self: &Arc<Self>,
+        domain: QuotaDomain,
         existed: bool,
         old_size: u64,
         start_size: u64,
     ) -> Result<UploadQuota, QuotaError> {
         let mut reservation = None;
         let mut reserved = 0;
-        if self.limited() && !existed {
+        if self.reserves(&domain) && !existed {
             // A new file needs a free file slot and, with a size limit, room
             // for at least one byte (SFTPGo refuses new files at the limit).
             let (wanted, needed) = if self.quota_size > 0 {
@@ -232,6 +270,8 @@ impl QuotaAgent {
         }
         Ok(UploadQuota {
             upload_id: self.control.next_upload_id(),
+            limited_size: self.reserves(&domain) && self.quota_size > 0,
+            domain,
             agent: self.clone(),
             existed,
             old_size: old_size as i64,
@@ -256,6 +296,9 @@ impl QuotaAgent {
 pub struct UploadQuota {
     /// Fleet-unique; the ledger counts each upload's settle once.
     pub upload_id: String,
+    domain: QuotaDomain,
+    /// Bytes need a reservation (user domain with a size limit).
+    limited_size: bool,
     agent: Arc<QuotaAgent>,
     existed: bool,
     old_size: i64,
@@ -274,6 +317,10 @@ impl UploadQuota {
     /// What the control plane needs to recover this upload if the edge dies.
     pub fn recovery(&self, target: &str, temp: Option<&str>, resume: bool) -> UploadRecovery {
         UploadRecovery {
+            folder: match &self.domain {
+                QuotaDomain::Folder(name) => name.clone(),
+                QuotaDomain::User => String::new(),
+            },
             upload_id: self.upload_id.clone(),
             target_path: target.to_string(),
             temp_path: temp.unwrap_or_default().to_string(),
@@ -302,7 +349,7 @@ impl UploadQuota {
         if end <= self.high_water.load(Ordering::Acquire) {
             return Ok(());
         }
-        if agent.quota_size > 0 {
+        if self.limited_size {
             let need = end as i64 - self.old_size;
             if need > self.reserved.load(Ordering::Acquire) {
                 let mut chunk = self.grow.lock().await;
@@ -345,7 +392,13 @@ impl UploadQuota {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.agent
-            .settle(reservation, size_delta, files_delta, &self.upload_id)
+            .settle(
+                &self.domain,
+                reservation,
+                size_delta,
+                files_delta,
+                &self.upload_id,
+            )
             .await;
     }
 }
@@ -355,7 +408,11 @@ impl UploadQuota {
 /// the target in mode 2, and the real change of each upload is settled once.
 pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
     let username = cmd.username.clone();
-    let fs = match crate::vfs::LocalFs::open(std::path::Path::new(&cmd.home_dir), None) {
+    let fs = match crate::vfs::UserFs::open(
+        std::path::Path::new(&cmd.home_dir),
+        None,
+        &cmd.virtual_folders,
+    ) {
         Ok(fs) => fs,
         Err(e) => {
             warn!(username, error = %e, "cannot open a home to recover uploads");
@@ -389,6 +446,7 @@ pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
             size_delta: final_size.map_or(0, |s| s as i64) - u.old_size.max(0),
             files_delta: i64::from(final_size.is_some()) - i64::from(existed),
             upload_id: u.upload_id.clone(),
+            folder: u.folder.clone(),
         };
         match control.settle(req).await {
             Ok(()) => tracing::info!(
@@ -402,7 +460,7 @@ pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
 }
 
 /// The file side of a recovery; returns the target's size afterwards.
-fn recover_files(fs: &crate::vfs::LocalFs, u: &UploadRecovery) -> Result<Option<u64>, String> {
+fn recover_files(fs: &crate::vfs::UserFs, u: &UploadRecovery) -> Result<Option<u64>, String> {
     let target = fs
         .resolve_nofollow(&u.target_path)
         .map_err(|e| e.to_string())?;
@@ -435,18 +493,18 @@ mod tests {
     #[test]
     fn batches_add_up_and_survive_a_failed_send() {
         let b = UsageBatch::default();
-        b.add("a", 10, 1, "");
-        b.add("a", -4, 0, "");
-        b.add("b", 0, 0, "");
+        b.add("a", "", 10, 1, "");
+        b.add("a", "", -4, 0, "");
+        b.add("b", "", 0, 0, "");
         let d = b.drain();
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].size_delta, d[0].files_delta), (6, 1));
         assert!(b.drain().is_empty());
         b.restore(d);
-        b.add("a", 1, 0, "");
+        b.add("a", "", 1, 0, "");
         // Ends of uploads stay apart, with their ids.
-        b.add("a", 5, 1, "i:1");
-        b.add("a", 5, 1, "i:2");
+        b.add("a", "", 5, 1, "i:1");
+        b.add("a", "", 5, 1, "i:2");
         let d = b.drain();
         assert_eq!(d.len(), 3);
         assert_eq!(d[0].size_delta, 7);

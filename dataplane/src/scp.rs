@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 
 use crate::policy::{Denial, UserPolicy};
 use crate::registry::Connection;
-use crate::vfs::{FsError, LocalFs, file_size};
+use crate::vfs::{FsError, UserFs, file_size};
 
 /// Longest protocol line accepted from a client.
 pub const MAX_LINE: usize = 4096;
@@ -85,7 +85,7 @@ pub fn parse_args(words: &[String]) -> Result<ScpArgs, String> {
 
 /// What SCP needs from the session.
 pub struct ScpContext {
-    pub fs: LocalFs,
+    pub fs: UserFs,
     pub rules: Arc<UserPolicy>,
     pub owner: Option<(u32, u32)>,
     pub conn: Arc<Connection>,
@@ -398,7 +398,12 @@ impl Sink<'_> {
         let (real, old_size) = self.check_upload(vp)?;
         let quota = &self.ctx.rules.quota;
         let ticket = quota
-            .begin_upload(old_size.is_some(), old_size.unwrap_or(0), 0)
+            .begin_upload(
+                self.ctx.fs.domain(vp),
+                old_size.is_some(),
+                old_size.unwrap_or(0),
+                0,
+            )
             .await
             .map_err(|e| fs_err(vp, e))?;
         if let Err(e) = ticket.admit(size).await {

@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::policy::{Denial, UserPolicy};
 use crate::quota::{QuotaError, UploadQuota};
 use crate::registry::{Connection, TransferState};
-use crate::vfs::{FsError, LocalFs, file_size};
+use crate::vfs::{FsError, UserFs, file_size};
 
 /// Largest SFTP packet accepted from a client (`limits@openssh.com`).
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
@@ -209,7 +209,7 @@ enum OpenHandle {
 
 /// One authenticated user's SFTP state on one channel.
 pub struct SftpSession {
-    fs: LocalFs,
+    fs: UserFs,
     rules: Arc<UserPolicy>,
     /// uid/gid given to new files and directories (only when running as root).
     owner: Option<(u32, u32)>,
@@ -316,7 +316,7 @@ fn read_string(buf: &mut &[u8]) -> Option<String> {
 
 impl SftpSession {
     pub fn new(
-        fs: LocalFs,
+        fs: UserFs,
         rules: Arc<UserPolicy>,
         owner: Option<(u32, u32)>,
         conn: Arc<Connection>,
@@ -495,7 +495,12 @@ impl SftpSession {
             Some(Box::new(
                 self.rules
                     .quota
-                    .begin_upload(old_size.is_some(), old_size.unwrap_or(0), start)
+                    .begin_upload(
+                        self.fs.domain(&vp),
+                        old_size.is_some(),
+                        old_size.unwrap_or(0),
+                        start,
+                    )
                     .await?,
             ))
         } else {
@@ -803,13 +808,19 @@ impl SftpSession {
                 .await?;
                 size_change = new_size as i64 - old as i64;
                 if size_change > 0 {
-                    self.rules.quota.grow(size_change, 0).await?;
+                    self.rules
+                        .quota
+                        .grow(&self.fs.domain(&vp), size_change, 0)
+                        .await?;
                 }
             }
         }
         blocking(move || apply_attrs(&real, file.as_deref(), &attrs)).await?;
         if size_change < 0 {
-            self.rules.quota.release(size_change, 0).await;
+            self.rules
+                .quota
+                .release(&self.fs.domain(&vp), size_change, 0)
+                .await;
         }
         self.conn.touch();
         Ok(ok(id))
@@ -901,7 +912,10 @@ impl SftpSession {
         .await?;
         // Quota counts regular files.
         if meta.is_file() {
-            self.rules.quota.release(-(meta.len() as i64), -1).await;
+            self.rules
+                .quota
+                .release(&self.fs.domain(&vp), -(meta.len() as i64), -1)
+                .await;
         }
         Ok(ok(id))
     }
@@ -935,6 +949,12 @@ impl SftpSession {
             return Err(denied());
         }
         self.check(Operation::RemoveDir { path: &vp })?;
+        if self.fs.holds_mount(&vp) {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "a virtual folder cannot be removed",
+            ));
+        }
         self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
         blocking(move || std::fs::remove_dir(&real).map_err(io_fail)).await?;
@@ -948,6 +968,12 @@ impl SftpSession {
         }
         self.check_path(&from)?;
         self.check_path(&to)?;
+        if self.fs.holds_mount(&from) || self.fs.holds_mount(&to) {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "a virtual folder, or a directory holding one, cannot be renamed or replaced",
+            ));
+        }
         let src = self.fs.resolve_nofollow(&from)?;
         let dst = self.fs.resolve_nofollow(&to)?;
         let (src_meta, dst_meta) = {
@@ -977,10 +1003,40 @@ impl SftpSession {
                 "cannot move a directory inside itself",
             ));
         }
-        blocking(move || std::fs::rename(&src, &dst).map_err(io_fail)).await?;
+        // Across quota domains (the user's, a folder's own) the moved usage
+        // moves too: reserved where it lands first, so a full quota refuses.
+        let (from_domain, to_domain) = (self.fs.domain(&from), self.fs.domain(&to));
+        let moved = if from_domain == to_domain {
+            None
+        } else {
+            let (s, is_dir) = (src.clone(), src_meta.is_dir());
+            let (size, files) = blocking(move || Ok(usage_of(&s, is_dir))).await?;
+            self.rules.quota.grow(&to_domain, size, files).await?;
+            Some((size, files))
+        };
+        let renamed = blocking(move || {
+            std::fs::rename(&src, &dst).map_err(|e| match e.raw_os_error() {
+                Some(libc::EXDEV) => fail(
+                    StatusCode::OpUnsupported,
+                    "cannot rename across filesystems",
+                ),
+                _ => io_fail(e),
+            })
+        })
+        .await;
+        if let Some((size, files)) = moved {
+            match &renamed {
+                Ok(()) => self.rules.quota.release(&from_domain, -size, -files).await,
+                Err(_) => self.rules.quota.release(&to_domain, -size, -files).await,
+            }
+        }
+        renamed?;
         // A replaced file leaves the quota.
         if let Some(m) = dst_meta.filter(Metadata::is_file) {
-            self.rules.quota.release(-(m.len() as i64), -1).await;
+            self.rules
+                .quota
+                .release(&to_domain, -(m.len() as i64), -1)
+                .await;
         }
         Ok(ok(id))
     }
@@ -1013,6 +1069,18 @@ impl SftpSession {
         })?;
         self.check_path(&vlink)?;
         self.check_path(&vtarget)?;
+        if self.fs.is_mount_point(&vlink) || self.fs.is_mount_point(&vtarget) {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "a virtual folder cannot be a symlink or its target",
+            ));
+        }
+        if self.fs.mount_name(&vlink) != self.fs.mount_name(&vtarget) {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "symlinks across virtual folders are not supported",
+            ));
+        }
         let link_real = self.fs.resolve_nofollow(&vlink)?;
         let target_real = self.fs.resolve(&vtarget)?;
         // A relative target that stays inside the home is kept as written
@@ -1215,6 +1283,12 @@ impl SftpSession {
         })?;
         self.check_path(&target)?;
         self.check_path(&link)?;
+        if self.fs.holds_mount(&link) || self.fs.mount_name(&link) != self.fs.mount_name(&target) {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "hard links across virtual folders are not supported",
+            ));
+        }
         let src = self.fs.resolve_nofollow(&target)?;
         let dst = self.fs.resolve_nofollow(&link)?;
         let meta = {
@@ -1225,9 +1299,10 @@ impl SftpSession {
             return Err(fail(StatusCode::Failure, "not a regular file"));
         }
         let size = meta.len() as i64;
-        self.rules.quota.grow(size, 1).await?;
+        let domain = self.fs.domain(&link);
+        self.rules.quota.grow(&domain, size, 1).await?;
         if let Err(e) = blocking(move || std::fs::hard_link(&src, &dst).map_err(io_fail)).await {
-            self.rules.quota.release(-size, -1).await;
+            self.rules.quota.release(&domain, -size, -1).await;
             return Err(e);
         }
         Ok(ok(id))
@@ -1332,6 +1407,32 @@ impl SftpSession {
             )),
         }
     }
+}
+
+/// (bytes, regular files) under a real path, for moving usage between quota
+/// domains.
+fn usage_of(real: &Path, is_dir: bool) -> (i64, i64) {
+    if !is_dir {
+        return file_size(real).map_or((0, 0), |s| (s as i64, 1));
+    }
+    let mut total = (0, 0);
+    let Ok(rd) = std::fs::read_dir(real) else {
+        return total;
+    };
+    for entry in rd.flatten() {
+        let Ok(m) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let (b, f) = if m.is_dir() {
+            usage_of(&entry.path(), true)
+        } else if m.is_file() {
+            (m.len() as i64, 1)
+        } else {
+            (0, 0)
+        };
+        total = (total.0 + b, total.1 + f);
+    }
+    total
 }
 
 /// True when the relative path `rel`, taken from a directory `depth` levels

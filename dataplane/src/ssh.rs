@@ -23,7 +23,7 @@ use crate::control::ControlClient;
 use crate::policy::UserPolicy;
 use crate::registry::{Registry, now_ms};
 use crate::sftp::SftpSession;
-use crate::vfs::LocalFs;
+use crate::vfs::UserFs;
 
 /// Connections silent at the SSH level this long are dropped even when the
 /// idle timeout is off (unauthenticated ones never reach the idle checker).
@@ -312,8 +312,12 @@ impl SshHandler {
         let auth = self.auth.as_ref().ok_or("not authenticated")?;
         let policy = &auth.policy;
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
-        let fs = LocalFs::open(std::path::Path::new(&policy.home_dir), owner)
-            .map_err(|e| format!("cannot open home directory {}: {e}", policy.home_dir))?;
+        let fs = UserFs::open(
+            std::path::Path::new(&policy.home_dir),
+            owner,
+            &policy.virtual_folders,
+        )
+        .map_err(|e| format!("cannot open home directory {}: {e}", policy.home_dir))?;
         let rules = match &self.rules {
             Some(r) => r.clone(),
             None => {
@@ -426,7 +430,7 @@ impl SshHandler {
 
 /// A connection's storage, permissions and registry entry.
 struct Opened {
-    fs: LocalFs,
+    fs: UserFs,
     rules: Arc<UserPolicy>,
     owner: Option<(u32, u32)>,
     conn: Arc<crate::registry::Connection>,

@@ -184,6 +184,170 @@ impl LocalFs {
     }
 }
 
+/// A virtual folder mounted into a user's tree.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub name: String,
+    /// Clean, absolute, never `/`.
+    pub virtual_path: String,
+    pub fs: LocalFs,
+    /// True when its usage counts in the user's quota (quota -1); otherwise
+    /// the folder keeps its own counters.
+    pub in_user_quota: bool,
+}
+
+/// Where a virtual path's usage is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaDomain {
+    User,
+    Folder(String),
+}
+
+/// A user's whole tree: the home plus virtual folders, each confined to its
+/// own root. The longest mounted virtual path that holds a path wins.
+#[derive(Debug, Clone)]
+pub struct UserFs {
+    home: LocalFs,
+    /// Longest virtual path first.
+    mounts: std::sync::Arc<Vec<Mount>>,
+}
+
+impl UserFs {
+    /// Opens the home and every folder (creating missing directories, owned
+    /// by `owner`), and creates the mount points (and their parents) in the
+    /// home so listings show them.
+    pub fn open(
+        home: &Path,
+        owner: Option<(u32, u32)>,
+        folders: &[ferry_proto::edge::v1::VirtualFolder],
+    ) -> io::Result<Self> {
+        let home = LocalFs::open(home, owner)?;
+        let mut mounts = Vec::with_capacity(folders.len());
+        for f in folders {
+            let virtual_path = ferry_proto::vpath::clean("/", &f.virtual_path);
+            if virtual_path == "/" {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("folder {:?} cannot be mounted on /", f.name),
+                ));
+            }
+            let fs = LocalFs::open(Path::new(&f.mapped_path), owner).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("folder {:?} at {}: {e}", f.name, f.mapped_path),
+                )
+            })?;
+            // The mount point in the home: created only where nothing is.
+            let point = home.joined(&virtual_path);
+            if point.symlink_metadata().is_err() {
+                std::fs::create_dir_all(&point)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(&point, Some(uid), Some(gid))?;
+                }
+            }
+            mounts.push(Mount {
+                name: f.name.clone(),
+                virtual_path,
+                fs,
+                in_user_quota: f.quota_size < 0 && f.quota_files < 0,
+            });
+        }
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.virtual_path.len()));
+        Ok(Self {
+            home,
+            mounts: std::sync::Arc::new(mounts),
+        })
+    }
+
+    /// The mount holding `vpath` (None: the home) and the path inside it.
+    pub fn locate<'a>(&self, vpath: &'a str) -> (Option<&Mount>, &'a str) {
+        for m in self.mounts.iter() {
+            if vpath == m.virtual_path {
+                return (Some(m), "/");
+            }
+            if let Some(rest) = vpath.strip_prefix(m.virtual_path.as_str())
+                && rest.starts_with('/')
+            {
+                return (Some(m), rest);
+            }
+        }
+        (None, vpath)
+    }
+
+    fn fs_of<'a>(&'a self, mount: Option<&'a Mount>) -> &'a LocalFs {
+        mount.map_or(&self.home, |m| &m.fs)
+    }
+
+    pub fn resolve(&self, vpath: &str) -> Result<PathBuf, FsError> {
+        let (m, inner) = self.locate(vpath);
+        self.fs_of(m).resolve(inner)
+    }
+
+    pub fn resolve_nofollow(&self, vpath: &str) -> Result<PathBuf, FsError> {
+        let (m, inner) = self.locate(vpath);
+        self.fs_of(m).resolve_nofollow(inner)
+    }
+
+    /// Where usage under `vpath` is counted.
+    pub fn domain(&self, vpath: &str) -> QuotaDomain {
+        match self.locate(vpath).0 {
+            Some(m) if !m.in_user_quota => QuotaDomain::Folder(m.name.clone()),
+            _ => QuotaDomain::User,
+        }
+    }
+
+    /// The name of the mount holding `vpath` (None: the home).
+    pub fn mount_name(&self, vpath: &str) -> Option<&str> {
+        self.locate(vpath).0.map(|m| m.name.as_str())
+    }
+
+    /// True when `vpath` is `/`, a mount point, or a directory holding one:
+    /// such paths cannot be removed, renamed or replaced.
+    pub fn holds_mount(&self, vpath: &str) -> bool {
+        vpath == "/"
+            || self.mounts.iter().any(|m| {
+                m.virtual_path == vpath
+                    || m.virtual_path
+                        .strip_prefix(vpath)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+
+    /// True when `vpath` is exactly a mount point.
+    pub fn is_mount_point(&self, vpath: &str) -> bool {
+        self.mounts.iter().any(|m| m.virtual_path == vpath)
+    }
+
+    /// The virtual path of a real path (mounts first, then the home).
+    pub fn to_virtual(&self, real: &Path) -> Option<String> {
+        for m in self.mounts.iter() {
+            if let Some(inner) = m.fs.to_virtual(real) {
+                return Some(if inner == "/" {
+                    m.virtual_path.clone()
+                } else {
+                    format!("{}{inner}", m.virtual_path)
+                });
+            }
+        }
+        self.home.to_virtual(real)
+    }
+
+    /// The target of the symlink at `link_real` as the user sees it.
+    pub fn read_link_virtual(&self, link_real: &Path) -> Result<String, FsError> {
+        for m in self.mounts.iter() {
+            if link_real.starts_with(m.fs.root()) {
+                let t = m.fs.read_link_virtual(link_real)?;
+                return Ok(match t.as_str() {
+                    "/" => m.virtual_path.clone(),
+                    abs if abs.starts_with('/') => format!("{}{abs}", m.virtual_path),
+                    _ => t,
+                });
+            }
+        }
+        self.home.read_link_virtual(link_real)
+    }
+}
+
 /// Size of the regular file at a real path; None when there is none (quota
 /// counts regular files only).
 pub fn file_size(real: &Path) -> Option<u64> {
@@ -248,7 +412,8 @@ mod tests {
         std::os::unix::fs::symlink("f", fs.root().join("rel")).unwrap();
         assert_eq!(fs.resolve("/abs").unwrap(), fs.root().join("f"));
         assert_eq!(fs.read_link_virtual(&fs.root().join("abs")).unwrap(), "/f");
-        assert_eq!(fs.read_link_virtual(&fs.root().join("rel")).unwrap(), "/f");
+        // A relative link reads back as written.
+        assert_eq!(fs.read_link_virtual(&fs.root().join("rel")).unwrap(), "f");
     }
 
     #[test]
@@ -259,5 +424,50 @@ mod tests {
             fs.resolve("/dangle"),
             Err(FsError::PermissionDenied)
         ));
+    }
+
+    #[test]
+    fn mounts_resolve_by_longest_prefix_and_stay_confined() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let vf =
+            |name: &str, vp: &str, path: &Path, quota: i64| ferry_proto::edge::v1::VirtualFolder {
+                name: name.into(),
+                virtual_path: vp.into(),
+                mapped_path: path.display().to_string(),
+                quota_size: quota,
+                quota_files: quota,
+            };
+        let fs = UserFs::open(
+            &home,
+            None,
+            &[vf("a", "/m", &a, -1), vf("b", "/m/inner", &b, 0)],
+        )
+        .unwrap();
+        // Mount points appear in the home; mapped directories are created.
+        assert!(home.join("m/inner").is_dir() && a.is_dir() && b.is_dir());
+        let a = a.canonicalize().unwrap();
+        let b = b.canonicalize().unwrap();
+        assert_eq!(fs.resolve("/m/x").unwrap(), a.join("x"));
+        assert_eq!(fs.resolve("/m/inner/y").unwrap(), b.join("y"));
+        assert_eq!(fs.resolve("/m/inner").unwrap(), b);
+        assert_eq!(
+            fs.resolve("/mx").unwrap(),
+            home.canonicalize().unwrap().join("mx")
+        );
+        assert_eq!(fs.domain("/m/x"), QuotaDomain::User);
+        assert_eq!(fs.domain("/m/inner/y"), QuotaDomain::Folder("b".into()));
+        assert!(fs.holds_mount("/m") && fs.holds_mount("/") && fs.holds_mount("/m/inner"));
+        assert!(!fs.holds_mount("/m/x") && !fs.holds_mount("/mx"));
+        assert_eq!(fs.to_virtual(&b.join("z")).as_deref(), Some("/m/inner/z"));
+        // `..` cannot leave a folder through its own root.
+        std::os::unix::fs::symlink("../../home", b.join("up")).unwrap();
+        assert!(matches!(
+            fs.resolve("/m/inner/up/f"),
+            Err(FsError::PermissionDenied)
+        ));
+        std::os::unix::fs::symlink("y", b.join("rel")).unwrap();
+        assert_eq!(fs.read_link_virtual(&b.join("rel")).unwrap(), "y");
     }
 }

@@ -74,3 +74,31 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    folders (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        path -> Text,
+        used_quota_size -> BigInt,
+        used_quota_files -> BigInt,
+        last_quota_update -> BigInt,
+        filesystem -> Text,
+    }
+}
+
+diesel::table! {
+    users_folders_mapping (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        folder_id -> BigInt,
+        virtual_path -> Text,
+        quota_size -> BigInt,
+        quota_files -> BigInt,
+    }
+}
+
+diesel::joinable!(users_folders_mapping -> users (user_id));
+diesel::joinable!(users_folders_mapping -> folders (folder_id));
+diesel::allow_tables_to_appear_in_same_query!(users, folders, users_folders_mapping);

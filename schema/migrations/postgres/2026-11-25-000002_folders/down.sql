@@ -1,0 +1,2 @@
+DROP TABLE users_folders_mapping;
+DROP TABLE folders;
