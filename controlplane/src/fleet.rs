@@ -47,6 +47,8 @@ struct Lease {
 struct Reservation {
     username: String,
     lease_id: String,
+    /// Empty: the user's quota; else the virtual folder's own counters.
+    folder: String,
     bytes: i64,
     files: i64,
 }
@@ -390,17 +392,29 @@ impl Fleet {
         self.lock()
             .reservations
             .values()
-            .filter(|r| r.username == username)
+            .filter(|r| r.username == username && r.folder.is_empty())
+            .fold((0, 0), |(b, f), r| (b + r.bytes, f + r.files))
+    }
+
+    /// Bytes and files reserved in a virtual folder's own counters, by
+    /// every user mapping it.
+    pub fn reserved_in_folder(&self, folder: &str) -> (i64, i64) {
+        self.lock()
+            .reservations
+            .values()
+            .filter(|r| r.folder == folder)
             .fold((0, 0), |(b, f), r| (b + r.bytes, f + r.files))
     }
 
     /// Adds to a reservation (creating it when `id` is None or unknown, with
     /// `held` as what the edge believes it already holds). Returns its id, or
     /// None when the lease is not live (the session is over).
+    #[allow(clippy::too_many_arguments)]
     pub fn reserve(
         &self,
         username: &str,
         lease_id: &str,
+        folder: &str,
         id: Option<&str>,
         held: i64,
         bytes: i64,
@@ -417,6 +431,7 @@ impl Fleet {
             .or_insert_with(|| Reservation {
                 username: username.to_string(),
                 lease_id: lease_id.to_string(),
+                folder: folder.to_string(),
                 bytes: held.max(0),
                 files: 0,
             });
@@ -544,12 +559,18 @@ mod tests {
     fn reservations_end_with_their_lease() {
         let fleet = Fleet::default();
         let (lease, _) = fleet.try_grant_lease("u", "a", 0).unwrap();
-        assert!(fleet.reserve("u", "nope", None, 0, 10, 1).is_none());
-        let r = fleet.reserve("u", &lease, None, 0, 10, 1).unwrap();
-        fleet.reserve("u", &lease, Some(&r), 10, 5, 0).unwrap();
+        assert!(fleet.reserve("u", "nope", "", None, 0, 10, 1).is_none());
+        let r = fleet.reserve("u", &lease, "", None, 0, 10, 1).unwrap();
+        fleet.reserve("u", &lease, "", Some(&r), 10, 5, 0).unwrap();
         assert_eq!(fleet.reserved("u"), (15, 1));
+        // Folder reservations count apart, for every user of the folder.
+        fleet.reserve("u", &lease, "f", None, 0, 3, 1).unwrap();
+        assert_eq!(fleet.reserved("u"), (15, 1));
+        assert_eq!(fleet.reserved_in_folder("f"), (3, 1));
         // A reservation the control plane lost is rebuilt from what the edge holds.
-        fleet.reserve("u", &lease, Some("lost"), 7, 1, 0).unwrap();
+        fleet
+            .reserve("u", &lease, "", Some("lost"), 7, 1, 0)
+            .unwrap();
         assert_eq!(fleet.reserved("u"), (23, 1));
         fleet.release_reservation(&r);
         assert_eq!(fleet.reserved("u"), (8, 0));

@@ -172,14 +172,13 @@ pub fn validate_mappings(list: Vec<VirtualFolderInput>) -> Result<Vec<NewMapping
                 v.name
             ));
         }
-        for (field, q) in [("quota_size", v.quota_size), ("quota_files", v.quota_files)] {
-            if q != -1 && q != 0 {
-                return Err(format!(
-                    "virtual_folders: {field} {q} of folder {:?} is not supported yet: use -1 \
-                     (counted in the user's quota) or 0 (no limit)",
-                    v.name
-                ));
-            }
+        let in_user_quota = (v.quota_size == -1, v.quota_files == -1);
+        if v.quota_size < -1 || v.quota_files < -1 || in_user_quota.0 != in_user_quota.1 {
+            return Err(format!(
+                "virtual_folders: quota_size and quota_files of folder {:?} must both be -1 \
+                 (counted in the user's quota) or both 0 or more (the folder's own limits, 0: none)",
+                v.name
+            ));
         }
         for other in &out {
             let o = &other.mapping;
@@ -268,7 +267,11 @@ mod tests {
         assert!(err(vec![vf("a/b", "/x")]).contains("not valid"));
         let mut q = vf("a", "/x");
         q.quota_size = 100;
-        assert!(err(vec![q]).contains("not supported yet"));
+        assert!(err(vec![q]).contains("must both be -1"));
+        let mut q = vf("a", "/x");
+        q.quota_size = -2;
+        q.quota_files = -2;
+        assert!(err(vec![q]).contains("must both be -1"));
         let mut bad = vf("a", "/x");
         bad.mapped_path = "rel".into();
         assert!(err(vec![bad]).contains("absolute"));

@@ -176,7 +176,7 @@ impl EdgeControl for EdgeService {
         request: Request<QuotaStatusRequest>,
     ) -> Result<Response<QuotaStatusResponse>, Status> {
         let req = request.into_inner();
-        let reply = crate::quota::status(&self.state, req.username)
+        let reply = crate::quota::status(&self.state, req.username, req.folder)
             .await
             .map_err(store_status)?;
         Ok(Response::new(reply))

@@ -84,24 +84,30 @@ pub async fn reserve(state: &AppState, req: ReserveRequest) -> Result<ReserveRes
     if req.bytes_needed < 0 || req.bytes_wanted < req.bytes_needed || req.files < 0 {
         return Ok(refused("invalid reservation request"));
     }
-    let _guard = state.quota_locks.lock(&req.username).await;
-    let user = state.store.user(req.username.clone()).await?;
-    let d = &user.data;
-    let (reserved_bytes, reserved_files) = state.fleet.reserved(&req.username);
+    let _guard = state
+        .quota_locks
+        .lock(&domain_key(&req.username, &req.folder))
+        .await;
+    let limits = domain_limits(state, &req.username, &req.folder).await?;
+    let (reserved_bytes, reserved_files) = if req.folder.is_empty() {
+        state.fleet.reserved(&req.username)
+    } else {
+        state.fleet.reserved_in_folder(&req.folder)
+    };
     if req.files > 0
-        && d.quota_files > 0
-        && d.used_quota_files + reserved_files + req.files > d.quota_files
+        && limits.quota_files > 0
+        && limits.used_files + reserved_files + req.files > limits.quota_files
     {
         return Ok(refused(QUOTA_EXCEEDED));
     }
-    let granted = if d.quota_size > 0 {
+    let granted = if limits.quota_size > 0 {
         // What the edge holds already but we lost (a restart) counts too.
         let lost = match req.reservation_id.as_str() {
             "" => 0,
             id if state.fleet.has_reservation(id) => 0,
             _ => req.bytes_held.max(0),
         };
-        let available = d.quota_size - d.used_quota_size - reserved_bytes - lost;
+        let available = limits.quota_size - limits.used_size - reserved_bytes - lost;
         if available < req.bytes_needed {
             return Ok(refused(QUOTA_EXCEEDED));
         }
@@ -113,6 +119,7 @@ pub async fn reserve(state: &AppState, req: ReserveRequest) -> Result<ReserveRes
     match state.fleet.reserve(
         &req.username,
         &req.lease_id,
+        &req.folder,
         id,
         req.bytes_held,
         granted,
@@ -128,11 +135,59 @@ pub async fn reserve(state: &AppState, req: ReserveRequest) -> Result<ReserveRes
     }
 }
 
+/// The lock key of a quota domain: the user, or a folder (shared by every
+/// user mapping it). Usernames cannot hold `:`.
+fn domain_key(username: &str, folder: &str) -> String {
+    if folder.is_empty() {
+        username.to_string()
+    } else {
+        format!("folder:{folder}")
+    }
+}
+
+/// Limits and usage of a quota domain.
+struct Limits {
+    quota_size: i64,
+    quota_files: i64,
+    used_size: i64,
+    used_files: i64,
+}
+
+/// The user's own limits and usage, or for a folder its counters with the
+/// limits of this user's mapping.
+async fn domain_limits(
+    state: &AppState,
+    username: &str,
+    folder: &str,
+) -> Result<Limits, StoreError> {
+    let user = state.store.user(username.to_string()).await?;
+    if folder.is_empty() {
+        let d = &user.data;
+        return Ok(Limits {
+            quota_size: d.quota_size,
+            quota_files: d.quota_files,
+            used_size: d.used_quota_size,
+            used_files: d.used_quota_files,
+        });
+    }
+    let mapped = state.store.user_folders(user.id).await?;
+    let (f, m) = mapped
+        .into_iter()
+        .find(|(f, _)| f.data.name == folder)
+        .ok_or(StoreError::NotFound)?;
+    Ok(Limits {
+        quota_size: m.quota_size.max(0),
+        quota_files: m.quota_files.max(0),
+        used_size: f.data.used_quota_size,
+        used_files: f.data.used_quota_files,
+    })
+}
+
 /// Applies a usage change and releases the reservation behind it. A change
 /// carrying an upload id that was settled before changes nothing.
 pub async fn settle(state: &AppState, req: SettleRequest) -> Result<(), StoreError> {
     let locks = &state.quota_locks;
-    let _guard = locks.lock(&req.username).await;
+    let _guard = locks.lock(&domain_key(&req.username, &req.folder)).await;
     let changes = req.size_delta != 0 || req.files_delta != 0;
     if changes && locks.first_settle(&req.upload_id) {
         let added = if req.folder.is_empty() {
@@ -228,15 +283,22 @@ pub async fn recover_orphans(state: &AppState) {
     }
 }
 
-pub async fn status(state: &AppState, username: String) -> Result<QuotaStatusResponse, StoreError> {
-    let user = state.store.user(username.clone()).await?;
-    let (reserved_size, reserved_files) = state.fleet.reserved(&username);
-    let d = &user.data;
+pub async fn status(
+    state: &AppState,
+    username: String,
+    folder: String,
+) -> Result<QuotaStatusResponse, StoreError> {
+    let limits = domain_limits(state, &username, &folder).await?;
+    let (reserved_size, reserved_files) = if folder.is_empty() {
+        state.fleet.reserved(&username)
+    } else {
+        state.fleet.reserved_in_folder(&folder)
+    };
     Ok(QuotaStatusResponse {
-        quota_size: d.quota_size,
-        quota_files: d.quota_files,
-        used_size: d.used_quota_size,
-        used_files: d.used_quota_files,
+        quota_size: limits.quota_size,
+        quota_files: limits.quota_files,
+        used_size: limits.used_size,
+        used_files: limits.used_files,
         reserved_size,
         reserved_files,
     })

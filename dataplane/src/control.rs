@@ -125,10 +125,15 @@ impl ControlClient {
         Ok(())
     }
 
-    pub async fn quota_status(&self, username: &str) -> Result<QuotaStatusResponse, tonic::Status> {
+    pub async fn quota_status(
+        &self,
+        username: &str,
+        folder: &str,
+    ) -> Result<QuotaStatusResponse, tonic::Status> {
         let mut client = self.client.clone();
         let mut request = tonic::Request::new(QuotaStatusRequest {
             username: username.to_string(),
+            folder: folder.to_string(),
         });
         request.set_timeout(QUOTA_TIMEOUT);
         Ok(client.quota_status(request).await?.into_inner())

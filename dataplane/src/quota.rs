@@ -150,11 +150,26 @@ impl QuotaAgent {
     /// True when changes in `domain` need reservations: the user's own
     /// quota with limits (folders with their own counters have no limits).
     fn reserves(&self, domain: &QuotaDomain) -> bool {
-        *domain == QuotaDomain::User && self.limited()
+        self.size_limit(domain) > 0 || self.files_limit(domain) > 0
+    }
+
+    fn size_limit(&self, domain: &QuotaDomain) -> i64 {
+        match domain {
+            QuotaDomain::User => self.quota_size,
+            QuotaDomain::Folder { quota_size, .. } => *quota_size,
+        }
+    }
+
+    fn files_limit(&self, domain: &QuotaDomain) -> i64 {
+        match domain {
+            QuotaDomain::User => self.quota_files,
+            QuotaDomain::Folder { quota_files, .. } => *quota_files,
+        }
     }
 
     async fn reserve(
         &self,
+        domain: &QuotaDomain,
         id: Option<String>,
         held: i64,
         wanted: i64,
@@ -171,6 +186,7 @@ impl QuotaAgent {
                 bytes_wanted: wanted,
                 bytes_needed: needed,
                 files,
+                folder: domain.folder().to_string(),
             })
             .await
             .map_err(|s| QuotaError::Unavailable(s.message().to_string()))?;
@@ -191,10 +207,7 @@ impl QuotaAgent {
         files: i64,
         upload_id: &str,
     ) {
-        let folder = match domain {
-            QuotaDomain::Folder(name) => name.as_str(),
-            QuotaDomain::User => "",
-        };
+        let folder = domain.folder();
         if !self.reserves(domain) {
             self.registry
                 .usage
@@ -210,7 +223,7 @@ impl QuotaAgent {
             size_delta: size,
             files_delta: files,
             upload_id: upload_id.to_string(),
-            folder: String::new(),
+            folder: folder.to_string(),
         };
         if let Err(e) = self.control.settle(req).await {
             // The change still reaches the ledger with a heartbeat; the
@@ -239,8 +252,14 @@ impl QuotaAgent {
             self.settle(domain, None, size, files, "").await;
             return Ok(());
         }
-        let bytes = if self.quota_size > 0 { size.max(0) } else { 0 };
-        let (id, _) = self.reserve(None, 0, bytes, bytes, files.max(0)).await?;
+        let bytes = if self.size_limit(domain) > 0 {
+            size.max(0)
+        } else {
+            0
+        };
+        let (id, _) = self
+            .reserve(domain, None, 0, bytes, bytes, files.max(0))
+            .await?;
         self.settle(domain, Some(id), size, files, "").await;
         Ok(())
     }
@@ -259,18 +278,18 @@ impl QuotaAgent {
         if self.reserves(&domain) && !existed {
             // A new file needs a free file slot and, with a size limit, room
             // for at least one byte (SFTPGo refuses new files at the limit).
-            let (wanted, needed) = if self.quota_size > 0 {
+            let (wanted, needed) = if self.size_limit(&domain) > 0 {
                 (FIRST_CHUNK, 1)
             } else {
                 (0, 0)
             };
-            let (id, granted) = self.reserve(None, 0, wanted, needed, 1).await?;
+            let (id, granted) = self.reserve(&domain, None, 0, wanted, needed, 1).await?;
             reservation = Some(id);
             reserved = granted;
         }
         Ok(UploadQuota {
             upload_id: self.control.next_upload_id(),
-            limited_size: self.reserves(&domain) && self.quota_size > 0,
+            limited_size: self.size_limit(&domain) > 0,
             domain,
             agent: self.clone(),
             existed,
@@ -284,10 +303,19 @@ impl QuotaAgent {
         })
     }
 
-    pub async fn status(&self) -> Result<QuotaStatusResponse, QuotaError> {
+    /// Limits, usage and reservations of a quota domain; None when it has
+    /// no limits.
+    pub async fn status(
+        &self,
+        domain: &QuotaDomain,
+    ) -> Result<Option<QuotaStatusResponse>, QuotaError> {
+        if !self.reserves(domain) {
+            return Ok(None);
+        }
         self.control
-            .quota_status(&self.username)
+            .quota_status(&self.username, domain.folder())
             .await
+            .map(Some)
             .map_err(|s| QuotaError::Unavailable(s.message().to_string()))
     }
 }
@@ -317,10 +345,7 @@ impl UploadQuota {
     /// What the control plane needs to recover this upload if the edge dies.
     pub fn recovery(&self, target: &str, temp: Option<&str>, resume: bool) -> UploadRecovery {
         UploadRecovery {
-            folder: match &self.domain {
-                QuotaDomain::Folder(name) => name.clone(),
-                QuotaDomain::User => String::new(),
-            },
+            folder: self.domain.folder().to_string(),
             upload_id: self.upload_id.clone(),
             target_path: target.to_string(),
             temp_path: temp.unwrap_or_default().to_string(),
@@ -362,7 +387,10 @@ impl UploadQuota {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .clone();
-                    match agent.reserve(id, held, wanted, missing, 0).await {
+                    match agent
+                        .reserve(&self.domain, id, held, wanted, missing, 0)
+                        .await
+                    {
                         Ok((id, granted)) => {
                             *self.reservation.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
                             self.reserved.fetch_add(granted, Ordering::AcqRel);

@@ -1241,9 +1241,7 @@ impl SftpSession {
             st.f_flag.bits(),
             st.f_namemax,
         ];
-        let quota = &self.rules.quota;
-        if quota.limited() {
-            let q = quota.status().await?;
+        if let Some(q) = self.rules.quota.status(&self.fs.domain(&vp)).await? {
             if q.quota_size > 0 {
                 const BLOCK: i64 = 4096;
                 let free = (q.quota_size - q.used_size - q.reserved_size).max(0) / BLOCK;

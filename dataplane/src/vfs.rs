@@ -192,15 +192,32 @@ pub struct Mount {
     pub virtual_path: String,
     pub fs: LocalFs,
     /// True when its usage counts in the user's quota (quota -1); otherwise
-    /// the folder keeps its own counters.
+    /// the folder keeps its own counters, with these limits (0: none).
     pub in_user_quota: bool,
+    pub quota_size: i64,
+    pub quota_files: i64,
 }
 
 /// Where a virtual path's usage is counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuotaDomain {
     User,
-    Folder(String),
+    /// A folder's own counters, with the user's mapping limits (0: none).
+    Folder {
+        name: String,
+        quota_size: i64,
+        quota_files: i64,
+    },
+}
+
+impl QuotaDomain {
+    /// The folder name for the control plane ("" for the user's quota).
+    pub fn folder(&self) -> &str {
+        match self {
+            QuotaDomain::User => "",
+            QuotaDomain::Folder { name, .. } => name,
+        }
+    }
 }
 
 /// A user's whole tree: the home plus virtual folders, each confined to its
@@ -250,6 +267,8 @@ impl UserFs {
                 virtual_path,
                 fs,
                 in_user_quota: f.quota_size < 0 && f.quota_files < 0,
+                quota_size: f.quota_size.max(0),
+                quota_files: f.quota_files.max(0),
             });
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.virtual_path.len()));
@@ -291,7 +310,11 @@ impl UserFs {
     /// Where usage under `vpath` is counted.
     pub fn domain(&self, vpath: &str) -> QuotaDomain {
         match self.locate(vpath).0 {
-            Some(m) if !m.in_user_quota => QuotaDomain::Folder(m.name.clone()),
+            Some(m) if !m.in_user_quota => QuotaDomain::Folder {
+                name: m.name.clone(),
+                quota_size: m.quota_size,
+                quota_files: m.quota_files,
+            },
             _ => QuotaDomain::User,
         }
     }
@@ -457,7 +480,7 @@ mod tests {
             home.canonicalize().unwrap().join("mx")
         );
         assert_eq!(fs.domain("/m/x"), QuotaDomain::User);
-        assert_eq!(fs.domain("/m/inner/y"), QuotaDomain::Folder("b".into()));
+        assert_eq!(fs.domain("/m/inner/y").folder(), "b");
         assert!(fs.holds_mount("/m") && fs.holds_mount("/") && fs.holds_mount("/m/inner"));
         assert!(!fs.holds_mount("/m/x") && !fs.holds_mount("/mx"));
         assert_eq!(fs.to_virtual(&b.join("z")).as_deref(), Some("/m/inner/z"));

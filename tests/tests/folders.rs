@@ -217,4 +217,55 @@ fn virtual_folders_over_sftp() {
         folder_usage(&api, "shared")
     );
     assert_eq!(disk_usage(&home).0 + disk_usage(&inc).0, 8_000);
+
+    // A folder with limits of its own: its counters and the mapping's
+    // limits apply, whoever else maps the folder.
+    let capped = t.dir.path().join("capped-data");
+    let r = api.call(
+        "PUT",
+        "/api/v2/users/vic",
+        Some(
+            &json!({"home_dir": home, "permissions": {"/": ["*"]}, "quota_size": 100_000,
+            "virtual_folders": [
+                {"name": "shared", "virtual_path": "/shared", "quota_size": 0, "quota_files": 0},
+                {"name": "capped", "mapped_path": capped, "virtual_path": "/capped",
+                 "quota_size": 10_000, "quota_files": 2}
+            ]}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let f6 = src.path().join("f6");
+    random_file(&f6, 6_000);
+    let f1 = src.path().join("f1");
+    random_file(&f1, 1_000);
+    assert!(sftp1(port, "vic", &c, &format!("put {} capped/a", f6.display())).0);
+    assert_eq!(folder_usage(&api, "capped"), (6_000, 1), "settled at once");
+    let (ok, out) = sftp1(port, "vic", &c, &format!("put {} capped/b", f6.display()));
+    assert!(!ok, "over the folder's size limit: {out}");
+    assert!(!capped.join("b").exists());
+    assert!(sftp1(port, "vic", &c, &format!("put {} capped/c", f1.display())).0);
+    assert!(
+        !sftp1(port, "vic", &c, &format!("put {} capped/d", f1.display())).0,
+        "files limit"
+    );
+    assert_eq!(folder_usage(&api, "capped"), (7_000, 2));
+    // df inside the folder shows what its limits leave: 10 000 bytes = 2 blocks.
+    let (ok, out) = sftp1(port, "vic", &c, "df capped");
+    assert!(ok, "{out}");
+    let nums: Vec<&str> = out
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(nums.first(), Some(&"8"), "{out}");
+    // Moving a file in needs room there; moving one out frees it.
+    assert!(
+        !sftp1(port, "vic", &c, "rename moved capped/moved").0,
+        "no file slot left"
+    );
+    assert!(home.join("moved").exists());
+    assert!(sftp1(port, "vic", &c, "rename capped/a out").0);
+    assert_eq!(folder_usage(&api, "capped"), (1_000, 1));
+    assert_eq!(api.usage("vic"), (14_000, 3));
 }
