@@ -264,7 +264,20 @@ impl Fleet {
             last_activity_ms: opened.connection_time_ms,
             active_transfers: Vec::new(),
         };
-        self.lock().connections.insert(
+        let mut s = self.lock();
+        // An edge re-announcing its connections after this control plane
+        // restarted: their leases count again.
+        if !opened.lease_id.is_empty() && !s.leases.contains_key(&opened.lease_id) {
+            s.leases.insert(
+                opened.lease_id.clone(),
+                Lease {
+                    username: opened.username.clone(),
+                    edge_id: edge_id.to_string(),
+                    expires: Instant::now() + self.lease_ttl,
+                },
+            );
+        }
+        s.connections.insert(
             opened.connection_id.clone(),
             LiveConnection {
                 edge_id: edge_id.to_string(),

@@ -58,6 +58,8 @@ pub struct ControlClient {
     next_upload: Arc<std::sync::atomic::AtomicU64>,
     /// Sender into the current Attach stream, when one is up.
     outbound: Arc<Mutex<Option<mpsc::Sender<EdgeMessage>>>>,
+    /// Since when no Attach stream has been up (None while one is).
+    down_since: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl ControlClient {
@@ -86,6 +88,7 @@ impl ControlClient {
             instance_id: Arc::new(format!("{:016x}", rand::random::<u64>())),
             next_upload: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             outbound: Arc::new(Mutex::new(None)),
+            down_since: Arc::new(Mutex::new(Some(std::time::Instant::now()))),
         })
     }
 
@@ -155,7 +158,23 @@ impl ControlClient {
     }
 
     fn set_outbound(&self, tx: Option<mpsc::Sender<EdgeMessage>>) {
+        let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        match &tx {
+            Some(_) => *down = None,
+            None => {
+                down.get_or_insert_with(std::time::Instant::now);
+            }
+        }
         *self.outbound.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+
+    /// How long the control plane has been out of reach (zero while the
+    /// Attach stream is up).
+    pub fn unreachable_for(&self) -> Duration {
+        self.down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 }
 
@@ -167,6 +186,7 @@ pub fn spawn_attach(
     sftp_addr: SocketAddr,
 ) -> watch::Receiver<Option<Arc<EdgeConfig>>> {
     let (config_tx, config_rx) = watch::channel(None);
+    spawn_fence(control.clone(), registry.clone(), config_rx.clone());
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -275,6 +295,39 @@ fn handle_control_message(
             None
         }
     }
+}
+
+/// Fencing: once the control plane has been out of reach for longer than
+/// the lease TTL, the leases of this edge's sessions have expired there (their
+/// slots and quota reservations are given to others, their uploads recovered
+/// by another edge), so the sessions end here too.
+fn spawn_fence(
+    control: ControlClient,
+    registry: Arc<Registry>,
+    config: watch::Receiver<Option<Arc<EdgeConfig>>>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let ttl = config
+                .borrow()
+                .as_ref()
+                .map(|c| Duration::from_secs(u64::from(c.lease_ttl_seconds.max(1))));
+            let Some(ttl) = ttl else { continue };
+            let down = control.unreachable_for();
+            if down > ttl {
+                let n = registry.disconnect_all("the control plane is unreachable");
+                if n > 0 {
+                    warn!(
+                        sessions = n,
+                        unreachable_ms = down.as_millis() as u64,
+                        "control plane unreachable for longer than the lease TTL: sessions ended"
+                    );
+                }
+            }
+        }
+    });
 }
 
 fn spawn_heartbeat(

@@ -245,4 +245,12 @@ impl Registry {
             .collect();
         self.disconnect_sessions(ids);
     }
+
+    /// Ends every SSH session on this edge; returns how many.
+    pub fn disconnect_all(&self, reason: &'static str) -> usize {
+        let ids: Vec<u64> = lock(&self.sessions).keys().copied().collect();
+        let n = ids.len();
+        self.disconnect_sessions_with(ids, reason);
+        n
+    }
 }

@@ -118,3 +118,32 @@ fn idle_sessions_are_closed_and_keepalives_do_not_count() {
     idle.send("ls");
     assert!(idle.wait_exit(Duration::from_secs(15)).is_some());
 }
+
+/// Fencing: an edge that cannot reach the control plane for longer than
+/// the lease TTL ends its sessions (their leases have expired there).
+#[test]
+fn an_edge_cut_off_from_the_control_plane_ends_its_sessions() {
+    let mut t = Topology::split_with(1, &["--lease-ttl", "3"]).unwrap();
+    t.api().add_user(user_json("fen", "fen-pw", &t.home("fen")));
+    let cred = Cred::Password("fen-pw".into());
+    let mut s = OpenSftp::start(t.sftp_ports[0], "fen", &cred);
+    assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    let cut = Instant::now();
+    t.procs[0].kill();
+    let fenced = wait_for(Duration::from_secs(30), || {
+        t.procs[1]
+            .log_text()
+            .contains("control plane unreachable for longer than the lease TTL")
+            .then_some(())
+    });
+    assert!(fenced.is_some(), "{}", t.logs());
+    assert!(
+        cut.elapsed() >= Duration::from_secs(3),
+        "not before the TTL"
+    );
+    s.send("ls");
+    assert!(
+        s.wait_exit(Duration::from_secs(15)).is_some(),
+        "the session ended"
+    );
+}
