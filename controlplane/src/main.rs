@@ -115,7 +115,12 @@ async fn run() -> anyhow::Result<()> {
             edge,
         } => (
             common,
-            Some((sftp_bind, edge.settings()?, edge.idle_timeout())),
+            Some((
+                sftp_bind,
+                edge.settings()?,
+                edge.idle_timeout(),
+                edge.enabled_commands()?,
+            )),
         ),
         Command::Controlplane { common } => (common, None),
         Command::Initprovider { data_dir } => {
@@ -151,7 +156,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let edge = match sftp_bind {
-        Some((sftp_bind, (proxy, fs), idle_timeout)) => {
+        Some((sftp_bind, (proxy, fs), idle_timeout, commands)) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -168,6 +173,7 @@ async fn run() -> anyhow::Result<()> {
                         proxy,
                         fs,
                         idle_timeout,
+                        commands,
                     },
                     stop(),
                 )

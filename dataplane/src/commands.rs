@@ -1,8 +1,9 @@
 //! SSH commands run on an `exec` channel: the hash commands (`md5sum`,
 //! `sha1sum`, `sha256sum`, `sha384sum`, `sha512sum`, on a file or on stdin),
-//! `cd` and `pwd`, with SFTPGo's output format and exit statuses. Anything
-//! else is refused with a message on stderr and a non-zero exit status.
-//! Paths go through the same resolver and permission engine as SFTP.
+//! `cd`, `pwd`, `sftpgo-copy` and `sftpgo-remove`, with SFTPGo's output
+//! format and exit statuses, each only when `enabled_ssh_commands` lists it.
+//! Anything else is refused with a message on stderr and exit status 127.
+//! Paths go through the same resolver, permissions, filters and quota as SFTP.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub const MAX_COMMAND_LEN: usize = 8 * 1024;
 /// Exit status for commands we do not run (as a shell's "command not found").
 const EXIT_UNSUPPORTED: u32 = 127;
 
-/// The commands this edge runs.
+/// The commands this edge can run (`enabled_ssh_commands` picks among them).
 pub const SUPPORTED: &[&str] = &[
     "md5sum",
     "sha1sum",
@@ -31,7 +32,64 @@ pub const SUPPORTED: &[&str] = &[
     "sha512sum",
     "cd",
     "pwd",
+    "scp",
+    "sftpgo-copy",
+    "sftpgo-remove",
 ];
+
+/// SFTPGo's default `sftpd.enabled_ssh_commands`.
+pub const DEFAULT_ENABLED: &str = "md5sum,sha1sum,sha256sum,cd,pwd,scp";
+
+/// Which commands run (`sftpd.enabled_ssh_commands`; `*` = all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnabledCommands {
+    names: Vec<String>,
+}
+
+impl Default for EnabledCommands {
+    fn default() -> Self {
+        Self::from_setting(DEFAULT_ENABLED).expect("valid default")
+    }
+}
+
+impl EnabledCommands {
+    /// Parses a comma-separated list; unknown names are an error.
+    pub fn from_setting(text: &str) -> Result<Self, String> {
+        let mut names = Vec::new();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return Ok(Self {
+                    names: SUPPORTED.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+            if !SUPPORTED.contains(&name) {
+                return Err(format!(
+                    "enabled_ssh_commands: unknown command {name:?} (supported: {}, or *)",
+                    SUPPORTED.join(", ")
+                ));
+            }
+            names.push(name.to_string());
+        }
+        Ok(Self { names })
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// The command unless it is disabled here.
+    pub fn filter(&self, command: Command) -> Command {
+        match command.name() {
+            Some(name) if !self.allows(name) => Command::Unsupported {
+                reason: format!(
+                    "command {name:?} is not enabled on this server; enabled: {}",
+                    self.names.join(", ")
+                ),
+            },
+            _ => command,
+        }
+    }
+}
 
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,9 +102,39 @@ pub enum Command {
     Pwd,
     /// The legacy SCP protocol (`scp -t` / `scp -f`).
     Scp(crate::scp::ScpArgs),
+    /// `sftpgo-copy <src> <dst>`: server-side copy of a file or a tree.
+    Copy {
+        from: String,
+        to: String,
+    },
+    /// `sftpgo-remove <path>`: removes a file or a whole tree.
+    Remove {
+        path: String,
+    },
     Unsupported {
         reason: String,
     },
+}
+
+impl Command {
+    /// The command's name, for `enabled_ssh_commands`.
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Hash { algo, .. } => match *algo {
+                "md5" => "md5sum",
+                "sha1" => "sha1sum",
+                "sha256" => "sha256sum",
+                "sha384" => "sha384sum",
+                _ => "sha512sum",
+            },
+            Command::Cd => "cd",
+            Command::Pwd => "pwd",
+            Command::Scp(_) => "scp",
+            Command::Copy { .. } => "sftpgo-copy",
+            Command::Remove { .. } => "sftpgo-remove",
+            Command::Unsupported { .. } => return None,
+        })
+    }
 }
 
 /// Splits a command line like a POSIX shell would quote it (no expansion).
@@ -79,6 +167,25 @@ pub fn parse(line: &[u8]) -> Command {
         "sha512sum" => "sha512",
         "cd" => return Command::Cd,
         "pwd" => return Command::Pwd,
+        "sftpgo-copy" => {
+            return match args {
+                [from, to] => Command::Copy {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+                _ => Command::Unsupported {
+                    reason: "usage: sftpgo-copy <source path> <destination path>".into(),
+                },
+            };
+        }
+        "sftpgo-remove" => {
+            return match args {
+                [path] => Command::Remove { path: path.clone() },
+                _ => Command::Unsupported {
+                    reason: "usage: sftpgo-remove <path>".into(),
+                },
+            };
+        }
         "scp" => {
             return match crate::scp::parse_args(args) {
                 Ok(a) => Command::Scp(a),
@@ -152,6 +259,8 @@ pub struct CommandContext {
     pub fs: UserFs,
     pub rules: Arc<crate::policy::UserPolicy>,
     pub conn: Arc<Connection>,
+    /// uid/gid given to what a copy creates (only when running as root).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Runs `command` on `channel`, then sends its exit status, EOF and close.
@@ -186,6 +295,14 @@ pub async fn run(channel: russh::Channel<Msg>, command: Command, ctx: CommandCon
             Ok((hex, vp)) => (format!("{hex}  {vp}\n"), String::new(), 0),
             Err(e) => (String::new(), format!("{path}: {e}\n"), 1),
         },
+        Command::Copy { from, to } => match copy(&ctx, &from, &to).await {
+            Ok(()) => ("OK\n".to_string(), String::new(), 0),
+            Err(e) => (String::new(), format!("sftpgo-copy: {e}\n"), 1),
+        },
+        Command::Remove { path } => match remove(&ctx, &path).await {
+            Ok(()) => ("OK\n".to_string(), String::new(), 0),
+            Err(e) => (String::new(), format!("sftpgo-remove: {e}\n"), 1),
+        },
     };
     if !stdout.is_empty() {
         let _ = tx.data_bytes(Bytes::from(stdout)).await;
@@ -196,6 +313,169 @@ pub async fn run(channel: russh::Channel<Msg>, command: Command, ctx: CommandCon
     let _ = tx.exit_status(status).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
+}
+
+fn denial(d: crate::policy::Denial) -> String {
+    match d {
+        crate::policy::Denial::Hidden => FsError::NotFound.to_string(),
+        crate::policy::Denial::Denied => FsError::PermissionDenied.to_string(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// `sftpgo-copy`: a file or a tree (symlinks skipped) to a path that does
+/// not exist yet, checked like a copy and reserved in quota first.
+async fn copy(ctx: &CommandContext, from: &str, to: &str) -> Result<(), String> {
+    let (src_v, dst_v) = (vpath::clean("/", from), vpath::clean("/", to));
+    if src_v == "/" || dst_v == "/" || dst_v.starts_with(&format!("{src_v}/")) {
+        return Err("cannot copy the root, onto it, or into itself".into());
+    }
+    ctx.rules.path(&src_v).map_err(denial)?;
+    ctx.rules.path(&dst_v).map_err(denial)?;
+    let src = ctx.fs.resolve_nofollow(&src_v).map_err(|e| e.to_string())?;
+    let dst = ctx.fs.resolve_nofollow(&dst_v).map_err(|e| e.to_string())?;
+    let (s, d) = (src.clone(), dst.clone());
+    let (meta, dst_exists) = blocking(move || {
+        let m = std::fs::symlink_metadata(&s).map_err(|e| FsError::from(e).to_string())?;
+        Ok((m, d.symlink_metadata().is_ok()))
+    })
+    .await?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err("unsupported copy source: only files and directories are supported".into());
+    }
+    if dst_exists {
+        return Err(format!("{dst_v}: the destination already exists"));
+    }
+    if meta.is_dir() && ctx.fs.holds_mount(&src_v) {
+        return Err("copying a directory that holds virtual folders is not supported".into());
+    }
+    ctx.rules
+        .allows(Operation::Copy {
+            from: &src_v,
+            to: &dst_v,
+            is_dir: meta.is_dir(),
+            target_exists: false,
+        })
+        .map_err(denial)?;
+    let is_dir = meta.is_dir();
+    let s = src.clone();
+    let (size, files) = blocking(move || Ok(crate::vfs::usage_of(&s, is_dir))).await?;
+    let domain = ctx.fs.domain(&dst_v);
+    ctx.rules
+        .quota
+        .grow(&domain, size, files)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (owner, conn) = (ctx.owner, ctx.conn.clone());
+    let d = dst.clone();
+    let copied = blocking(move || {
+        copy_tree(&src, &d, owner, &conn).map_err(|e| FsError::from(e).to_string())
+    })
+    .await;
+    if copied.is_err() {
+        // What did land stays counted; the rest of the reservation goes back.
+        let d = dst.clone();
+        let (got_size, got_files) =
+            blocking(move || Ok(crate::vfs::usage_of(&d, d.is_dir()))).await?;
+        ctx.rules
+            .quota
+            .release(&domain, got_size - size, got_files - files)
+            .await;
+    }
+    copied
+}
+
+fn copy_tree(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    owner: Option<(u32, u32)>,
+    conn: &Connection,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        std::fs::create_dir(dst)?;
+        std::fs::set_permissions(dst, meta.permissions())?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() || kind.is_file() {
+                copy_tree(&entry.path(), &dst.join(entry.file_name()), owner, conn)?;
+            }
+        }
+    } else {
+        // A new file only: never through an existing name or link.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)?;
+        let mut input = std::fs::File::open(src)?;
+        std::io::copy(&mut input, &mut out)?;
+        out.set_permissions(meta.permissions())?;
+        conn.touch();
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dst, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// `sftpgo-remove`: a file, or a directory with everything in it; never the
+/// root or a directory holding virtual folders.
+async fn remove(ctx: &CommandContext, path: &str) -> Result<(), String> {
+    let vp = vpath::clean("/", path);
+    if vp == "/" {
+        return Err("removing the root directory is not allowed".into());
+    }
+    ctx.rules.path(&vp).map_err(denial)?;
+    let real = ctx.fs.resolve_nofollow(&vp).map_err(|e| e.to_string())?;
+    let r = real.clone();
+    let meta =
+        blocking(move || std::fs::symlink_metadata(&r).map_err(|e| FsError::from(e).to_string()))
+            .await?;
+    let domain = ctx.fs.domain(&vp);
+    if meta.is_dir() {
+        if ctx.fs.holds_mount(&vp) {
+            return Err("unsupported remove source: it holds virtual folders".into());
+        }
+        ctx.rules
+            .allows(Operation::RemoveDir { path: &vp })
+            .map_err(denial)?;
+        // What went is released, also when removal stops half way.
+        let (gone, done) = blocking(move || {
+            let before = crate::vfs::usage_of(&real, true);
+            let done = std::fs::remove_dir_all(&real).map_err(|e| FsError::from(e).to_string());
+            let after = if done.is_ok() {
+                (0, 0)
+            } else {
+                crate::vfs::usage_of(&real, real.is_dir())
+            };
+            Ok(((before.0 - after.0, before.1 - after.1), done))
+        })
+        .await?;
+        ctx.rules.quota.release(&domain, -gone.0, -gone.1).await;
+        done?;
+    } else {
+        ctx.rules
+            .allows(Operation::RemoveFile { path: &vp })
+            .map_err(denial)?;
+        blocking(move || std::fs::remove_file(&real).map_err(|e| FsError::from(e).to_string()))
+            .await?;
+        if meta.is_file() {
+            ctx.rules
+                .quota
+                .release(&domain, -(meta.len() as i64), -1)
+                .await;
+        }
+    }
+    ctx.conn.touch();
+    Ok(())
 }
 
 async fn hash_file(

@@ -38,6 +38,8 @@ pub struct EdgeOptions {
     pub fs: sftp::FsSettings,
     /// Sessions without activity this long are closed (None: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// SSH commands that run (`sftpd.enabled_ssh_commands`).
+    pub commands: commands::EnabledCommands,
 }
 
 /// Edge settings shared by `ferry-edge` and `ferry serve`, with SFTPGo's
@@ -64,9 +66,20 @@ pub struct EdgeArgs {
     /// closed (SSH keepalives do not count); 0 disables.
     #[arg(long, env = "FERRY_COMMON__IDLE_TIMEOUT", default_value_t = 15)]
     pub idle_timeout: u64,
+    /// SSH commands that run, comma separated, `*` for all (md5sum, sha1sum,
+    /// sha256sum, sha384sum, sha512sum, cd, pwd, scp, sftpgo-copy,
+    /// sftpgo-remove).
+    #[arg(long, env = "FERRY_SFTPD__ENABLED_SSH_COMMANDS", default_value = commands::DEFAULT_ENABLED)]
+    pub enabled_ssh_commands: String,
 }
 
 impl EdgeArgs {
+    /// The SSH commands that run.
+    pub fn enabled_commands(&self) -> anyhow::Result<commands::EnabledCommands> {
+        commands::EnabledCommands::from_setting(&self.enabled_ssh_commands)
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
     /// The idle timeout (None when 0).
     pub fn idle_timeout(&self) -> Option<std::time::Duration> {
         (self.idle_timeout > 0).then(|| std::time::Duration::from_secs(self.idle_timeout * 60))
@@ -170,7 +183,13 @@ pub async fn start_edge(
             }
         });
     }
-    let ctx = Arc::new(ssh::EdgeContext::new(control, registry, config, opts.fs));
+    let ctx = Arc::new(ssh::EdgeContext::new(
+        control,
+        registry,
+        config,
+        opts.fs,
+        opts.commands,
+    ));
     tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
     let task = tokio::spawn(ssh::accept_loop(
         listener,

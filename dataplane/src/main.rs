@@ -52,6 +52,7 @@ async fn run() -> anyhow::Result<()> {
             .filter(|t| !t.is_empty()),
     };
     let (proxy, fs) = cli.edge.settings()?;
+    let commands = cli.edge.enabled_commands()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(
         ferry_dataplane::EdgeOptions {
@@ -62,6 +63,7 @@ async fn run() -> anyhow::Result<()> {
             proxy,
             fs,
             idle_timeout: cli.edge.idle_timeout(),
+            commands,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

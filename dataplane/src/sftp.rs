@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::policy::{Denial, UserPolicy};
 use crate::quota::{QuotaError, UploadQuota};
 use crate::registry::{Connection, TransferState};
-use crate::vfs::{FsError, UserFs, file_size};
+use crate::vfs::{FsError, UserFs, file_size, usage_of};
 
 /// Largest SFTP packet accepted from a client (`limits@openssh.com`).
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
@@ -1405,32 +1405,6 @@ impl SftpSession {
             )),
         }
     }
-}
-
-/// (bytes, regular files) under a real path, for moving usage between quota
-/// domains.
-fn usage_of(real: &Path, is_dir: bool) -> (i64, i64) {
-    if !is_dir {
-        return file_size(real).map_or((0, 0), |s| (s as i64, 1));
-    }
-    let mut total = (0, 0);
-    let Ok(rd) = std::fs::read_dir(real) else {
-        return total;
-    };
-    for entry in rd.flatten() {
-        let Ok(m) = entry.path().symlink_metadata() else {
-            continue;
-        };
-        let (b, f) = if m.is_dir() {
-            usage_of(&entry.path(), true)
-        } else if m.is_file() {
-            (m.len() as i64, 1)
-        } else {
-            (0, 0)
-        };
-        total = (total.0 + b, total.1 + f);
-    }
-    total
 }
 
 /// True when the relative path `rel`, taken from a directory `depth` levels

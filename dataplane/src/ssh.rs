@@ -42,6 +42,7 @@ pub struct EdgeContext {
     next_session: AtomicU64,
     as_root: bool,
     fs: crate::sftp::FsSettings,
+    commands: crate::commands::EnabledCommands,
 }
 
 impl EdgeContext {
@@ -50,6 +51,7 @@ impl EdgeContext {
         registry: Arc<Registry>,
         config: watch::Receiver<Option<Arc<EdgeConfig>>>,
         fs: crate::sftp::FsSettings,
+        commands: crate::commands::EnabledCommands,
     ) -> Self {
         Self {
             control,
@@ -59,6 +61,7 @@ impl EdgeContext {
             next_session: AtomicU64::new(1),
             as_root: crate::sftp::running_as_root(),
             fs,
+            commands,
         }
     }
 
@@ -418,6 +421,7 @@ impl SshHandler {
             fs: opened.fs.clone(),
             rules: opened.rules.clone(),
             conn: opened.conn.clone(),
+            owner: opened.owner,
         };
         self.spawn_connection(
             &opened,
@@ -554,7 +558,7 @@ impl russh::server::Handler for SshHandler {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        let command = crate::commands::parse(data);
+        let command = self.ctx.commands.filter(crate::commands::parse(data));
         info!(command = ?command, "ssh command");
         match self.start_command(channel, command) {
             Ok(()) => session.channel_success(channel_id)?,

@@ -371,6 +371,32 @@ impl UserFs {
     }
 }
 
+/// (bytes, regular files) under a real path, for moving usage between quota
+/// domains.
+pub fn usage_of(real: &Path, is_dir: bool) -> (i64, i64) {
+    if !is_dir {
+        return file_size(real).map_or((0, 0), |s| (s as i64, 1));
+    }
+    let mut total = (0, 0);
+    let Ok(rd) = std::fs::read_dir(real) else {
+        return total;
+    };
+    for entry in rd.flatten() {
+        let Ok(m) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let (b, f) = if m.is_dir() {
+            usage_of(&entry.path(), true)
+        } else if m.is_file() {
+            (m.len() as i64, 1)
+        } else {
+            (0, 0)
+        };
+        total = (total.0 + b, total.1 + f);
+    }
+    total
+}
+
 /// Size of the regular file at a real path; None when there is none (quota
 /// counts regular files only).
 pub fn file_size(real: &Path) -> Option<u64> {
