@@ -402,7 +402,7 @@ impl Sink<'_> {
                 self.ctx.fs.domain(vp),
                 old_size.is_some(),
                 old_size.unwrap_or(0),
-                0,
+                old_size.unwrap_or(0),
             )
             .await
             .map_err(|e| fs_err(vp, e))?;
@@ -411,10 +411,12 @@ impl Sink<'_> {
             return Err(fs_err(vp, e));
         }
         let created = old_size.is_none();
+        // As OpenSSH's scp: written over in place and cut to size at the end
+        // (not truncated first), so copying a file onto itself keeps it.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(mode & 0o777)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&real);
@@ -465,7 +467,10 @@ impl Sink<'_> {
                 .fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
             self.ctx.conn.touch();
         }
-        let flushed = file.flush().await;
+        let mut flushed = file.flush().await;
+        if write_error.is_none() && flushed.is_ok() {
+            flushed = file.set_len(size).await;
+        }
         self.ctx.conn.end_transfer(tid);
         drop(file);
         ticket.finish(file_size(&real)).await;

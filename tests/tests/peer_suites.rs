@@ -21,11 +21,15 @@ fn setup_hint() -> &'static str {
     "peer suites missing: run `bash tests/peer/setup.sh` (as .ci/run does)"
 }
 
-/// OpenSSH's `sftp`, `sftp-cmds`, `sftp-badcmds`, `sftp-batch` and
-/// `sftp-glob` scripts. They run `sftp -D $TEST_SSH_SFTPSERVER`; ours is a
-/// wrapper that runs `ssh -s … sftp` against Ferry, so every case crosses
-/// Ferry's SSH and SFTP stack. They compare files with local `cmp` on
-/// absolute paths, so the user's home is `/` with every permission.
+/// OpenSSH's `sftp`, `sftp-cmds`, `sftp-badcmds`, `sftp-batch`,
+/// `sftp-glob` and `scp` scripts. They run `sftp -D $TEST_SSH_SFTPSERVER`;
+/// ours is a wrapper that runs `ssh -s … sftp` against Ferry, so every case
+/// crosses Ferry's SSH and SFTP stack. `scp.sh` runs `scp -S` with its
+/// `scp-ssh-wrapper.sh` standing in for ssh: its pass-through case is
+/// rewritten to run the remote `scp -t`/`scp -f` on Ferry (its "bad server"
+/// cases, which test the client, stay as they are). They compare files with
+/// local `cmp` on absolute paths, so the user's home is `/` with every
+/// permission.
 #[test]
 fn openssh_regress_sftp_scripts() {
     assert!(
@@ -40,16 +44,16 @@ fn openssh_regress_sftp_scripts() {
     t.api().add_user(u);
 
     let work = tempfile::tempdir().unwrap();
+    let ssh = format!(
+        "ssh -oBatchMode=yes -oStrictHostKeyChecking=no -oUserKnownHostsFile=/dev/null \
+         -oLogLevel=ERROR -oIdentitiesOnly=yes -i {} -p {}",
+        key.display(),
+        t.sftp_port()
+    );
     let wrapper = work.path().join("ferry-sftp");
     std::fs::write(
         &wrapper,
-        format!(
-            "#!/bin/sh\nexec ssh -oBatchMode=yes -oStrictHostKeyChecking=no \
-             -oUserKnownHostsFile=/dev/null -oLogLevel=ERROR -oIdentitiesOnly=yes \
-             -i {} -p {} -s regress@127.0.0.1 sftp\n",
-            key.display(),
-            t.sftp_port()
-        ),
+        format!("#!/bin/sh\nexec {ssh} -s regress@127.0.0.1 sftp\n"),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -61,6 +65,21 @@ fn openssh_regress_sftp_scripts() {
         .status()
         .unwrap();
     assert!(copied.success());
+    let scp_wrapper = obj.join("scp-ssh-wrapper.sh");
+    let original = std::fs::read_to_string(&scp_wrapper).unwrap();
+    let pass_through = "*)\n\tset -- $arg\n\tshift\n\texec $SCP \"$@\"\n\t;;";
+    assert!(
+        original.contains(pass_through),
+        "scp-ssh-wrapper.sh changed upstream"
+    );
+    std::fs::write(
+        &scp_wrapper,
+        original.replace(
+            pass_through,
+            &format!("*)\n\texec {ssh} regress@127.0.0.1 \"$arg\"\n\t;;"),
+        ),
+    )
+    .unwrap();
     // test-exec.sh validates an sshd configuration (never started for these
     // scripts); sshd insists on its privilege separation directory.
     std::fs::create_dir_all("/run/sshd").unwrap();
@@ -71,6 +90,7 @@ fn openssh_regress_sftp_scripts() {
         "sftp-badcmds",
         "sftp-batch",
         "sftp-glob",
+        "scp",
     ] {
         let out = Command::new("sh")
             .arg(obj.join("test-exec.sh"))
@@ -80,6 +100,7 @@ fn openssh_regress_sftp_scripts() {
             .env("OBJ", &obj)
             .env("TEST_SHELL", "sh")
             .env("TEST_SSH_SSH", "ssh")
+            .env("TEST_SSH_SCP", "scp")
             .env("TEST_SSH_SFTPSERVER", &wrapper)
             .env("TEST_SSH_UNSAFE_PERMISSIONS", "1")
             .output()
