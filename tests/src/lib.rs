@@ -127,6 +127,22 @@ pub struct Topology {
     pub procs: Vec<Proc>,
 }
 
+/// Ports come from [`free_port`], which can race with other processes on
+/// the machine (a client's ephemeral port, another test): a topology whose
+/// process could not bind is started again on new ports.
+fn retry_on_port_clash<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start() {
+            Err(e) if attempt < 4 && format!("{e:#}").contains("Address already in use") => {
+                eprintln!("port clash, starting again (attempt {attempt})");
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Topology {
     /// `ferry serve`: control plane plus embedded edge in one process.
     pub fn serve() -> Result<Self> {
@@ -135,6 +151,10 @@ impl Topology {
 
     /// `ferry serve` with extra environment (e.g. `FERRY_DATA_PROVIDER__*`).
     pub fn serve_with(env: &[(String, String)]) -> Result<Self> {
+        retry_on_port_clash(|| Self::try_serve(env))
+    }
+
+    fn try_serve(env: &[(String, String)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(bin("ferry"));
@@ -175,6 +195,10 @@ impl Topology {
 
     /// Like [`Topology::split_with`], with extra environment for every edge.
     pub fn split_full(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
+        retry_on_port_clash(|| Self::try_split(edges, cp_args, edge_env))
+    }
+
+    fn try_split(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (http_port, grpc_port) = (free_port(), free_port());
         let mut cmd = Command::new(bin("ferry"));
@@ -215,14 +239,25 @@ impl Topology {
         Ok(t)
     }
 
+    /// True when a process of this topology could not bind its port.
+    fn bind_failed(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| p.log_text().contains("Address already in use"))
+    }
+
     fn wait_ready(&self) -> Result<()> {
         let timeout = Duration::from_secs(60);
         let healthy = wait_for(timeout, || {
+            if self.bind_failed() {
+                return Some(false);
+            }
             reqwest::blocking::get(format!("{}/healthz", self.base()))
                 .ok()
                 .filter(|r| r.status().is_success())
+                .map(|_| true)
         });
-        if healthy.is_none() {
+        if healthy != Some(true) {
             bail!("control plane did not become healthy:\n{}", self.logs());
         }
         // Edges serve SSH once the control plane has sent them host keys.
@@ -233,11 +268,14 @@ impl Topology {
         };
         for edge in edges {
             let ready = wait_for(timeout, || {
+                if self.bind_failed() {
+                    return Some(false);
+                }
                 edge.log_text()
                     .contains("configuration received from the control plane")
-                    .then_some(())
+                    .then_some(true)
             });
-            if ready.is_none() {
+            if ready != Some(true) {
                 bail!(
                     "edge {} did not get its configuration:\n{}",
                     edge.log.display(),
