@@ -35,6 +35,10 @@ pub const SUPPORTED: &[&str] = &[
     "scp",
     "sftpgo-copy",
     "sftpgo-remove",
+    "rsync",
+    "git-receive-pack",
+    "git-upload-pack",
+    "git-upload-archive",
 ];
 
 /// SFTPGo's default `sftpd.enabled_ssh_commands`.
@@ -111,6 +115,8 @@ pub enum Command {
     Remove {
         path: String,
     },
+    /// rsync or git, run as the system binary (see [`crate::syscmd`]).
+    System(crate::syscmd::SystemCommand),
     Unsupported {
         reason: String,
     },
@@ -132,6 +138,7 @@ impl Command {
             Command::Scp(_) => "scp",
             Command::Copy { .. } => "sftpgo-copy",
             Command::Remove { .. } => "sftpgo-remove",
+            Command::System(c) => c.program,
             Command::Unsupported { .. } => return None,
         })
     }
@@ -176,6 +183,23 @@ pub fn parse(line: &[u8]) -> Command {
                 _ => Command::Unsupported {
                     reason: "usage: sftpgo-copy <source path> <destination path>".into(),
                 },
+            };
+        }
+        "rsync" => {
+            return match crate::syscmd::parse_rsync(args) {
+                Ok(c) => Command::System(c),
+                Err(reason) => Command::Unsupported { reason },
+            };
+        }
+        git @ ("git-receive-pack" | "git-upload-pack" | "git-upload-archive") => {
+            let program = match git {
+                "git-receive-pack" => "git-receive-pack",
+                "git-upload-pack" => "git-upload-pack",
+                _ => "git-upload-archive",
+            };
+            return match crate::syscmd::parse_git(program, args) {
+                Ok(c) => Command::System(c),
+                Err(reason) => Command::Unsupported { reason },
             };
         }
         "sftpgo-remove" => {
@@ -302,6 +326,10 @@ pub async fn run(channel: russh::Channel<Msg>, command: Command, ctx: CommandCon
         Command::Remove { path } => match remove(&ctx, &path).await {
             Ok(()) => ("OK\n".to_string(), String::new(), 0),
             Err(e) => (String::new(), format!("sftpgo-remove: {e}\n"), 1),
+        },
+        Command::System(c) => match crate::syscmd::run(rx, &tx, c, &ctx).await {
+            Ok(status) => (String::new(), String::new(), status),
+            Err(e) => (String::new(), format!("{e}\n"), 1),
         },
     };
     if !stdout.is_empty() {

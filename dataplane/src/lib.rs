@@ -14,6 +14,7 @@ pub mod registry;
 pub mod scp;
 pub mod sftp;
 pub mod ssh;
+pub mod syscmd;
 pub mod vfs;
 
 use std::net::SocketAddr;
