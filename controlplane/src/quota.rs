@@ -283,6 +283,41 @@ pub async fn recover_orphans(state: &AppState) {
     }
 }
 
+/// An admin's change of usage (`PUT /api/v2/quotas/.../usage`): `reset`
+/// sets the counters, otherwise the values are added. Serialised with
+/// reservations of the same domain.
+pub async fn admin_usage(
+    state: &AppState,
+    username: String,
+    folder: String,
+    size: i64,
+    files: i64,
+    reset: bool,
+) -> Result<(), StoreError> {
+    let key = if username.is_empty() {
+        format!("folder:{folder}")
+    } else {
+        domain_key(&username, &folder)
+    };
+    let _guard = state.quota_locks.lock(&key).await;
+    if reset {
+        state
+            .store
+            .set_quota_usage(username, folder, size, files, now_ms())
+            .await
+    } else if folder.is_empty() {
+        state
+            .store
+            .add_quota_usage(username, size, files, now_ms())
+            .await
+    } else {
+        state
+            .store
+            .add_folder_quota_usage(folder, size, files, now_ms())
+            .await
+    }
+}
+
 pub async fn status(
     state: &AppState,
     username: String,

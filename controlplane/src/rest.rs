@@ -194,6 +194,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/folders/{name}",
             get(get_folder).put(update_folder).delete(delete_folder),
         )
+        .route(
+            "/api/v2/quotas/users/{username}/usage",
+            axum::routing::put(user_quota_usage),
+        )
+        .route(
+            "/api/v2/quotas/folders/{name}/usage",
+            axum::routing::put(folder_quota_usage),
+        )
         .route("/api/v2/admins", get(list_admins).post(add_admin))
         .route(
             "/api/v2/admins/{username}",
@@ -724,6 +732,95 @@ async fn change_password(
     state.store.update_admin(row.id, row.data).await?;
     tracing::info!(admin = admin.0.username, "admin password changed");
     Ok(Json(json!({"message": "Password updated"})))
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageParams {
+    mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageBody {
+    #[serde(default)]
+    used_quota_size: i64,
+    #[serde(default)]
+    used_quota_files: i64,
+}
+
+/// `mode=reset` (the default, as SFTPGo) sets the counters; `mode=add` adds.
+fn usage_mode(
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+    body: &UsageBody,
+) -> Result<bool, ApiError> {
+    let reset = match query(params)?.mode.as_deref() {
+        None | Some("reset") => true,
+        Some("add") => false,
+        Some(m) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid mode {m:?}: use reset or add"
+            )));
+        }
+    };
+    if reset && (body.used_quota_size < 0 || body.used_quota_files < 0) {
+        return Err(ApiError::bad_request(
+            "used_quota_size and used_quota_files must not be negative",
+        ));
+    }
+    Ok(reset)
+}
+
+async fn user_quota_usage(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+    ApiJson(body): ApiJson<UsageBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("quota_scans")?;
+    let reset = usage_mode(params, &body)?;
+    crate::quota::admin_usage(
+        &state,
+        username.clone(),
+        String::new(),
+        body.used_quota_size,
+        body.used_quota_files,
+        reset,
+    )
+    .await?;
+    tracing::info!(
+        admin = admin.0.username,
+        username,
+        reset,
+        "user quota usage updated"
+    );
+    Ok(Json(json!({"message": "Quota updated"})))
+}
+
+async fn folder_quota_usage(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+    ApiJson(body): ApiJson<UsageBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("quota_scans")?;
+    let reset = usage_mode(params, &body)?;
+    crate::quota::admin_usage(
+        &state,
+        String::new(),
+        name.clone(),
+        body.used_quota_size,
+        body.used_quota_files,
+        reset,
+    )
+    .await?;
+    tracing::info!(
+        admin = admin.0.username,
+        folder = name,
+        reset,
+        "folder quota usage updated"
+    );
+    Ok(Json(json!({"message": "Quota updated"})))
 }
 
 /// `GET /api/v2/status`: the database and the attached edges.

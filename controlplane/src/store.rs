@@ -561,6 +561,41 @@ impl Store {
         .await
     }
 
+    /// Sets a user's (empty `folder`) or a folder's used quota.
+    pub async fn set_quota_usage(
+        &self,
+        username: String,
+        folder: String,
+        size: i64,
+        files: i64,
+        when_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n = if folder.is_empty() {
+                diesel::update(users::table.filter(users::username.eq(username)))
+                    .set((
+                        users::used_quota_size.eq(size),
+                        users::used_quota_files.eq(files),
+                        users::last_quota_update.eq(when_ms),
+                    ))
+                    .execute(c)?
+            } else {
+                diesel::update(folders::table.filter(folders::name.eq(folder)))
+                    .set((
+                        folders::used_quota_size.eq(size),
+                        folders::used_quota_files.eq(files),
+                        folders::last_quota_update.eq(when_ms),
+                    ))
+                    .execute(c)?
+            };
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Adds to a folder's used quota with one atomic UPDATE.
     pub async fn add_folder_quota_usage(
         &self,

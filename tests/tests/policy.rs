@@ -603,3 +603,99 @@ fn setstat_mode_and_umask() {
         );
     }
 }
+
+/// Admins set or adjust the ledger (`PUT /api/v2/quotas/.../usage`), e.g.
+/// for files that were there before Ferry; enforcement follows at once.
+#[test]
+fn admins_set_quota_usage() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("uli");
+    let mut u = user_json("uli", "uli-pw", &home);
+    u["quota_size"] = json!(10_000);
+    api.add_user(u);
+    let (port, c) = (t.sftp_port(), pw("uli-pw"));
+    assert!(sftp1(port, "uli", &c, "pwd").0);
+    random_file(&home.join("old.bin"), 8_000);
+    let src = tempfile::tempdir().unwrap();
+    let f = local(src.path(), "f", 3_000);
+
+    let put = |path: &str, body: serde_json::Value| api.call("PUT", path, Some(&body));
+    let r = put(
+        "/api/v2/quotas/users/uli/usage",
+        json!({"used_quota_size": 8_000, "used_quota_files": 1}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(api.usage("uli"), (8_000, 1));
+    assert!(
+        !sftp1(port, "uli", &c, &format!("put {f} new")).0,
+        "8 000 + 3 000 > 10 000"
+    );
+    let r = put(
+        "/api/v2/quotas/users/uli/usage?mode=add",
+        json!({"used_quota_size": -8_000, "used_quota_files": -1}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(sftp1(port, "uli", &c, &format!("put {f} new")).0);
+    assert_eq!(api.usage("uli"), (3_000, 1));
+
+    // Folders too.
+    let r = api.call(
+        "POST",
+        "/api/v2/folders",
+        Some(&json!({"name": "fo", "mapped_path": t.dir.path().join("fo")})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = put(
+        "/api/v2/quotas/folders/fo/usage",
+        json!({"used_quota_size": 5, "used_quota_files": 1}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = api.call("GET", "/api/v2/folders/fo", None);
+    assert_eq!(
+        (
+            r.body["used_quota_size"].as_i64(),
+            r.body["used_quota_files"].as_i64()
+        ),
+        (Some(5), Some(1))
+    );
+
+    // Errors: bad mode, negative reset, unknown user, missing permission.
+    let body = json!({"used_quota_size": 1, "used_quota_files": 1});
+    assert_eq!(
+        put("/api/v2/quotas/users/uli/usage?mode=swap", body.clone()).status,
+        400
+    );
+    assert_eq!(
+        put(
+            "/api/v2/quotas/users/uli/usage",
+            json!({"used_quota_size": -1})
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        put("/api/v2/quotas/users/nobody/usage", body.clone()).status,
+        404
+    );
+    let r = api.call(
+        "POST",
+        "/api/v2/admins",
+        Some(
+            &json!({"username": "viewer", "password": "viewer-pw", "permissions": ["view_users"]}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let viewer = Api::login(&t.base(), "viewer", "viewer-pw").unwrap();
+    let r = viewer.call("PUT", "/api/v2/quotas/users/uli/usage", Some(&body));
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("quota_scans"),
+        "{r:?}"
+    );
+    assert_eq!(
+        api.usage("uli"),
+        (3_000, 1),
+        "nothing changed by refused calls"
+    );
+}
