@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_proto::edge::v1::{
-    ControlMessage, QuotaStatusResponse, RecoverUploads, ReserveRequest, ReserveResponse,
-    SettleRequest, UsageDelta, control_message,
+    ControlMessage, QuotaScanned, QuotaStatusResponse, RecoverUploads, ReserveRequest,
+    ReserveResponse, ScanQuota, SettleRequest, UsageDelta, control_message,
 };
 
 use crate::AppState;
@@ -21,13 +21,29 @@ use crate::store::{StoreError, now_ms};
 /// recovery takes (twice the lease TTL).
 const SETTLED_MEMORY: Duration = Duration::from_secs(3600);
 
-/// Per-user serialisation of quota decisions, and the uploads already
-/// settled (each is counted once, by its edge or by a recovery).
+/// Per-user serialisation of quota decisions, the uploads already settled
+/// (each is counted once, by its edge or by a recovery), and running scans.
 #[derive(Default)]
 pub struct QuotaLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     settled: Mutex<HashMap<String, Instant>>,
+    scans: Mutex<HashMap<String, Scan>>,
 }
+
+/// A quota scan handed to an edge.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub scan_id: String,
+    /// Empty for a folder scan.
+    pub username: String,
+    /// Empty for a user scan.
+    pub folder: String,
+    pub start_time_ms: i64,
+    started: Instant,
+}
+
+/// Scans whose edge never answered are forgotten after this.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl QuotaLocks {
     /// Marks an upload settled; false when it already was.
@@ -315,6 +331,139 @@ pub async fn admin_usage(
             .store
             .add_folder_quota_usage(folder, size, files, now_ms())
             .await
+    }
+}
+
+/// Why a scan did not start.
+#[derive(Debug)]
+pub enum ScanError {
+    /// One is running for this user or folder already.
+    Running,
+    /// No edge is attached to walk the storage.
+    NoEdge,
+    Store(StoreError),
+}
+
+impl From<StoreError> for ScanError {
+    fn from(e: StoreError) -> Self {
+        ScanError::Store(e)
+    }
+}
+
+/// Starts a quota scan of a user (empty `folder`: the home and the folders
+/// counted in the user's quota) or of a folder, walked by an attached edge.
+pub async fn start_scan(
+    state: &AppState,
+    username: String,
+    folder: String,
+) -> Result<(), ScanError> {
+    let paths = if folder.is_empty() {
+        let user = state.store.user(username.clone()).await?;
+        let mut paths = vec![user.data.home_dir.clone()];
+        for (f, m) in state.store.user_folders(user.id).await? {
+            if m.quota_size < 0 {
+                paths.push(f.data.path);
+            }
+        }
+        paths
+    } else {
+        vec![state.store.folder(folder.clone()).await?.data.path]
+    };
+    let key = domain_key(&username, &folder);
+    let scan_id = crate::random_token(12);
+    {
+        let mut scans = state
+            .quota_locks
+            .scans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        scans.retain(|_, s| s.started.elapsed() < SCAN_TIMEOUT);
+        if scans
+            .values()
+            .any(|s| domain_key(&s.username, &s.folder) == key)
+        {
+            return Err(ScanError::Running);
+        }
+        scans.insert(
+            scan_id.clone(),
+            Scan {
+                scan_id: scan_id.clone(),
+                username: username.clone(),
+                folder: folder.clone(),
+                start_time_ms: now_ms(),
+                started: Instant::now(),
+            },
+        );
+    }
+    let msg = ControlMessage {
+        kind: Some(control_message::Kind::ScanQuota(ScanQuota {
+            scan_id: scan_id.clone(),
+            paths,
+        })),
+    };
+    if !state.fleet.send_to_any_edge(msg) {
+        state
+            .quota_locks
+            .scans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&scan_id);
+        return Err(ScanError::NoEdge);
+    }
+    Ok(())
+}
+
+/// Running scans (users, or folders).
+pub fn scans(state: &AppState, folders: bool) -> Vec<Scan> {
+    let scans = state
+        .quota_locks
+        .scans
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<Scan> = scans
+        .values()
+        .filter(|s| s.started.elapsed() < SCAN_TIMEOUT && s.folder.is_empty() != folders)
+        .cloned()
+        .collect();
+    out.sort_by_key(|s| s.start_time_ms);
+    out
+}
+
+/// An edge's scan result: the counters are set to what it found.
+pub async fn scan_done(state: &AppState, done: QuotaScanned) {
+    let scan = state
+        .quota_locks
+        .scans
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&done.scan_id);
+    let Some(scan) = scan else { return };
+    if !done.error.is_empty() {
+        tracing::warn!(
+            scan_id = scan.scan_id,
+            error = done.error,
+            "quota scan failed"
+        );
+        return;
+    }
+    match admin_usage(
+        state,
+        scan.username.clone(),
+        scan.folder.clone(),
+        done.size,
+        done.files,
+        true,
+    )
+    .await
+    {
+        Ok(()) => tracing::info!(
+            username = scan.username,
+            folder = scan.folder,
+            size = done.size,
+            files = done.files,
+            "quota scan done"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot store a quota scan"),
     }
 }
 

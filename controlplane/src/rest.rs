@@ -198,6 +198,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/quotas/users/{username}/usage",
             axum::routing::put(user_quota_usage),
         )
+        .route("/api/v2/quotas/users/scans", get(user_scans))
+        .route(
+            "/api/v2/quotas/users/{username}/scan",
+            axum::routing::post(scan_user),
+        )
+        .route("/api/v2/quotas/folders/scans", get(folder_scans))
+        .route(
+            "/api/v2/quotas/folders/{name}/scan",
+            axum::routing::post(scan_folder),
+        )
         .route(
             "/api/v2/quotas/folders/{name}/usage",
             axum::routing::put(folder_quota_usage),
@@ -821,6 +831,68 @@ async fn folder_quota_usage(
         "folder quota usage updated"
     );
     Ok(Json(json!({"message": "Quota updated"})))
+}
+
+fn scan_reply(r: Result<(), crate::quota::ScanError>) -> Result<Response, ApiError> {
+    use crate::quota::ScanError;
+    match r {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"message": "Scan started"})),
+        )
+            .into_response()),
+        Err(ScanError::Running) => Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            "a quota scan is already running",
+        )),
+        Err(ScanError::NoEdge) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "no edge is attached to scan the storage",
+        )),
+        Err(ScanError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn scan_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.require("quota_scans")?;
+    scan_reply(crate::quota::start_scan(&state, username, String::new()).await)
+}
+
+async fn scan_folder(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.require("quota_scans")?;
+    scan_reply(crate::quota::start_scan(&state, String::new(), name).await)
+}
+
+async fn user_scans(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("quota_scans")?;
+    let list: Vec<serde_json::Value> = crate::quota::scans(&state, false)
+        .into_iter()
+        .map(|s| json!({"username": s.username, "start_time": s.start_time_ms}))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+async fn folder_scans(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("quota_scans")?;
+    let list: Vec<serde_json::Value> = crate::quota::scans(&state, true)
+        .into_iter()
+        .map(|s| json!({"name": s.folder, "start_time": s.start_time_ms}))
+        .collect();
+    Ok(Json(json!(list)))
 }
 
 /// `GET /api/v2/status`: the database and the attached edges.

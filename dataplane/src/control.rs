@@ -285,6 +285,48 @@ fn handle_control_message(
             registry.disconnect_user(&d.username);
             None
         }
+        control_message::Kind::ScanQuota(scan) => {
+            info!(
+                scan_id = scan.scan_id,
+                "quota scan requested by the control plane"
+            );
+            let control = control.clone();
+            tokio::spawn(async move {
+                let paths = scan.paths.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut total = (0i64, 0i64);
+                    for p in &paths {
+                        let root = std::path::Path::new(p);
+                        match std::fs::symlink_metadata(root) {
+                            Ok(m) if m.is_dir() => {
+                                let (b, f) = crate::vfs::usage_of(root, true);
+                                total = (total.0 + b, total.1 + f);
+                            }
+                            Ok(_) => return Err(format!("{p} is not a directory")),
+                            // A home not created yet holds nothing.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(format!("{p}: {e}")),
+                        }
+                    }
+                    Ok(total)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("scan failed: {e}")));
+                let (size, files, error) = match result {
+                    Ok((s, f)) => (s, f, String::new()),
+                    Err(e) => (0, 0, e),
+                };
+                control.send_event(edge_message::Kind::QuotaScanned(
+                    ferry_proto::edge::v1::QuotaScanned {
+                        scan_id: scan.scan_id,
+                        size,
+                        files,
+                        error,
+                    },
+                ));
+            });
+            None
+        }
         control_message::Kind::RecoverUploads(r) => {
             info!(
                 username = r.username,

@@ -253,7 +253,9 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group: rsync forks, and all of it is stopped at once.
+        .process_group(0);
     if let Some((uid, gid)) = ctx.owner {
         command.uid(uid).gid(gid);
     }
@@ -338,7 +340,20 @@ pub async fn run(
         status
     } else {
         feed.abort();
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = child.kill().await;
+        // Once every process of the group is gone their output closes: only
+        // then is the re-scan final.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut sink = vec![0u8; 16 * 1024];
+            while matches!(stdout.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
         let _ = tx
             .extended_data_bytes(
                 1,

@@ -382,6 +382,14 @@ pub fn usage_of(real: &Path, is_dir: bool) -> (i64, i64) {
         return total;
     };
     for entry in rd.flatten() {
+        // Atomic uploads in progress are counted when they complete.
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(crate::sftp::TEMP_PREFIX)
+        {
+            continue;
+        }
         let Ok(m) = entry.path().symlink_metadata() else {
             continue;
         };

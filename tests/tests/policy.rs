@@ -699,3 +699,65 @@ fn admins_set_quota_usage() {
         "nothing changed by refused calls"
     );
 }
+
+/// Quota scans walk the storage through an edge (the control plane never
+/// reads user files) and set the counters to what is there.
+#[test]
+fn quota_scans_walk_through_an_edge() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("sid");
+    let inc = t.dir.path().join("sid-inc");
+    let own = t.dir.path().join("sid-own");
+    let mut u = user_json("sid", "sid-pw", &home);
+    u["virtual_folders"] = json!([
+        {"name": "inc", "mapped_path": inc, "virtual_path": "/inc"},
+        {"name": "own", "mapped_path": own, "virtual_path": "/own", "quota_size": 0, "quota_files": 0}
+    ]);
+    api.add_user(u);
+    assert!(sftp1(t.sftp_port(), "sid", &pw("sid-pw"), "pwd").0);
+    std::fs::create_dir_all(home.join("d")).unwrap();
+    random_file(&home.join("d/a"), 1_000);
+    random_file(&home.join("b"), 2_000);
+    // An atomic upload in progress is not counted.
+    random_file(&home.join(".ferry-upload.0000.c"), 5_000);
+    random_file(&inc.join("i"), 300);
+    random_file(&own.join("o"), 40);
+
+    let scan = |path: &str, list: &str| {
+        let r = api.call("POST", path, None);
+        assert_eq!(r.status, 202, "{r:?}");
+        let done = wait_for(Duration::from_secs(20), || {
+            let r = api.call("GET", list, None);
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body.as_array().unwrap().is_empty().then_some(())
+        });
+        assert!(done.is_some(), "scan did not finish:\n{}", t.logs());
+    };
+    scan(
+        "/api/v2/quotas/users/sid/scan",
+        "/api/v2/quotas/users/scans",
+    );
+    assert_eq!(
+        api.usage("sid"),
+        (3_300, 3),
+        "home and the folder counted in the user's quota"
+    );
+    scan(
+        "/api/v2/quotas/folders/own/scan",
+        "/api/v2/quotas/folders/scans",
+    );
+    let r = api.call("GET", "/api/v2/folders/own", None);
+    assert_eq!(r.body["used_quota_size"], 40);
+    assert_eq!(r.body["used_quota_files"], 1);
+    assert_eq!(
+        api.call("POST", "/api/v2/quotas/users/nobody/scan", None)
+            .status,
+        404
+    );
+    assert_eq!(
+        api.call("POST", "/api/v2/quotas/folders/nothing/scan", None)
+            .status,
+        404
+    );
+}
