@@ -105,11 +105,7 @@ pub async fn reserve(state: &AppState, req: ReserveRequest) -> Result<ReserveRes
         .lock(&domain_key(&req.username, &req.folder))
         .await;
     let limits = domain_limits(state, &req.username, &req.folder).await?;
-    let (reserved_bytes, reserved_files) = if req.folder.is_empty() {
-        state.fleet.reserved(&req.username)
-    } else {
-        state.fleet.reserved_in_folder(&req.folder)
-    };
+    let (reserved_bytes, reserved_files) = reserved_in(state, &req.username, &req.folder);
     if req.files > 0
         && limits.quota_files > 0
         && limits.used_files + reserved_files + req.files > limits.quota_files
@@ -158,6 +154,15 @@ fn domain_key(username: &str, folder: &str) -> String {
         username.to_string()
     } else {
         format!("folder:{folder}")
+    }
+}
+
+/// Bytes and files reserved in a quota domain.
+fn reserved_in(state: &AppState, username: &str, folder: &str) -> (i64, i64) {
+    if folder.is_empty() {
+        state.fleet.reserved(username)
+    } else {
+        state.fleet.reserved_in_folder(folder)
     }
 }
 
@@ -310,12 +315,10 @@ pub async fn admin_usage(
     files: i64,
     reset: bool,
 ) -> Result<(), StoreError> {
-    let key = if username.is_empty() {
-        format!("folder:{folder}")
-    } else {
-        domain_key(&username, &folder)
-    };
-    let _guard = state.quota_locks.lock(&key).await;
+    let _guard = state
+        .quota_locks
+        .lock(&domain_key(&username, &folder))
+        .await;
     if reset {
         state
             .store
@@ -473,11 +476,7 @@ pub async fn status(
     folder: String,
 ) -> Result<QuotaStatusResponse, StoreError> {
     let limits = domain_limits(state, &username, &folder).await?;
-    let (reserved_size, reserved_files) = if folder.is_empty() {
-        state.fleet.reserved(&username)
-    } else {
-        state.fleet.reserved_in_folder(&folder)
-    };
+    let (reserved_size, reserved_files) = reserved_in(state, &username, &folder);
     Ok(QuotaStatusResponse {
         quota_size: limits.quota_size,
         quota_files: limits.quota_files,

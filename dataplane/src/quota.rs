@@ -436,11 +436,14 @@ impl UploadQuota {
 /// the target in mode 2, and the real change of each upload is settled once.
 pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
     let username = cmd.username.clone();
-    let fs = match crate::vfs::UserFs::open(
-        std::path::Path::new(&cmd.home_dir),
-        None,
-        &cmd.virtual_folders,
-    ) {
+    let (home, folders) = (cmd.home_dir.clone(), cmd.virtual_folders.clone());
+    // Opening creates missing directories: off the async threads.
+    let opened = tokio::task::spawn_blocking(move || {
+        crate::vfs::UserFs::open(std::path::Path::new(&home), None, &folders)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let fs = match opened {
         Ok(fs) => fs,
         Err(e) => {
             warn!(username, error = %e, "cannot open a home to recover uploads");

@@ -646,15 +646,7 @@ impl SftpSession {
         let want = len.min(MAX_READ_LEN) as usize;
         let packet = blocking(move || {
             let mut buf = BytesMut::zeroed(DATA_HEADER + want);
-            let mut filled = 0;
-            while filled < want {
-                match file.read_at(&mut buf[DATA_HEADER + filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io_fail(e)),
-                }
-            }
+            let filled = read_full_at(&file, &mut buf[DATA_HEADER..], offset).map_err(io_fail)?;
             buf.truncate(DATA_HEADER + filled);
             Ok(buf)
         })
@@ -1348,15 +1340,7 @@ impl SftpSession {
             let src = src.clone();
             let chunk = blocking(move || {
                 let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    match src.read_at(&mut buf[filled..], read_offset + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(io_fail(e)),
-                    }
-                }
+                let filled = read_full_at(&src, &mut buf, read_offset).map_err(io_fail)?;
                 buf.truncate(filled);
                 Ok(buf)
             })
@@ -1405,6 +1389,21 @@ impl SftpSession {
             )),
         }
     }
+}
+
+/// Fills `buf` from `offset` until it is full or the file ends; returns how
+/// many bytes were read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// True when the relative path `rel`, taken from a directory `depth` levels

@@ -492,6 +492,44 @@ pub fn sftp_batch(port: u16, user: &str, cred: &Cred, commands: &str, extra: &[&
     cmd.output().expect("sftp runs")
 }
 
+/// Runs one sftp command; returns (success, stdout and stderr together).
+pub fn sftp1(port: u16, user: &str, cred: &Cred, command: &str) -> (bool, String) {
+    let out = sftp_batch(port, user, cred, &format!("{command}\n"), &[]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A password credential.
+pub fn pw(p: &str) -> Cred {
+    Cred::Password(p.into())
+}
+
+/// Runs `ferry serve` with one extra environment variable and returns its
+/// output; for settings that must stop the start.
+pub fn serve_with_setting(key: &str, value: &str) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Command::new(bin("ferry"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--http-bind",
+            "127.0.0.1:0",
+            "--grpc-bind",
+            "127.0.0.1:0",
+            "--sftp-bind",
+            "127.0.0.1:0",
+        ])
+        .env(key, value)
+        .output()
+        .expect("ferry runs")
+}
+
 /// Runs `scp` (SFTP protocol, OpenSSH's default) with the given arguments.
 pub fn scp(port: u16, cred: &Cred, args: &[String]) -> Output {
     let mut cmd = client_command("scp", cred);

@@ -120,21 +120,7 @@ fn only_enabled_commands_run() {
         );
     }
     // A bad setting stops the start with the key named.
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin("ferry"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--http-bind",
-            "127.0.0.1:0",
-            "--grpc-bind",
-            "127.0.0.1:0",
-            "--sftp-bind",
-            "127.0.0.1:0",
-        ])
-        .env("FERRY_SFTPD__ENABLED_SSH_COMMANDS", "md5sum,bash")
-        .output()
-        .unwrap();
+    let out = serve_with_setting("FERRY_SFTPD__ENABLED_SSH_COMMANDS", "md5sum,bash");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("enabled_ssh_commands"),

@@ -9,22 +9,6 @@ use std::time::Duration;
 use ferry_tests::*;
 use serde_json::json;
 
-fn pw(p: &str) -> Cred {
-    Cred::Password(p.into())
-}
-
-fn sftp1(port: u16, user: &str, cred: &Cred, command: &str) -> (bool, String) {
-    let out = sftp_batch(port, user, cred, &format!("{command}\n"), &[]);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn folder_usage(api: &Api, name: &str) -> (i64, i64) {
     let r = api.call("GET", &format!("/api/v2/folders/{name}"), None);
     assert_eq!(r.status, 200, "{r:?}");

@@ -9,23 +9,6 @@ use std::time::{Duration, Instant};
 use ferry_tests::*;
 use serde_json::json;
 
-fn pw(p: &str) -> Cred {
-    Cred::Password(p.into())
-}
-
-/// Runs one sftp command; returns (success, combined output).
-fn sftp1(port: u16, user: &str, cred: &Cred, command: &str) -> (bool, String) {
-    let out = sftp_batch(port, user, cred, &format!("{command}\n"), &[]);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn local(dir: &Path, name: &str, len: usize) -> String {
     let p = dir.join(name);
     random_file(&p, len);
@@ -580,21 +563,7 @@ fn setstat_mode_and_umask() {
         ("FERRY_COMMON__UMASK", "999", "umask"),
         ("FERRY_COMMON__SETSTAT_MODE", "5", "setstat_mode"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(bin("ferry"))
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--http-bind",
-                "127.0.0.1:0",
-                "--grpc-bind",
-                "127.0.0.1:0",
-                "--sftp-bind",
-                "127.0.0.1:0",
-            ])
-            .env(key, value)
-            .output()
-            .unwrap();
+        let out = serve_with_setting(key, value);
         assert!(!out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(needle),

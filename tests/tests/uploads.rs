@@ -51,6 +51,22 @@ fn interrupt(t: &Topology, name: &str, size: usize, home: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Leaves the first `kept` bytes of `src` as `resume.bin` in the home, then
+/// `reput`s the whole file as xena and checks the result.
+fn resume(t: &Topology, cred: &Cred, home: &Path, src: &Path, kept: usize) {
+    let full = std::fs::read(src).unwrap();
+    std::fs::write(home.join("resume.bin"), &full[..kept]).unwrap();
+    let out = sftp_batch(
+        t.sftp_port(),
+        "xena",
+        cred,
+        &format!("reput {} resume.bin\n", src.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&home.join("resume.bin")), sha256_file(src));
+}
+
 fn temp_files(home: &Path) -> Vec<String> {
     std::fs::read_dir(home)
         .unwrap()
@@ -119,17 +135,7 @@ fn atomic_uploads_never_expose_partial_files() {
     );
 
     // Resume (reput) continues an existing file through the temporary name.
-    let full = std::fs::read(&src).unwrap();
-    std::fs::write(home.join("resume.bin"), &full[..2_000_000]).unwrap();
-    let out = sftp_batch(
-        t.sftp_port(),
-        "xena",
-        &cred,
-        &format!("reput {} resume.bin\n", src.display()),
-        &[],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(sha256_file(&home.join("resume.bin")), sha256_file(&src));
+    resume(&t, &cred, &home, &src, 2_000_000);
     assert!(temp_files(&home).is_empty());
 }
 
@@ -216,17 +222,7 @@ fn resume_and_append_in_direct_mode() {
             .status
             .success()
     );
-    let full = std::fs::read(&src).unwrap();
-    std::fs::write(home.join("resume.bin"), &full[..1_234_567]).unwrap();
-    let out = sftp_batch(
-        t.sftp_port(),
-        "xena",
-        &cred,
-        &format!("reput {} resume.bin\n", src.display()),
-        &[],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(sha256_file(&home.join("resume.bin")), sha256_file(&src));
+    resume(&t, &cred, &home, &src, 1_234_567);
 
     std::fs::write(home.join("log.txt"), b"line one\n").unwrap();
     let out = paramiko(&t, APPEND_BELOW_SIZE, &[]);
