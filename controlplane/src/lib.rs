@@ -5,6 +5,7 @@
 
 pub mod admins;
 pub mod bootstrap;
+pub mod config;
 pub mod filters;
 pub mod fleet;
 pub mod folders;

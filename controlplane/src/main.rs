@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferry_controlplane::config::Settings;
 use ferry_controlplane::{ControlPlaneOptions, start_controlplane};
 
 #[derive(Parser)]
@@ -16,6 +17,10 @@ use ferry_controlplane::{ControlPlaneOptions, start_controlplane};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Configuration file (.toml, .json, .yaml, .hcl or .env); every key can
+    /// also be set as FERRY_<SECTION>__<KEY>. Flags win over both.
+    #[arg(long, env = "FERRY_CONFIG_FILE", global = true)]
+    config_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -25,9 +30,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         common: CommonArgs,
-        /// Address the embedded edge's SFTP listener binds to.
-        #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
-        sftp_bind: SocketAddr,
+        /// Address the embedded edge's SFTP listener binds to (replaces
+        /// sftpd.bindings).
+        #[arg(long, env = "FERRY_SFTP_BIND")]
+        sftp_bind: Option<SocketAddr>,
         #[command(flatten)]
         edge: ferry_dataplane::EdgeArgs,
     },
@@ -37,14 +43,16 @@ enum Command {
         common: CommonArgs,
     },
     /// Create or upgrade the database schema and exit. The database is chosen
-    /// by FERRY_DATA_PROVIDER__DRIVER (sqlite, postgresql, mysql) and its
-    /// FERRY_DATA_PROVIDER__* settings; PostgreSQL and MySQL databases must
-    /// already exist.
+    /// by data_provider.driver (sqlite, postgresql, mysql) and the other
+    /// data_provider settings; PostgreSQL and MySQL databases must already
+    /// exist.
     Initprovider {
         /// Directory holding the SQLite database; created if missing.
         #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Print a complete commented configuration file (TOML) with the defaults.
+    ConfigExample,
 }
 
 #[derive(Args)]
@@ -52,24 +60,36 @@ struct CommonArgs {
     /// Directory holding the SQLite database and generated files; created if missing.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// Address of the REST API (and /healthz).
-    #[arg(long, env = "FERRY_HTTP_BIND", default_value = "127.0.0.1:8080")]
-    http_bind: SocketAddr,
-    /// Address of the gRPC service edges attach to. A non-loopback address
-    /// requires an edge token.
-    #[arg(long, env = "FERRY_GRPC_BIND", default_value = "127.0.0.1:50051")]
-    grpc_bind: SocketAddr,
-    /// File holding the token edges must present (overrides FERRY_EDGE_TOKEN).
+    /// Address of the REST API and /healthz (replaces httpd.bindings).
+    #[arg(long, env = "FERRY_HTTP_BIND")]
+    http_bind: Option<SocketAddr>,
+    /// Address of the gRPC service edges attach to (grpc.address and
+    /// grpc.port). A non-loopback address requires an edge token.
+    #[arg(long, env = "FERRY_GRPC_BIND")]
+    grpc_bind: Option<SocketAddr>,
+    /// File holding the token edges must present (grpc.edge_token_file;
+    /// else FERRY_EDGE_TOKEN).
     #[arg(long, env = "FERRY_EDGE_TOKEN_FILE")]
     edge_token_file: Option<PathBuf>,
-    /// Seconds a session lease lives without renewal: how long the sessions of
-    /// an edge that died still count toward max_sessions (minimum 3).
-    #[arg(long, env = "FERRY_LEASE_TTL", default_value_t = 30)]
-    lease_ttl: u64,
+    /// Seconds a session lease lives without renewal (grpc.lease_ttl).
+    #[arg(long, env = "FERRY_LEASE_TTL")]
+    lease_ttl: Option<u64>,
 }
 
-fn edge_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    if let Some(path) = file {
+impl CommonArgs {
+    fn apply(&self, s: &mut Settings) {
+        if let Some(f) = &self.edge_token_file {
+            s.grpc.edge_token_file = f.clone();
+        }
+        if let Some(ttl) = self.lease_ttl {
+            s.grpc.lease_ttl = ttl;
+        }
+    }
+}
+
+fn edge_token(file: &std::path::Path) -> anyhow::Result<Option<String>> {
+    if !file.as_os_str().is_empty() {
+        let path = file;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read edge token file {}", path.display()))?;
         let token = text.trim().to_string();
@@ -105,34 +125,40 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    ferry_dataplane::init_logging();
     let cli = Cli::parse();
-    let data_provider = ferry_controlplane::provider::DataProviderConfig::from_env()?;
-    let (common, sftp_bind) = match cli.command {
+    if let Command::ConfigExample = cli.command {
+        print!("{}", ferry_dataplane::config::example::<Settings>());
+        return Ok(());
+    }
+    ferry_dataplane::init_logging();
+    let mut settings: Settings = ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
+    let (common, edge) = match cli.command {
         Command::Serve {
             common,
             sftp_bind,
             edge,
-        } => (
-            common,
-            Some((
-                sftp_bind,
-                edge.settings()?,
-                edge.idle_timeout(),
-                edge.enabled_commands()?,
-            )),
-        ),
+        } => {
+            edge.apply(&mut settings.common, &mut settings.sftpd);
+            let binds = match sftp_bind {
+                Some(addr) => vec![addr],
+                None => settings.sftpd.listen_addrs()?,
+            };
+            let runtime = settings.common.runtime(&settings.sftpd)?;
+            (common, Some((binds, runtime)))
+        }
         Command::Controlplane { common } => (common, None),
         Command::Initprovider { data_dir } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-            ferry_controlplane::open_store(&data_provider, &data_dir).await?;
+            ferry_controlplane::open_store(&settings.data_provider, &data_dir).await?;
             println!("the database schema is up to date");
             return Ok(());
         }
+        Command::ConfigExample => unreachable!("handled above"),
     };
-    let mut token = edge_token(common.edge_token_file.as_ref())?;
-    if sftp_bind.is_some() && token.is_none() {
+    common.apply(&mut settings);
+    let mut token = edge_token(&settings.grpc.edge_token_file)?;
+    if edge.is_some() && token.is_none() {
         // The embedded edge and the control plane share a fresh secret.
         token = Some(ferry_controlplane::random_token(32));
     }
@@ -146,17 +172,18 @@ async fn run() -> anyhow::Result<()> {
     let cp = start_controlplane(
         ControlPlaneOptions {
             data_dir: common.data_dir,
-            http_bind: common.http_bind,
-            grpc_bind: common.grpc_bind,
+            // Flags may use port 0 (any free port); the file may not.
+            http_bind: common.http_bind.map_or_else(|| settings.http_addr(), Ok)?,
+            grpc_bind: common.grpc_bind.map_or_else(|| settings.grpc_addr(), Ok)?,
             edge_token: token.clone(),
-            data_provider,
-            lease_ttl: std::time::Duration::from_secs(common.lease_ttl),
+            data_provider: settings.data_provider.clone(),
+            lease_ttl: std::time::Duration::from_secs(settings.grpc.lease_ttl),
         },
         stop(),
     )
     .await?;
-    let edge = match sftp_bind {
-        Some((sftp_bind, (proxy, fs), idle_timeout, commands)) => {
+    let edge = match edge {
+        Some((sftp_binds, runtime)) => {
             let grpc = cp.grpc_addr;
             let target = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -168,12 +195,9 @@ async fn run() -> anyhow::Result<()> {
                     ferry_dataplane::EdgeOptions {
                         control_plane: format!("http://{target}"),
                         token: token.clone(),
-                        sftp_bind,
+                        sftp_binds,
                         edge_id: None,
-                        proxy,
-                        fs,
-                        idle_timeout,
-                        commands,
+                        runtime,
                     },
                     stop(),
                 )

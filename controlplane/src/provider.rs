@@ -1,7 +1,7 @@
 //! Data provider settings with SFTPGo's names (`data_provider.driver`,
 //! `name`, `host`, `port`, `username`, `password`, `sslmode`,
-//! `connection_string`, `pool_size`), read from `FERRY_DATA_PROVIDER__<KEY>`,
-//! and the connection target they describe.
+//! `connection_string`, `pool_size`; also `FERRY_DATA_PROVIDER__<KEY>`) and
+//! the connection target they describe.
 
 use std::path::Path;
 
@@ -13,8 +13,11 @@ pub enum Backend {
     Mysql,
 }
 
-/// `data_provider` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `data_provider`: the database holding users, folders, admins.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataProviderConfig {
     /// `sqlite` (default), `postgresql` or `mysql` (MySQL and MariaDB).
     pub driver: String,
@@ -25,7 +28,9 @@ pub struct DataProviderConfig {
     pub host: String,
     /// Server port (0: the backend's default, 5432 or 3306).
     pub port: u16,
+    /// Database user.
     pub username: String,
+    /// Database password.
     pub password: String,
     /// TLS to the server: 0 off, 1 required, 2 verify the CA, 3 verify CA
     /// and host name (SFTPGo's values).
@@ -60,58 +65,9 @@ pub struct Target {
     pub pool_size: u32,
 }
 
-const ENV_PREFIX: &str = "FERRY_DATA_PROVIDER__";
-
 impl DataProviderConfig {
-    /// Defaults overridden by `FERRY_DATA_PROVIDER__<KEY>` variables; an
-    /// unknown key or a bad value is an error naming the variable.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let mut cfg = Self::default();
-        for (key, value) in vars {
-            let Some(field) = key.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let number = |what: &str| -> anyhow::Result<u64> {
-                value
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| anyhow::anyhow!("{key}: {value:?} is not a valid {what}"))
-            };
-            match field.to_ascii_lowercase().as_str() {
-                "driver" => cfg.driver = value.trim().to_ascii_lowercase(),
-                "name" => cfg.name = value,
-                "host" => cfg.host = value,
-                "port" => {
-                    cfg.port = u16::try_from(number("port")?)
-                        .map_err(|_| anyhow::anyhow!("{key}: {value:?} is not a valid port"))?
-                }
-                "username" => cfg.username = value,
-                "password" => cfg.password = value,
-                "sslmode" => {
-                    let v = number("sslmode (0-3)")?;
-                    anyhow::ensure!(v <= 3, "{key}: sslmode must be 0, 1, 2 or 3, got {v}");
-                    cfg.sslmode = v as u8;
-                }
-                "connection_string" => cfg.connection_string = value,
-                "pool_size" => {
-                    cfg.pool_size = u32::try_from(number("pool size")?)
-                        .map_err(|_| anyhow::anyhow!("{key}: pool size too large"))?
-                }
-                _ => anyhow::bail!(
-                    "{key}: unknown data_provider setting (known: driver, name, host, port, username, \
-                     password, sslmode, connection_string, pool_size)"
-                ),
-            }
-        }
-        Ok(cfg)
-    }
-
     pub fn backend(&self) -> anyhow::Result<Backend> {
-        match self.driver.as_str() {
+        match self.driver.trim().to_ascii_lowercase().as_str() {
             "" | "sqlite" => Ok(Backend::Sqlite),
             "postgresql" | "postgres" => Ok(Backend::Postgresql),
             "mysql" | "mariadb" => Ok(Backend::Mysql),
@@ -124,6 +80,11 @@ impl DataProviderConfig {
     /// The connection target for this configuration.
     pub fn target(&self, data_dir: &Path) -> anyhow::Result<Target> {
         let backend = self.backend()?;
+        anyhow::ensure!(
+            self.sslmode <= 3,
+            "data_provider.sslmode must be 0, 1, 2 or 3, got {}",
+            self.sslmode
+        );
         let pool_size = if self.pool_size == 0 {
             8
         } else {
@@ -221,16 +182,19 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn cfg(pairs: &[(&str, &str)]) -> anyhow::Result<DataProviderConfig> {
+        #[derive(Default, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        struct Only {
+            data_provider: DataProviderConfig,
+        }
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Ok(ferry_dataplane::config::load::<Only>(None, vars)?.data_provider)
     }
 
     #[test]
     fn env_settings_build_urls_without_leaking_passwords() {
-        let cfg = DataProviderConfig::from_vars(vars(&[
+        let pg = cfg(&[
             ("FERRY_DATA_PROVIDER__DRIVER", "postgresql"),
             ("FERRY_DATA_PROVIDER__NAME", "db"),
             ("FERRY_DATA_PROVIDER__USERNAME", "u"),
@@ -238,9 +202,9 @@ mod tests {
             ("FERRY_DATA_PROVIDER__PORT", "6543"),
             ("FERRY_DATA_PROVIDER__SSLMODE", "1"),
             ("UNRELATED", "x"),
-        ]))
+        ])
         .unwrap();
-        let t = cfg.target(Path::new("/d")).unwrap();
+        let t = pg.target(Path::new("/d")).unwrap();
         assert_eq!(
             t.url,
             "postgres://u:p%40ss%3Aw%2Frd@127.0.0.1:6543/db?sslmode=require"
@@ -253,8 +217,7 @@ mod tests {
             (t.backend, t.url.as_str()),
             (Backend::Sqlite, "/d/ferry.db")
         );
-        let my = DataProviderConfig::from_vars(vars(&[("FERRY_DATA_PROVIDER__DRIVER", "mysql")]))
-            .unwrap();
+        let my = cfg(&[("FERRY_DATA_PROVIDER__DRIVER", "mysql")]).unwrap();
         assert_eq!(
             my.target(Path::new("/d")).unwrap().url,
             "mysql://127.0.0.1:3306/ferry"
@@ -263,21 +226,18 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let err = |pairs: &[(&str, &str)]| {
-            DataProviderConfig::from_vars(vars(pairs))
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |pairs: &[(&str, &str)]| format!("{:#}", cfg(pairs).unwrap_err());
         assert!(
             err(&[("FERRY_DATA_PROVIDER__PORT", "http")]).contains("FERRY_DATA_PROVIDER__PORT")
         );
-        assert!(err(&[("FERRY_DATA_PROVIDER__SSLMODE", "7")]).contains("sslmode"));
+        assert!(err(&[("FERRY_DATA_PROVIDER__PORT", "70000")]).contains("data_provider.port"));
         assert!(
             err(&[("FERRY_DATA_PROVIDER__COLOUR", "blue")])
-                .contains("unknown data_provider setting")
+                .contains("unknown setting \"data_provider.colour\"")
         );
-        let bad = DataProviderConfig::from_vars(vars(&[("FERRY_DATA_PROVIDER__DRIVER", "oracle")]))
-            .unwrap();
+        let seven = cfg(&[("FERRY_DATA_PROVIDER__SSLMODE", "7")]).unwrap();
+        assert!(format!("{:#}", seven.target(Path::new("/d")).err().unwrap()).contains("sslmode"));
+        let bad = cfg(&[("FERRY_DATA_PROVIDER__DRIVER", "oracle")]).unwrap();
         assert!(bad.target(Path::new("/d")).is_err());
     }
 }

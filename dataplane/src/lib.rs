@@ -6,12 +6,14 @@
 
 pub mod bandwidth;
 pub mod commands;
+pub mod config;
 pub mod control;
 pub mod policy;
 pub mod proxy;
 pub mod quota;
 pub mod registry;
 pub mod scp;
+pub mod settings;
 pub mod sftp;
 pub mod ssh;
 pub mod syscmd;
@@ -30,83 +32,16 @@ pub struct EdgeOptions {
     pub control_plane: String,
     /// Token presented to the control plane.
     pub token: Option<String>,
-    pub sftp_bind: SocketAddr,
+    /// SFTP listeners (at least one); the first is the one reported to the
+    /// control plane.
+    pub sftp_binds: Vec<SocketAddr>,
     /// Fleet-unique id; random when not given.
     pub edge_id: Option<String>,
-    /// PROXY protocol policy of the SFTP listener.
-    pub proxy: proxy::ProxyPolicy,
-    /// How uploads land, setstat and umask (`common.*`).
-    pub fs: sftp::FsSettings,
-    /// Sessions without activity this long are closed (None: never).
-    pub idle_timeout: Option<std::time::Duration>,
-    /// SSH commands that run (`sftpd.enabled_ssh_commands`).
-    pub commands: commands::EnabledCommands,
+    /// Validated `common`/`sftpd` settings.
+    pub runtime: settings::EdgeRuntime,
 }
 
-/// Edge settings shared by `ferry-edge` and `ferry serve`, with SFTPGo's
-/// `common` names as environment variables.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct EdgeArgs {
-    #[command(flatten)]
-    pub proxy: proxy::ProxyArgs,
-    /// How uploads land: 0 written in place, 1 atomic (temporary name, renamed
-    /// on success, removed when interrupted), 2 atomic, an interrupted upload
-    /// is kept under the target name for resume.
-    #[arg(long, env = "FERRY_COMMON__UPLOAD_MODE", default_value_t = 0)]
-    pub upload_mode: u8,
-    /// What SETSTAT does with mode, owner and times: 0 applies them, 1
-    /// accepts and ignores them (truncation still applies), 2 ignores them
-    /// only where the storage cannot do them.
-    #[arg(long, env = "FERRY_COMMON__SETSTAT_MODE", default_value_t = 0)]
-    pub setstat_mode: u8,
-    /// Octal umask for new files and directories (e.g. 022); empty keeps the
-    /// process umask.
-    #[arg(long, env = "FERRY_COMMON__UMASK", default_value = "")]
-    pub umask: String,
-    /// Minutes without requests or transfers after which a session is
-    /// closed (SSH keepalives do not count); 0 disables.
-    #[arg(long, env = "FERRY_COMMON__IDLE_TIMEOUT", default_value_t = 15)]
-    pub idle_timeout: u64,
-    /// SSH commands that run, comma separated, `*` for all (md5sum, sha1sum,
-    /// sha256sum, sha384sum, sha512sum, cd, pwd, scp, sftpgo-copy,
-    /// sftpgo-remove).
-    #[arg(long, env = "FERRY_SFTPD__ENABLED_SSH_COMMANDS", default_value = commands::DEFAULT_ENABLED)]
-    pub enabled_ssh_commands: String,
-}
-
-impl EdgeArgs {
-    /// The SSH commands that run.
-    pub fn enabled_commands(&self) -> anyhow::Result<commands::EnabledCommands> {
-        commands::EnabledCommands::from_setting(&self.enabled_ssh_commands)
-            .map_err(|e| anyhow::anyhow!(e))
-    }
-
-    /// The idle timeout (None when 0).
-    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
-        (self.idle_timeout > 0).then(|| std::time::Duration::from_secs(self.idle_timeout * 60))
-    }
-
-    /// Validated settings: (PROXY policy, storage settings).
-    pub fn settings(&self) -> anyhow::Result<(proxy::ProxyPolicy, sftp::FsSettings)> {
-        let proxy = self.proxy.policy().map_err(|e| anyhow::anyhow!(e))?;
-        let upload_mode =
-            sftp::UploadMode::from_setting(self.upload_mode).map_err(|e| anyhow::anyhow!(e))?;
-        let setstat_mode =
-            sftp::SetstatMode::from_setting(self.setstat_mode).map_err(|e| anyhow::anyhow!(e))?;
-        let umask = match self.umask.trim() {
-            "" => None,
-            text => Some(sftp::parse_umask(text).map_err(|e| anyhow::anyhow!(e))?),
-        };
-        Ok((
-            proxy,
-            sftp::FsSettings {
-                upload_mode,
-                setstat_mode,
-                umask,
-            },
-        ))
-    }
-}
+pub use settings::EdgeArgs;
 
 /// A running edge.
 pub struct RunningEdge {
@@ -165,15 +100,22 @@ pub async fn start_edge(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningEdge> {
     let edge_id = opts.edge_id.clone().unwrap_or_else(random_edge_id);
-    let listener = TcpListener::bind(opts.sftp_bind)
-        .await
-        .with_context(|| format!("cannot bind SFTP to {}", opts.sftp_bind))?;
-    let sftp_addr = listener.local_addr()?;
+    anyhow::ensure!(!opts.sftp_binds.is_empty(), "no SFTP listener configured");
+    let mut listeners = Vec::new();
+    for bind in &opts.sftp_binds {
+        listeners.push(
+            TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot bind SFTP to {bind}"))?,
+        );
+    }
+    let sftp_addr = listeners[0].local_addr()?;
     let registry = Arc::new(registry::Registry::default());
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
-    if let Some(timeout) = opts.idle_timeout {
+    let runtime = opts.runtime;
+    if let Some(timeout) = runtime.idle_timeout {
         let registry = registry.clone();
         tokio::spawn(async move {
             let every = (timeout / 4).min(std::time::Duration::from_secs(30));
@@ -188,16 +130,33 @@ pub async fn start_edge(
         control,
         registry,
         config,
-        opts.fs,
-        opts.commands,
+        runtime.fs,
+        runtime.commands,
     ));
-    tracing::info!(edge_id, %sftp_addr, control_plane = opts.control_plane, "edge listening");
-    let task = tokio::spawn(ssh::accept_loop(
-        listener,
-        ctx,
-        Arc::new(opts.proxy),
-        shutdown,
-    ));
+    let proxy = Arc::new(runtime.proxy);
+    // Every listener stops when `shutdown` resolves.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        tracing::info!(edge_id, sftp_addr = %addr, control_plane = opts.control_plane, "edge listening");
+        let mut rx = stop_rx.clone();
+        loops.push(tokio::spawn(ssh::accept_loop(
+            listener,
+            ctx.clone(),
+            proxy.clone(),
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            },
+        )));
+    }
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+    });
     Ok(RunningEdge {
         sftp_addr,
         edge_id,

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ferry_dataplane::settings::EdgeSettings;
 
 #[derive(Parser)]
 #[command(
@@ -13,24 +14,33 @@ use clap::Parser;
     about = "Ferry edge: serves SFTP, gets identity and policy from the control plane"
 )]
 struct Cli {
-    /// gRPC URL of the control plane.
-    #[arg(
-        long,
-        env = "FERRY_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    control_plane: String,
-    /// Address the SFTP listener binds to.
-    #[arg(long, env = "FERRY_SFTP_BIND", default_value = "0.0.0.0:2022")]
-    sftp_bind: SocketAddr,
-    /// File holding the edge token (overrides FERRY_EDGE_TOKEN).
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (.toml, .json, .yaml, .hcl or .env); every key can
+    /// also be set as FERRY_<SECTION>__<KEY>. Flags win over both.
+    #[arg(long, env = "FERRY_CONFIG_FILE", global = true)]
+    config_file: Option<PathBuf>,
+    /// gRPC URL of the control plane (edge.control_plane).
+    #[arg(long, env = "FERRY_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// Address the SFTP listener binds to (replaces sftpd.bindings).
+    #[arg(long, env = "FERRY_SFTP_BIND")]
+    sftp_bind: Option<SocketAddr>,
+    /// File holding the edge token (edge.edge_token_file; else FERRY_EDGE_TOKEN).
     #[arg(long, env = "FERRY_EDGE_TOKEN_FILE")]
     edge_token_file: Option<PathBuf>,
-    /// Fleet-unique id of this edge (default: hostname plus a random suffix).
+    /// Fleet-unique id of this edge (edge.edge_id; default: hostname plus a
+    /// random suffix).
     #[arg(long, env = "FERRY_EDGE_ID")]
     edge_id: Option<String>,
     #[command(flatten)]
     edge: ferry_dataplane::EdgeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a complete commented configuration file (TOML) with the defaults.
+    ConfigExample,
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,32 +48,50 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    ferry_dataplane::init_logging();
     let cli = Cli::parse();
-    let token = match &cli.edge_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read edge token file {}", path.display()))?
+    if let Some(Command::ConfigExample) = cli.command {
+        print!("{}", ferry_dataplane::config::example::<EdgeSettings>());
+        return Ok(());
+    }
+    ferry_dataplane::init_logging();
+    let mut settings: EdgeSettings =
+        ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
+    cli.edge.apply(&mut settings.common, &mut settings.sftpd);
+    if let Some(v) = cli.control_plane {
+        settings.edge.control_plane = v;
+    }
+    if let Some(v) = cli.edge_token_file {
+        settings.edge.edge_token_file = v;
+    }
+    if let Some(v) = cli.edge_id {
+        settings.edge.edge_id = v;
+    }
+    let token_file = &settings.edge.edge_token_file;
+    let token = if token_file.as_os_str().is_empty() {
+        std::env::var("FERRY_EDGE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    } else {
+        Some(
+            std::fs::read_to_string(token_file)
+                .with_context(|| format!("cannot read edge token file {}", token_file.display()))?
                 .trim()
                 .to_string(),
-        ),
-        None => std::env::var("FERRY_EDGE_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        )
     };
-    let (proxy, fs) = cli.edge.settings()?;
-    let commands = cli.edge.enabled_commands()?;
+    let sftp_binds = match cli.sftp_bind {
+        Some(addr) => vec![addr],
+        None => settings.sftpd.listen_addrs()?,
+    };
+    let runtime = settings.common.runtime(&settings.sftpd)?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(
         ferry_dataplane::EdgeOptions {
-            control_plane: cli.control_plane,
+            control_plane: settings.edge.control_plane,
             token,
-            sftp_bind: cli.sftp_bind,
-            edge_id: cli.edge_id,
-            proxy,
-            fs,
-            idle_timeout: cli.edge.idle_timeout(),
-            commands,
+            sftp_binds,
+            edge_id: Some(settings.edge.edge_id).filter(|s| !s.is_empty()),
+            runtime,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

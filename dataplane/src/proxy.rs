@@ -18,18 +18,10 @@ use tokio::net::TcpStream;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `common.proxy_*` settings of an edge listener.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ProxyArgs {
-    /// PROXY protocol on the SFTP listener: 0 off, 1 use headers from
-    /// --proxy-allowed upstreams, 2 require a header (and an allowed upstream).
-    #[arg(long, env = "FERRY_COMMON__PROXY_PROTOCOL", default_value_t = 0)]
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
     pub proxy_protocol: u8,
-    /// Upstreams (IPs or CIDRs, comma separated) whose PROXY headers are trusted.
-    #[arg(long, env = "FERRY_COMMON__PROXY_ALLOWED", value_delimiter = ',')]
     pub proxy_allowed: Vec<String>,
-    /// Sources (IPs or CIDRs) that may connect without a header in mode 2,
-    /// such as load-balancer health checks.
-    #[arg(long, env = "FERRY_COMMON__PROXY_SKIPPED", value_delimiter = ',')]
     pub proxy_skipped: Vec<String>,
 }
 
@@ -74,7 +66,7 @@ fn parse_nets(flag: &str, items: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-impl ProxyArgs {
+impl ProxySettings {
     pub fn policy(&self) -> Result<ProxyPolicy, String> {
         let mode = match self.proxy_protocol {
             0 => ProxyMode::Off,
@@ -160,7 +152,7 @@ mod tests {
     use super::*;
 
     fn policy(mode: u8, allowed: &[&str], skipped: &[&str]) -> ProxyPolicy {
-        ProxyArgs {
+        ProxySettings {
             proxy_protocol: mode,
             proxy_allowed: allowed.iter().map(|s| s.to_string()).collect(),
             proxy_skipped: skipped.iter().map(|s| s.to_string()).collect(),
@@ -220,7 +212,7 @@ mod tests {
 
     #[test]
     fn bad_settings() {
-        let args = |mode: u8, allowed: &[&str]| ProxyArgs {
+        let args = |mode: u8, allowed: &[&str]| ProxySettings {
             proxy_protocol: mode,
             proxy_allowed: allowed.iter().map(|s| s.to_string()).collect(),
             proxy_skipped: vec![],

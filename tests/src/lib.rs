@@ -182,6 +182,35 @@ impl Topology {
         Ok(t)
     }
 
+    /// `ferry serve --config-file NAME` with no address flags: `config`
+    /// gets (http, grpc, sftp, sftp2) ports and returns the file's text.
+    pub fn serve_config(name: &str, config: impl Fn(u16, u16, u16, u16) -> String) -> Result<Self> {
+        retry_on_port_clash(|| {
+            let dir = tempfile::tempdir()?;
+            let ports = (free_port(), free_port(), free_port(), free_port());
+            let file = dir.path().join(name);
+            std::fs::write(&file, config(ports.0, ports.1, ports.2, ports.3))?;
+            let mut cmd = Command::new(bin("ferry"));
+            cmd.arg("serve")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg("--config-file")
+                .arg(&file)
+                .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .env_remove("FERRY_EDGE_TOKEN");
+            let proc = Proc::spawn(cmd, dir.path().join("ferry.log"))?;
+            let t = Self {
+                dir,
+                http_port: ports.0,
+                grpc_port: ports.1,
+                sftp_ports: vec![ports.2, ports.3],
+                procs: vec![proc],
+            };
+            t.wait_ready()?;
+            Ok(t)
+        })
+    }
+
     /// `ferry controlplane` plus `edges` separate `ferry-edge` processes,
     /// authenticated with [`EDGE_TOKEN`].
     pub fn split(edges: usize) -> Result<Self> {

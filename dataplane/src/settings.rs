@@ -1,0 +1,271 @@
+//! Settings sections with SFTPGo's names that edges use (`common`, `sftpd`)
+//! and the `edge` section of `ferry-edge`. `ferry` (the control plane) reads
+//! the same `common` and `sftpd` sections: the embedded edge of `ferry serve`
+//! uses the edge parts, the control plane the authentication parts.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{commands, proxy, sftp};
+
+/// `common`: settings every protocol shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommonConfig {
+    /// Minutes without SFTP requests or transfers after which a session is
+    /// closed (SSH keepalives do not count); 0 disables.
+    pub idle_timeout: u64,
+    /// How uploads land: 0 written in place; 1 atomic (temporary name,
+    /// renamed on success, removed when interrupted); 2 atomic, and an
+    /// interrupted upload is kept under the target name for resume.
+    pub upload_mode: u8,
+    /// What SETSTAT does with mode, owner and times: 0 applies them; 1
+    /// accepts and ignores them (truncation still applies); 2 ignores them
+    /// only where the storage cannot do them.
+    pub setstat_mode: u8,
+    /// Octal umask for new files and directories (e.g. "022"); empty keeps
+    /// the process umask.
+    pub umask: String,
+    /// PROXY protocol on the SFTP listeners: 0 off; 1 use headers from
+    /// proxy_allowed upstreams; 2 require a header from an allowed upstream.
+    pub proxy_protocol: u8,
+    /// Upstreams (IPs or CIDRs) whose PROXY headers are trusted.
+    pub proxy_allowed: Vec<String>,
+    /// Sources (IPs or CIDRs) that may connect without a header when
+    /// proxy_protocol is 2, such as load-balancer health checks.
+    pub proxy_skipped: Vec<String>,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: 15,
+            upload_mode: 0,
+            setstat_mode: 0,
+            umask: String::new(),
+            proxy_protocol: 0,
+            proxy_allowed: Vec::new(),
+            proxy_skipped: Vec::new(),
+        }
+    }
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Binding {
+    /// IP address to listen on; empty for every address.
+    pub address: String,
+    /// TCP port; 0 disables this listener.
+    pub port: u16,
+}
+
+impl Default for Binding {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            port: 2022,
+        }
+    }
+}
+
+impl Binding {
+    /// The socket address, or None when the binding is disabled.
+    pub fn socket_addr(&self, what: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        if self.port == 0 {
+            return Ok(None);
+        }
+        let ip: std::net::IpAddr = match self.address.trim() {
+            "" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            text => text
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{what}.address: {text:?} is not an IP address"))?,
+        };
+        Ok(Some(std::net::SocketAddr::new(ip, self.port)))
+    }
+}
+
+/// `sftpd`: the SSH/SFTP service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftpdConfig {
+    /// Listeners of each edge (and of the edge `ferry serve` embeds).
+    pub bindings: Vec<Binding>,
+    /// SSH commands that run: md5sum, sha1sum, sha256sum, sha384sum,
+    /// sha512sum, cd, pwd, scp, sftpgo-copy, sftpgo-remove, rsync, git-*;
+    /// ["*"] for all.
+    pub enabled_ssh_commands: Vec<String>,
+}
+
+impl Default for SftpdConfig {
+    fn default() -> Self {
+        Self {
+            bindings: vec![Binding::default()],
+            enabled_ssh_commands: commands::DEFAULT_ENABLED
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
+impl SftpdConfig {
+    /// The enabled listeners' addresses (at least one).
+    pub fn listen_addrs(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        let mut out = Vec::new();
+        for (i, b) in self.bindings.iter().enumerate() {
+            if let Some(addr) = b.socket_addr(&format!("sftpd.bindings[{i}]"))? {
+                out.push(addr);
+            }
+        }
+        anyhow::ensure!(
+            !out.is_empty(),
+            "sftpd.bindings: no listener enabled (every port is 0)"
+        );
+        Ok(out)
+    }
+
+    pub fn enabled_commands(&self) -> anyhow::Result<commands::EnabledCommands> {
+        commands::EnabledCommands::from_setting(&self.enabled_ssh_commands.join(","))
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// `edge`: how a `ferry-edge` reaches its control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSection {
+    /// gRPC URL of the control plane.
+    pub control_plane: String,
+    /// File holding the token presented to the control plane (else the
+    /// FERRY_EDGE_TOKEN variable).
+    pub edge_token_file: PathBuf,
+    /// Fleet-unique id of this edge; empty: the host name plus a random
+    /// suffix.
+    pub edge_id: String,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        Self {
+            control_plane: "http://127.0.0.1:50051".into(),
+            edge_token_file: PathBuf::new(),
+            edge_id: String::new(),
+        }
+    }
+}
+
+/// Everything `ferry-edge` reads from its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSettings {
+    /// Settings every protocol shares.
+    pub common: CommonConfig,
+    /// The SSH/SFTP service.
+    pub sftpd: SftpdConfig,
+    /// How this edge reaches its control plane.
+    pub edge: EdgeSection,
+}
+
+/// The settings an edge runs with, validated.
+#[derive(Debug, Clone)]
+pub struct EdgeRuntime {
+    pub proxy: proxy::ProxyPolicy,
+    pub fs: sftp::FsSettings,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub commands: commands::EnabledCommands,
+}
+
+impl CommonConfig {
+    /// Validates the edge-side settings of `common` and `sftpd`.
+    pub fn runtime(&self, sftpd: &SftpdConfig) -> anyhow::Result<EdgeRuntime> {
+        let err = |e: String| anyhow::anyhow!("common.{e}");
+        let proxy = proxy::ProxySettings {
+            proxy_protocol: self.proxy_protocol,
+            proxy_allowed: self.proxy_allowed.clone(),
+            proxy_skipped: self.proxy_skipped.clone(),
+        }
+        .policy()
+        .map_err(err)?;
+        let upload_mode = sftp::UploadMode::from_setting(self.upload_mode).map_err(err)?;
+        let setstat_mode = sftp::SetstatMode::from_setting(self.setstat_mode).map_err(err)?;
+        let umask = match self.umask.trim() {
+            "" => None,
+            text => Some(sftp::parse_umask(text).map_err(err)?),
+        };
+        Ok(EdgeRuntime {
+            proxy,
+            fs: sftp::FsSettings {
+                upload_mode,
+                setstat_mode,
+                umask,
+            },
+            idle_timeout: (self.idle_timeout > 0)
+                .then(|| std::time::Duration::from_secs(self.idle_timeout * 60)),
+            commands: sftpd
+                .enabled_commands()
+                .map_err(|e| anyhow::anyhow!("sftpd.{e}"))?,
+        })
+    }
+}
+
+/// Command-line flags over `common` and `sftpd` (shared by `ferry-edge` and
+/// `ferry serve`); each one given replaces the configured value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EdgeArgs {
+    /// common.upload_mode: 0 in place, 1 atomic, 2 atomic with resume.
+    #[arg(long)]
+    pub upload_mode: Option<u8>,
+    /// common.setstat_mode: 0 apply, 1 ignore, 2 ignore where unsupported.
+    #[arg(long)]
+    pub setstat_mode: Option<u8>,
+    /// common.umask (octal, e.g. 022).
+    #[arg(long)]
+    pub umask: Option<String>,
+    /// common.idle_timeout in minutes; 0 disables.
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// common.proxy_protocol: 0 off, 1 optional, 2 required.
+    #[arg(long)]
+    pub proxy_protocol: Option<u8>,
+    /// common.proxy_allowed, comma separated IPs or CIDRs.
+    #[arg(long, value_delimiter = ',')]
+    pub proxy_allowed: Option<Vec<String>>,
+    /// common.proxy_skipped, comma separated IPs or CIDRs.
+    #[arg(long, value_delimiter = ',')]
+    pub proxy_skipped: Option<Vec<String>>,
+    /// sftpd.enabled_ssh_commands, comma separated; `*` for all.
+    #[arg(long, value_delimiter = ',')]
+    pub enabled_ssh_commands: Option<Vec<String>>,
+}
+
+impl EdgeArgs {
+    /// Lays the given flags over the configured sections.
+    pub fn apply(&self, common: &mut CommonConfig, sftpd: &mut SftpdConfig) {
+        let set = |slot: &mut u8, v: Option<u8>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut common.upload_mode, self.upload_mode);
+        set(&mut common.setstat_mode, self.setstat_mode);
+        set(&mut common.proxy_protocol, self.proxy_protocol);
+        if let Some(v) = &self.umask {
+            common.umask = v.clone();
+        }
+        if let Some(v) = self.idle_timeout {
+            common.idle_timeout = v;
+        }
+        if let Some(v) = &self.proxy_allowed {
+            common.proxy_allowed = v.clone();
+        }
+        if let Some(v) = &self.proxy_skipped {
+            common.proxy_skipped = v.clone();
+        }
+        if let Some(v) = &self.enabled_ssh_commands {
+            sftpd.enabled_ssh_commands = v.clone();
+        }
+    }
+}
