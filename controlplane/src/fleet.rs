@@ -235,6 +235,16 @@ impl Fleet {
         txs.into_iter().any(|tx| tx.try_send(msg.clone()).is_ok())
     }
 
+    /// Sends `msg` to every attached edge (best effort: a full queue drops it).
+    pub fn broadcast(&self, msg: &ControlMessage) {
+        let txs: Vec<_> = self.lock().edges.values().map(|e| e.tx.clone()).collect();
+        for tx in txs {
+            if tx.try_send(msg.clone()).is_err() {
+                tracing::warn!("edge command queue full, message dropped");
+            }
+        }
+    }
+
     /// Ends every edge's command stream (at shutdown), so edges see the
     /// control plane go away at once and graceful shutdown is not held up.
     pub fn close_all(&self) {

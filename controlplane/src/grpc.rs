@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use ferry_proto::edge::v1::edge_control_server::EdgeControl;
 use ferry_proto::edge::v1::{
-    ControlMessage, EdgeConfig, EdgeMessage, LoginOutcome, LoginRequest, LoginResponse,
-    QuotaStatusRequest, QuotaStatusResponse, ReserveRequest, ReserveResponse, SessionLease,
-    SettleRequest, SettleResponse, control_message, edge_message, login_request,
+    ControlMessage, EdgeConfig, EdgeMessage, LoginRequest, LoginResponse, QuotaStatusRequest,
+    QuotaStatusResponse, ReserveRequest, ReserveResponse, SettleRequest, SettleResponse,
+    control_message, edge_message,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::AppState;
-use crate::store::{StoreError, now_ms};
+use crate::store::StoreError;
 
 /// Longest edge id we accept (it is echoed in REST and logs).
 const MAX_EDGE_ID_LEN: usize = 128;
@@ -58,15 +58,6 @@ pub fn token_interceptor(
     }
 }
 
-fn rejected(message: impl Into<String>) -> LoginResponse {
-    LoginResponse {
-        outcome: LoginOutcome::Rejected as i32,
-        message: message.into(),
-        policy: None,
-        lease: None,
-    }
-}
-
 type ControlStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -100,11 +91,19 @@ impl EdgeControl for EdgeService {
                 server_version: self.state.server_version.clone(),
                 lease_ttl_seconds: self.state.fleet.lease_ttl().as_secs() as u32,
                 heartbeat_interval_ms: self.state.fleet.heartbeat_interval().as_millis() as u32,
+                password_authentication: self.state.auth.password_authentication,
+                keyboard_interactive_authentication: self
+                    .state
+                    .auth
+                    .keyboard_interactive_authentication,
+                max_auth_tries: self.state.auth.max_auth_tries,
             })),
         };
-        tx.send(config)
-            .await
-            .map_err(|_| Status::internal("edge stream closed"))?;
+        for msg in [config, self.state.defender.bans_message()] {
+            tx.send(msg)
+                .await
+                .map_err(|_| Status::internal("edge stream closed"))?;
+        }
         let edge_id = hello.edge_id.clone();
         let generation = self
             .state
@@ -142,10 +141,12 @@ impl EdgeControl for EdgeService {
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
         let req = request.into_inner();
-        let reply = login(&self.state, req).await.map_err(|e| match e {
-            StoreError::Unavailable(m) => Status::unavailable(m),
-            other => Status::internal(other.to_string()),
-        })?;
+        let reply = crate::auth::login(&self.state, req)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(m) => Status::unavailable(m),
+                other => Status::internal(other.to_string()),
+            })?;
         Ok(Response::new(reply))
     }
 
@@ -230,207 +231,4 @@ fn handle_edge_message(state: &Arc<AppState>, edge_id: &str, msg: EdgeMessage) {
             warn!(edge_id, "unexpected message on attach stream")
         }
     }
-}
-
-/// Checks one authentication attempt.
-async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, StoreError> {
-    let username = req.username.clone();
-    let user = match state.store.user(username.clone()).await {
-        Ok(u) => Some(u),
-        Err(StoreError::NotFound) => None,
-        Err(e) => return Err(e),
-    };
-    let method = match &req.credential {
-        Some(login_request::Credential::Password(_)) => "password",
-        Some(login_request::Credential::PublicKey(_)) => "publickey",
-        None => "none",
-    };
-    let Some(user) = user else {
-        if let Some(login_request::Credential::Password(p)) = req.credential {
-            // Spend the same work as for a real user so timing does not tell
-            // which usernames exist.
-            crate::passwords::verify(p, state.dummy_hash.clone()).await;
-        }
-        info!(
-            username,
-            method,
-            remote_address = req.remote_address,
-            "login refused: no such user"
-        );
-        return Ok(rejected("no such user"));
-    };
-    // Who may log in from where, how: checked before any credential work.
-    if let Err(reason) = check_filters(&user, method, &req.remote_address) {
-        info!(
-            username,
-            method,
-            remote_address = req.remote_address,
-            reason,
-            "login refused"
-        );
-        return Ok(rejected(reason));
-    }
-    let verdict = match req.credential {
-        Some(login_request::Credential::Password(p)) => match user.data.password.clone() {
-            Some(hash) if !hash.is_empty() => {
-                if state
-                    .verified
-                    .verify(&username, p.clone(), hash.clone())
-                    .await
-                {
-                    if crate::passwords::needs_upgrade(&hash) {
-                        upgrade_hash(state, username.clone(), p, hash);
-                    }
-                    Ok(())
-                } else {
-                    Err("invalid password")
-                }
-            }
-            _ => Err("the user has no password"),
-        },
-        Some(login_request::Credential::PublicKey(k)) => {
-            match russh::keys::PublicKey::from_openssh(&k.public_key) {
-                Err(_) => Err("unparsable public key"),
-                Ok(offered) => {
-                    let known = crate::users::public_keys(&user)
-                        .iter()
-                        .any(|key| key.key_data() == offered.key_data());
-                    if !known {
-                        Err("unknown public key")
-                    } else if !k.verified {
-                        // Only an offer: tell the edge to ask for the signature.
-                        if let Err(reason) = check_account(&user) {
-                            Err(reason)
-                        } else {
-                            return Ok(LoginResponse {
-                                outcome: LoginOutcome::KeyAcceptable as i32,
-                                message: String::new(),
-                                policy: None,
-                                lease: None,
-                            });
-                        }
-                    } else {
-                        Ok(())
-                    }
-                }
-            }
-        }
-        None => Err("no credential"),
-    };
-    if let Err(reason) = verdict.and_then(|()| check_account(&user)) {
-        info!(
-            username,
-            method,
-            remote_address = req.remote_address,
-            reason,
-            "login refused"
-        );
-        return Ok(rejected(reason));
-    }
-    let Some((lease_id, expires)) =
-        state
-            .fleet
-            .try_grant_lease(&username, &req.edge_id, user.data.max_sessions)
-    else {
-        info!(
-            username,
-            method,
-            remote_address = req.remote_address,
-            max_sessions = user.data.max_sessions,
-            "login refused: too many open sessions"
-        );
-        return Ok(rejected("too many open sessions"));
-    };
-    let folders = match state.store.user_folders(user.id).await {
-        Ok(f) => f,
-        Err(e) => {
-            state.fleet.release_lease(&lease_id);
-            return Err(e);
-        }
-    };
-    let expires_at_ms = now_ms()
-        + expires
-            .saturating_duration_since(std::time::Instant::now())
-            .as_millis() as i64;
-    if let Err(e) = state.store.set_last_login(username.clone(), now_ms()).await {
-        warn!(username, error = %e, "cannot record last login");
-    }
-    info!(
-        username,
-        method,
-        remote_address = req.remote_address,
-        edge_id = req.edge_id,
-        "login accepted"
-    );
-    Ok(LoginResponse {
-        outcome: LoginOutcome::Accepted as i32,
-        message: String::new(),
-        policy: Some(crate::users::session_policy(
-            &user,
-            &folders,
-            client_ip(&req.remote_address),
-        )),
-        lease: Some(SessionLease {
-            lease_id,
-            expires_at_ms,
-        }),
-    })
-}
-
-/// Re-hashes a password that verified against a legacy format with argon2id,
-/// in the background: the login does not wait for it.
-fn upgrade_hash(state: &AppState, username: String, plain: String, old: String) {
-    let store = state.store.clone();
-    tokio::spawn(async move {
-        match crate::passwords::hash(plain).await {
-            Ok(new) => match store.replace_password(username.clone(), old, new).await {
-                Ok(true) => info!(username, "password hash upgraded to argon2id"),
-                Ok(false) => {}
-                Err(e) => warn!(username, error = %e, "cannot upgrade password hash"),
-            },
-            Err(e) => warn!(username, error = e, "cannot upgrade password hash"),
-        }
-    });
-}
-
-/// The user's login filters: protocol, method and source address.
-fn check_filters(
-    user: &crate::store::UserRow,
-    method: &str,
-    remote_address: &str,
-) -> Result<(), &'static str> {
-    let filters =
-        crate::users::login_filters(user).map_err(|_| "the user's filters are invalid")?;
-    if !filters.protocol_allowed("SSH") {
-        return Err("protocol SSH is denied for this user");
-    }
-    if !filters.ssh_method_allowed(method) {
-        return Err("login method denied for this user");
-    }
-    let ip = client_ip(remote_address).ok_or("unknown client address")?;
-    if !filters.ip_allowed(ip) {
-        return Err("client address not allowed for this user");
-    }
-    Ok(())
-}
-
-/// The client's IP from an edge-reported `ip:port` (or bare IP).
-fn client_ip(remote_address: &str) -> Option<std::net::IpAddr> {
-    remote_address
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| remote_address.parse::<std::net::IpAddr>())
-        .ok()
-        .map(|ip| ip.to_canonical())
-}
-
-/// Account-level checks that apply to every method.
-fn check_account(user: &crate::store::UserRow) -> Result<(), &'static str> {
-    if user.data.status != 1 {
-        return Err("user disabled");
-    }
-    if user.data.expiration_date > 0 && user.data.expiration_date < now_ms() {
-        return Err("user expired");
-    }
-    Ok(())
 }

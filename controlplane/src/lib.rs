@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod defender;
 pub mod filters;
 pub mod fleet;
 pub mod folders;
@@ -47,6 +49,10 @@ pub struct AppState {
     pub verified: passwords::VerifiedCache,
     /// Serialises each user's quota decisions.
     pub quota_locks: quota::QuotaLocks,
+    /// Methods, certificates and limits of SSH logins (`sftpd`).
+    pub auth: auth::AuthSettings,
+    /// Failed-login scores and bans (`common.defender`).
+    pub defender: defender::Defender,
 }
 
 /// Settings of a control-plane process.
@@ -61,6 +67,10 @@ pub struct ControlPlaneOptions {
     pub data_provider: provider::DataProviderConfig,
     /// How long sessions of an edge that stopped renewing them still count.
     pub lease_ttl: std::time::Duration,
+    /// The SSH service settings (authentication parts).
+    pub sftpd: ferry_dataplane::settings::SftpdConfig,
+    /// `common.defender`.
+    pub defender: ferry_dataplane::settings::DefenderConfig,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -108,6 +118,9 @@ pub async fn start_controlplane(
     {
         anyhow::bail!("the edge token must be at least 16 characters long");
     }
+    // Settings are checked before anything is created.
+    let auth = auth::AuthSettings::from_config(&opts.sftpd)?;
+    let defender = defender::Defender::new(opts.defender.clone())?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let store = open_store(&opts.data_provider, &opts.data_dir).await?;
@@ -126,6 +139,8 @@ pub async fn start_controlplane(
         dummy_hash,
         verified: passwords::VerifiedCache::default(),
         quota_locks: quota::QuotaLocks::default(),
+        auth,
+        defender,
     });
 
     let http = TcpListener::bind(opts.http_bind)

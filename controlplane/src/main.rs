@@ -178,6 +178,8 @@ async fn run() -> anyhow::Result<()> {
             edge_token: token.clone(),
             data_provider: settings.data_provider.clone(),
             lease_ttl: std::time::Duration::from_secs(settings.grpc.lease_ttl),
+            sftpd: settings.sftpd.clone(),
+            defender: settings.common.defender.clone(),
         },
         stop(),
     )

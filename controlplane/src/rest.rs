@@ -228,6 +228,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/connections/{connection_id}",
             delete(close_connection),
         )
+        .route("/api/v2/defender/hosts", get(defender_hosts))
+        .route(
+            "/api/v2/defender/hosts/{id}",
+            get(defender_host).delete(defender_unban),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -913,5 +918,73 @@ async fn status(
     Ok(Json(json!({
         "data_provider": {"is_active": active, "driver": driver, "error": error},
         "edges": state.fleet.edges(),
+        "defender": {"is_active": state.defender.enabled()},
     })))
+}
+
+fn defender_view(h: &crate::defender::HostView) -> serde_json::Value {
+    let ban_time = if h.ban_until_ms > 0 {
+        chrono::DateTime::from_timestamp_millis(h.ban_until_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    json!({
+        "id": crate::defender::host_id(h.ip),
+        "ip": h.ip.to_string(),
+        "score": h.score,
+        "ban_time": ban_time,
+    })
+}
+
+/// `GET /api/v2/defender/hosts`: addresses with a score or a ban.
+async fn defender_hosts(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("view_defender")?;
+    let hosts: Vec<_> = state.defender.hosts().iter().map(defender_view).collect();
+    Ok(Json(json!(hosts)))
+}
+
+fn defender_lookup(
+    state: &AppState,
+    id: &str,
+) -> Result<(std::net::IpAddr, crate::defender::HostView), ApiError> {
+    let missing = || ApiError::new(ErrorCode::NotFound, "host not found");
+    let ip = crate::defender::ip_of_id(id).ok_or_else(missing)?;
+    let host = state
+        .defender
+        .hosts()
+        .into_iter()
+        .find(|h| h.ip == ip.to_canonical())
+        .ok_or_else(missing)?;
+    Ok((ip, host))
+}
+
+/// `GET /api/v2/defender/hosts/{id}` (id: the address, hex encoded).
+async fn defender_host(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("view_defender")?;
+    let (_, host) = defender_lookup(&state, &id)?;
+    Ok(Json(defender_view(&host)))
+}
+
+/// `DELETE /api/v2/defender/hosts/{id}`: lifts the ban and forgets the
+/// score, on every edge.
+async fn defender_unban(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("manage_defender")?;
+    let (ip, _) = defender_lookup(&state, &id)?;
+    state.defender.remove(ip);
+    state.fleet.broadcast(&state.defender.bans_message());
+    tracing::info!(admin = admin.0.username, %ip, "defender entry removed");
+    Ok(Json(json!({"message": "OK"})))
 }

@@ -269,6 +269,11 @@ fn handle_control_message(
             let _ = config_tx.send(Some(Arc::new(cfg)));
             Some(interval)
         }
+        control_message::Kind::Bans(bans) => {
+            info!(banned = bans.hosts.len(), "defender bans received");
+            registry.set_bans(&bans.hosts);
+            None
+        }
         control_message::Kind::DisconnectConnection(d) => {
             info!(
                 connection_id = d.connection_id,

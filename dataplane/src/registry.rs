@@ -100,9 +100,29 @@ pub struct Registry {
     pub usage: crate::quota::UsageBatch,
     /// Bandwidth buckets per user.
     pub buckets: crate::bandwidth::Buckets,
+    /// Client addresses the defender banned, with when each ban ends (ms).
+    bans: Mutex<HashMap<std::net::IpAddr, i64>>,
 }
 
 impl Registry {
+    /// Replaces the ban list with the control plane's.
+    pub fn set_bans(&self, hosts: &[ferry_proto::edge::v1::BannedHost]) {
+        let bans = hosts
+            .iter()
+            .filter_map(|h| Some((h.ip.parse::<std::net::IpAddr>().ok()?, h.ban_until_ms)))
+            .collect();
+        *self.bans.lock().unwrap_or_else(|e| e.into_inner()) = bans;
+    }
+
+    /// Whether connections from `ip` are refused.
+    pub fn is_banned(&self, ip: std::net::IpAddr) -> bool {
+        self.bans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip.to_canonical())
+            .is_some_and(|until| *until > now_ms())
+    }
+
     pub fn add_session(
         &self,
         id: u64,

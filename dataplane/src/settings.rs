@@ -36,6 +36,59 @@ pub struct CommonConfig {
     /// Sources (IPs or CIDRs) that may connect without a header when
     /// proxy_protocol is 2, such as load-balancer health checks.
     pub proxy_skipped: Vec<String>,
+    /// Bans client addresses that fail to log in too often (read by the
+    /// control plane; bans reach every edge).
+    pub defender: DefenderConfig,
+}
+
+/// `common.defender`: failed logins scored per client address; an address
+/// whose score within `observation_time` reaches `threshold` is banned on
+/// every edge for `ban_time`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenderConfig {
+    /// Turns the defender on.
+    pub enabled: bool,
+    /// Where scores live: "memory" (in the control plane).
+    pub driver: String,
+    /// Minutes a ban lasts.
+    pub ban_time: u64,
+    /// Percent by which the ban time grows each time the same address is
+    /// banned again.
+    pub ban_time_increment: u64,
+    /// Score at which an address is banned.
+    pub threshold: u32,
+    /// Score of a login attempt for a user that does not exist.
+    pub score_invalid: u32,
+    /// Score of a failed login of an existing user (public keys count once
+    /// per connection).
+    pub score_valid: u32,
+    /// Score of a login refused because a limit (max_sessions) was reached.
+    pub score_limit_exceeded: u32,
+    /// Minutes over which scores add up.
+    pub observation_time: u64,
+    /// Addresses tracked before old entries are dropped.
+    pub entries_soft_limit: usize,
+    /// Addresses tracked at most.
+    pub entries_hard_limit: usize,
+}
+
+impl Default for DefenderConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            driver: "memory".into(),
+            ban_time: 30,
+            ban_time_increment: 50,
+            threshold: 15,
+            score_invalid: 2,
+            score_valid: 1,
+            score_limit_exceeded: 3,
+            observation_time: 30,
+            entries_soft_limit: 100,
+            entries_hard_limit: 150,
+        }
+    }
 }
 
 impl Default for CommonConfig {
@@ -48,6 +101,7 @@ impl Default for CommonConfig {
             proxy_protocol: 0,
             proxy_allowed: Vec::new(),
             proxy_skipped: Vec::new(),
+            defender: DefenderConfig::default(),
         }
     }
 }
@@ -97,6 +151,21 @@ pub struct SftpdConfig {
     /// sha512sum, cd, pwd, scp, sftpgo-copy, sftpgo-remove, rsync, git-*;
     /// ["*"] for all.
     pub enabled_ssh_commands: Vec<String>,
+    /// Allows password logins (also the password step of
+    /// publickey+password). Read by the control plane.
+    pub password_authentication: bool,
+    /// Allows keyboard-interactive logins (a password prompt). Read by the
+    /// control plane.
+    pub keyboard_interactive_authentication: bool,
+    /// Failed authentication attempts allowed per connection: 0 means 6, a
+    /// negative value no limit. Read by the control plane.
+    pub max_auth_tries: i32,
+    /// Files with the public keys of CAs whose user certificates are
+    /// accepted (principal = login name). Read by the control plane.
+    pub trusted_user_ca_keys: Vec<PathBuf>,
+    /// JSON file listing revoked certificates by SHA256 fingerprint
+    /// ("SHA256:..."), re-read when it changes. Read by the control plane.
+    pub revoked_user_certs_file: PathBuf,
 }
 
 impl Default for SftpdConfig {
@@ -107,6 +176,11 @@ impl Default for SftpdConfig {
                 .split(',')
                 .map(str::to_string)
                 .collect(),
+            password_authentication: true,
+            keyboard_interactive_authentication: true,
+            max_auth_tries: 0,
+            trusted_user_ca_keys: Vec::new(),
+            revoked_user_certs_file: PathBuf::new(),
         }
     }
 }

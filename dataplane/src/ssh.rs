@@ -30,7 +30,8 @@ use crate::vfs::UserFs;
 const SILENT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// SSH flow-control window per channel; large enough for `sftp -R 64 -B 261120`.
 const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
-const MAX_AUTH_ATTEMPTS: usize = 6;
+/// The SSH handshake and authentication must be done within this.
+const AUTH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Shared by every connection on this edge.
 pub struct EdgeContext {
@@ -145,14 +146,15 @@ fn build_ssh_config(cfg: &EdgeConfig) -> anyhow::Result<russh::server::Config> {
     anyhow::ensure!(!keys.is_empty(), "no host keys");
     Ok(russh::server::Config {
         server_id: SshId::Standard(format!("SSH-2.0-{}", cfg.server_version).into()),
-        methods: offered_methods(),
+        methods: offered_methods(cfg),
         auth_rejection_time: Duration::from_secs(1),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys,
         window_size: WINDOW_SIZE,
         maximum_packet_size: 65535,
         preferred: preferred_algorithms(),
-        max_auth_attempts: MAX_AUTH_ATTEMPTS,
+        // 0 is unlimited for russh as for the control plane's setting.
+        max_auth_attempts: cfg.max_auth_tries as usize,
         inactivity_timeout: Some(SILENT_TIMEOUT),
         nodelay: true,
         ..Default::default()
@@ -194,29 +196,77 @@ pub async fn accept_loop(
                     return;
                 }
             };
+            if ctx.registry.is_banned(client.ip()) {
+                info!(%client, "connection refused: address banned by the defender");
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + AUTH_DEADLINE;
             let handler = SshHandler::new(ctx, client);
-            match russh::server::run_stream(config, stream, handler).await {
-                Ok(running) => {
-                    if let Err(e) = running.await {
-                        debug!(%client, error = %e, "ssh session ended with an error");
-                    }
+            let authenticated = handler.authenticated.clone();
+            let started = tokio::time::timeout_at(
+                deadline,
+                russh::server::run_stream(config, stream, handler),
+            )
+            .await;
+            let mut running = match started {
+                Ok(Ok(running)) => running,
+                Ok(Err(e)) => {
+                    debug!(%client, error = %e, "ssh handshake failed");
+                    return;
                 }
-                Err(e) => debug!(%client, error = %e, "ssh handshake failed"),
+                Err(_) => {
+                    info!(%client, "connection closed: no SSH handshake within the deadline");
+                    return;
+                }
+            };
+            let handle = running.handle();
+            let ended = tokio::select! {
+                r = &mut running => Some(r),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    if !authenticated.load(Ordering::Relaxed) {
+                        info!(%client, "connection closed: not authenticated within 2 minutes");
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "authentication timeout".into(),
+                                String::new(),
+                            )
+                            .await;
+                    }
+                    running.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%client, error = %e, "ssh session ended with an error");
             }
         });
     }
 }
 
-/// Methods offered to clients; a failed attempt keeps them all available so
-/// a client may retry (up to `max_auth_attempts`), as OpenSSH allows.
-fn offered_methods() -> MethodSet {
-    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+/// Methods offered to clients (the control plane's switches); a failed
+/// attempt keeps them all available so a client may retry (up to
+/// `max_auth_tries`), as OpenSSH allows.
+fn offered_methods(cfg: &EdgeConfig) -> MethodSet {
+    let mut methods = vec![MethodKind::PublicKey];
+    if cfg.password_authentication {
+        methods.push(MethodKind::Password);
+    }
+    if cfg.keyboard_interactive_authentication {
+        methods.push(MethodKind::KeyboardInteractive);
+    }
+    MethodSet::from(&methods[..])
 }
 
-fn reject() -> Auth {
-    Auth::Reject {
-        proceed_with_methods: Some(offered_methods()),
-        partial_success: false,
+fn method_kind(name: &str) -> Option<MethodKind> {
+    match name {
+        "password" => Some(MethodKind::Password),
+        "keyboard-interactive" => Some(MethodKind::KeyboardInteractive),
+        "publickey" => Some(MethodKind::PublicKey),
+        _ => None,
     }
 }
 
@@ -237,10 +287,25 @@ pub struct SshHandler {
     channel_count: u64,
     /// The user's rules, built at the first channel and shared by all.
     rules: Option<Arc<UserPolicy>>,
+    /// Methods still offered (narrowed to the second factors after a
+    /// partial success).
+    methods: MethodSet,
+    /// Set by a partial success; sent with the second step.
+    partial: Option<(String, String)>,
+    /// Keyboard-interactive round state from the control plane.
+    ki_state: String,
+    /// Set once authentication succeeded (the 2-minute deadline).
+    authenticated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SshHandler {
     fn new(ctx: Arc<EdgeContext>, peer: SocketAddr) -> Self {
+        let methods = ctx
+            .config
+            .borrow()
+            .as_ref()
+            .map(|c| offered_methods(c))
+            .unwrap_or_else(|| MethodSet::from(&[MethodKind::PublicKey][..]));
         let session_no = ctx.next_session.fetch_add(1, Ordering::Relaxed);
         let session_tag = format!("{:016x}", rand::random::<u64>());
         Self {
@@ -253,12 +318,29 @@ impl SshHandler {
             channels: HashMap::new(),
             channel_count: 0,
             rules: None,
+            methods,
+            partial: None,
+            ki_state: String::new(),
+            authenticated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods.clone()),
+            partial_success: false,
         }
     }
 
     async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
         let offer_only =
             matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
+        // A second step continues the first one only for the same user.
+        let partial_token = match &self.partial {
+            Some((first_user, token)) if first_user == user => token.clone(),
+            Some(_) => return self.reject(),
+            None => String::new(),
+        };
         let req = LoginRequest {
             edge_id: String::new(),
             username: user.to_string(),
@@ -266,34 +348,69 @@ impl SshHandler {
             client_version: self.client_version.clone(),
             session_id: self.session_tag.clone(),
             credential: Some(credential),
+            partial_token,
         };
-        match self.ctx.control.login(req).await {
-            Ok(resp) => match LoginOutcome::try_from(resp.outcome) {
-                Ok(LoginOutcome::KeyAcceptable) if offer_only => Auth::Accept,
-                Ok(LoginOutcome::Accepted) if !offer_only => {
-                    let (Some(policy), Some(lease)) = (resp.policy, resp.lease) else {
-                        warn!(
-                            user,
-                            "control plane accepted a login without policy or lease"
-                        );
-                        return reject();
-                    };
-                    self.auth = Some(Authenticated {
-                        policy,
-                        lease_id: lease.lease_id,
-                    });
-                    Auth::Accept
-                }
-                _ => {
-                    if !offer_only {
-                        info!(user, remote_address = %self.peer, reason = resp.message, "login failed");
-                    }
-                    reject()
-                }
-            },
+        let resp = match self.ctx.control.login(req).await {
+            Ok(resp) => resp,
             Err(status) => {
                 warn!(user, error = %status, "control plane unreachable, login refused");
-                reject()
+                return self.reject();
+            }
+        };
+        match LoginOutcome::try_from(resp.outcome) {
+            Ok(LoginOutcome::KeyAcceptable) if offer_only => Auth::Accept,
+            Ok(LoginOutcome::Accepted) if !offer_only => {
+                let (Some(policy), Some(lease)) = (resp.policy, resp.lease) else {
+                    warn!(
+                        user,
+                        "control plane accepted a login without policy or lease"
+                    );
+                    return self.reject();
+                };
+                self.auth = Some(Authenticated {
+                    policy,
+                    lease_id: lease.lease_id,
+                });
+                self.authenticated.store(true, Ordering::Relaxed);
+                Auth::Accept
+            }
+            Ok(LoginOutcome::Partial) if !offer_only => {
+                let kinds: Vec<MethodKind> = resp
+                    .next_methods
+                    .iter()
+                    .filter_map(|m| method_kind(m))
+                    .collect();
+                if kinds.is_empty() {
+                    return self.reject();
+                }
+                self.methods = MethodSet::from(&kinds[..]);
+                self.partial = Some((user.to_string(), resp.partial_token));
+                Auth::Reject {
+                    proceed_with_methods: Some(self.methods.clone()),
+                    partial_success: true,
+                }
+            }
+            Ok(LoginOutcome::Challenge) => {
+                let Some(ch) = resp.challenge else {
+                    return self.reject();
+                };
+                self.ki_state = ch.state;
+                let prompts: Vec<(std::borrow::Cow<'static, str>, bool)> = ch
+                    .prompts
+                    .into_iter()
+                    .map(|p| (p.text.into(), p.echo))
+                    .collect();
+                Auth::Partial {
+                    name: ch.name.into(),
+                    instructions: ch.instruction.into(),
+                    prompts: prompts.into(),
+                }
+            }
+            _ => {
+                if !offer_only {
+                    info!(user, remote_address = %self.peer, reason = resp.message, "login failed");
+                }
+                self.reject()
             }
         }
     }
@@ -465,7 +582,7 @@ impl russh::server::Handler for SshHandler {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(reject())
+        Ok(self.reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -483,7 +600,7 @@ impl russh::server::Handler for SshHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         let Some(cred) = Self::key_credential(offer.public_key, false) else {
-            return Ok(reject());
+            return Ok(self.reject());
         };
         Ok(self.login(user, cred).await)
     }
@@ -494,9 +611,54 @@ impl russh::server::Handler for SshHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let Some(cred) = Self::key_credential(key.public_key, true) else {
-            return Ok(reject());
+            return Ok(self.reject());
         };
         Ok(self.login(user, cred).await)
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // russh checked the validity window and that the certificate's key
+        // signed the request; the control plane checks the rest.
+        let Ok(text) = certificate.to_openssh() else {
+            return Ok(self.reject());
+        };
+        Ok(self
+            .login(user, login_request::Credential::Certificate(text))
+            .await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        const MAX_ANSWERS: usize = 16;
+        const MAX_ANSWER_LEN: usize = 4096;
+        let (answers, state) = match response {
+            None => (Vec::new(), String::new()),
+            Some(response) => {
+                let answers: Vec<String> = response
+                    .take(MAX_ANSWERS)
+                    .map(|b| {
+                        String::from_utf8_lossy(&b[..b.len().min(MAX_ANSWER_LEN)]).into_owned()
+                    })
+                    .collect();
+                (answers, std::mem::take(&mut self.ki_state))
+            }
+        };
+        Ok(self
+            .login(
+                user,
+                login_request::Credential::KeyboardInteractive(
+                    ferry_proto::edge::v1::KeyboardInteractive { answers, state },
+                ),
+            )
+            .await)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
