@@ -40,6 +40,8 @@ pub struct AuthSettings {
     pub max_auth_tries: u32,
     trusted_cas: Vec<PublicKey>,
     revoked: Option<RevokedList>,
+    /// External auth, pre-login, check-password, post-login, post-connect.
+    pub hooks: crate::login_hooks::LoginHooks,
 }
 
 /// `revoked_user_certs_file`, re-read when its modification time changes.
@@ -86,7 +88,12 @@ impl RevokedList {
 }
 
 impl AuthSettings {
-    pub fn from_config(cfg: &SftpdConfig) -> anyhow::Result<Self> {
+    pub fn from_config(
+        cfg: &SftpdConfig,
+        data_provider: &crate::provider::DataProviderConfig,
+        post_connect_hook: &str,
+    ) -> anyhow::Result<Self> {
+        let hooks = crate::login_hooks::LoginHooks::from_config(data_provider, post_connect_hook)?;
         let mut trusted_cas = Vec::new();
         for path in &cfg.trusted_user_ca_keys {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -134,6 +141,7 @@ impl AuthSettings {
             },
             trusted_cas,
             revoked,
+            hooks,
         })
     }
 
@@ -247,7 +255,10 @@ enum Verdict {
 const KI_PROMPT: &str = "Password: ";
 
 /// Checks one authentication attempt.
-pub async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse, StoreError> {
+pub async fn login(
+    state: &std::sync::Arc<AppState>,
+    req: LoginRequest,
+) -> Result<LoginResponse, StoreError> {
     let ip = client_ip(&req.remote_address);
     let method = method_of(&req.credential);
     let second_step = !req.partial_token.is_empty();
@@ -256,12 +267,82 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse,
     } else {
         method.to_string()
     };
-    let user = match state.store.user(req.username.clone()).await {
+    let mut user = match state.store.user(req.username.clone()).await {
         Ok(u) => Some(u),
         Err(StoreError::NotFound) => None,
         Err(e) => return Err(e),
     };
-    let verdict = decide(state, &req, user.as_ref(), ip).await;
+    let offer =
+        matches!(&req.credential, Some(login_request::Credential::PublicKey(k)) if !k.verified);
+    let ki_start = matches!(&req.credential, Some(login_request::Credential::KeyboardInteractive(k)) if k.state.is_empty());
+    let banned = ip.is_some_and(|ip| state.defender.is_banned(ip));
+    let hooks = &state.auth.hooks;
+    // Hooks: pre-login may change or create the user; external auth decides
+    // the credential and returns the user.
+    let mut hook_failure = None;
+    let mut verified_by_hook = false;
+    if !banned && !ki_start && method != "none" {
+        if let Some(hook) = &hooks.pre_login {
+            match crate::login_hooks::pre_login(state, hook, &req.username, user.take(), method, ip)
+                .await
+            {
+                Ok(u) => user = u,
+                Err(e) => {
+                    warn!(
+                        sender = "pre_login_hook",
+                        username = req.username,
+                        error = e,
+                        "login refused"
+                    );
+                    hook_failure = Some("pre-login hook failed");
+                }
+            }
+        }
+        let external = match &req.credential {
+            Some(login_request::Credential::Password(p)) => hooks
+                .external_auth_for("password")
+                .map(|h| (h, crate::login_hooks::ExternalCredential::Password(p))),
+            Some(login_request::Credential::PublicKey(k)) if k.verified => {
+                hooks.external_auth_for("publickey").map(|h| {
+                    (
+                        h,
+                        crate::login_hooks::ExternalCredential::PublicKey(&k.public_key),
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some((hook, credential)) = external {
+            match crate::login_hooks::external_auth(
+                state,
+                hook,
+                &req.username,
+                user.take(),
+                credential,
+                ip,
+            )
+            .await
+            {
+                Ok(row) => {
+                    user = Some(row);
+                    verified_by_hook = true;
+                }
+                Err(e) => {
+                    warn!(
+                        sender = "external_auth_hook",
+                        username = req.username,
+                        error = e,
+                        "login refused"
+                    );
+                    hook_failure = Some("external authentication refused the login");
+                }
+            }
+        }
+    }
+    let verdict = match hook_failure {
+        Some(reason) => Verdict::Reject(reason, Some(Event::LoginFailed)),
+        None => decide(state, &req, user.as_ref(), ip, verified_by_hook).await,
+    };
     let username = req.username.as_str();
     let remote_address = req.remote_address.as_str();
     match verdict {
@@ -280,8 +361,15 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse,
                 warn!(remote_address, "client address banned by the defender");
                 state.fleet.broadcast(&state.defender.bans_message());
             }
-            let offer = matches!(&req.credential, Some(login_request::Credential::PublicKey(k)) if !k.verified);
             if !offer {
+                crate::login_hooks::post_login(
+                    state,
+                    username,
+                    user.as_ref(),
+                    &method_name,
+                    ip,
+                    false,
+                );
                 info!(
                     username,
                     method = method_name,
@@ -326,7 +414,10 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<LoginResponse,
         }
         Verdict::Accept => {
             let user = user.expect("accepted logins have a user");
-            grant(state, &req, &user, &method_name, ip).await
+            let reply = grant(state, &req, &user, &method_name, ip).await?;
+            let success = reply.outcome == LoginOutcome::Accepted as i32;
+            crate::login_hooks::post_login(state, username, Some(&user), &method_name, ip, success);
+            Ok(reply)
         }
     }
 }
@@ -338,6 +429,7 @@ async fn decide(
     req: &LoginRequest,
     user: Option<&UserRow>,
     ip: Option<IpAddr>,
+    verified_by_hook: bool,
 ) -> Verdict {
     use Verdict::Reject;
     let auth = &state.auth;
@@ -364,6 +456,13 @@ async fn decide(
     }
     if second_step && method == "publickey" {
         return Reject("public key already verified for this login", fail);
+    }
+    // With external authentication for keys, the hook decides once the
+    // client has proven the key: let it go on.
+    if matches!(&req.credential, Some(login_request::Credential::PublicKey(k)) if !k.verified)
+        && auth.hooks.external_auth_for("publickey").is_some()
+    {
+        return Verdict::KeyAcceptable;
     }
     // The first keyboard-interactive round asks for the password whether or
     // not the user exists, so the prompt does not tell.
@@ -412,8 +511,9 @@ async fn decide(
         return Reject("login method denied for this user", fail);
     }
     match &req.credential {
+        _ if verified_by_hook => {}
         Some(login_request::Credential::Password(p)) => {
-            if let Err(reason) = check_password(state, user, p.clone()).await {
+            if let Err(reason) = check_password(state, user, p.clone(), ip).await {
                 return Reject(reason, fail);
             }
         }
@@ -431,7 +531,7 @@ async fn decide(
             let [answer] = answers.as_slice() else {
                 return Reject("expected one answer", fail);
             };
-            if let Err(reason) = check_password(state, user, answer.clone()).await {
+            if let Err(reason) = check_password(state, user, answer.clone(), ip).await {
                 return Reject(reason, fail);
             }
         }
@@ -485,12 +585,29 @@ fn typed_password(credential: &Option<login_request::Credential>) -> Option<Stri
 async fn check_password(
     state: &AppState,
     user: &UserRow,
-    plain: String,
+    mut plain: String,
+    ip: Option<IpAddr>,
 ) -> Result<(), &'static str> {
+    let username = user.data.username.clone();
+    use crate::login_hooks::PasswordCheck;
+    match crate::login_hooks::check_password(state, &username, &plain, ip).await {
+        None => {}
+        Some(Ok(PasswordCheck::Accept)) => return Ok(()),
+        Some(Ok(PasswordCheck::Refuse)) => return Err("refused by the check-password hook"),
+        Some(Ok(PasswordCheck::Verify(part))) => plain = part,
+        Some(Err(e)) => {
+            warn!(
+                sender = "check_password_hook",
+                username,
+                error = e,
+                "login refused"
+            );
+            return Err("check-password hook failed");
+        }
+    }
     let Some(hash) = user.data.password.clone().filter(|h| !h.is_empty()) else {
         return Err("the user has no password");
     };
-    let username = user.data.username.clone();
     if state
         .verified
         .verify(&username, plain.clone(), hash.clone())
@@ -513,7 +630,8 @@ async fn grant(
     method: &str,
     ip: Option<IpAddr>,
 ) -> Result<LoginResponse, StoreError> {
-    let username = req.username.clone();
+    // The stored name: an external hook may map a login name to another user.
+    let username = user.data.username.clone();
     let Some((lease_id, expires)) =
         state
             .fleet

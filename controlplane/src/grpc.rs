@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use ferry_proto::edge::v1::edge_control_server::EdgeControl;
 use ferry_proto::edge::v1::{
-    ControlMessage, EdgeConfig, EdgeMessage, LoginRequest, LoginResponse, QuotaStatusRequest,
-    QuotaStatusResponse, ReserveRequest, ReserveResponse, SettleRequest, SettleResponse,
-    control_message, edge_message,
+    ConnectionCheck, ConnectionVerdict, ControlMessage, EdgeConfig, EdgeMessage, LoginRequest,
+    LoginResponse, QuotaStatusRequest, QuotaStatusResponse, ReserveRequest, ReserveResponse,
+    SettleRequest, SettleResponse, control_message, edge_message,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -97,6 +97,7 @@ impl EdgeControl for EdgeService {
                     .auth
                     .keyboard_interactive_authentication,
                 max_auth_tries: self.state.auth.max_auth_tries,
+                post_connect_hook: self.state.auth.hooks.post_connect.is_some(),
             })),
         };
         for msg in [config, self.state.defender.bans_message()] {
@@ -148,6 +149,35 @@ impl EdgeControl for EdgeService {
                 other => Status::internal(other.to_string()),
             })?;
         Ok(Response::new(reply))
+    }
+
+    async fn check_connection(
+        &self,
+        request: Request<ConnectionCheck>,
+    ) -> Result<Response<ConnectionVerdict>, Status> {
+        let req = request.into_inner();
+        let ip = crate::auth::client_ip(&req.remote_address)
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        let verdict = match crate::login_hooks::post_connect(&self.state, &ip).await {
+            Ok(()) => ConnectionVerdict {
+                allowed: true,
+                message: String::new(),
+            },
+            Err(e) => {
+                info!(
+                    sender = "post_connect_hook",
+                    remote_address = req.remote_address,
+                    reason = e,
+                    "connection refused"
+                );
+                ConnectionVerdict {
+                    allowed: false,
+                    message: e,
+                }
+            }
+        };
+        Ok(Response::new(verdict))
     }
 
     async fn reserve(

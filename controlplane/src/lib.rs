@@ -12,6 +12,8 @@ pub mod filters;
 pub mod fleet;
 pub mod folders;
 pub mod grpc;
+pub mod hooks;
+pub mod login_hooks;
 pub mod migrate;
 pub mod passwords;
 pub mod provider;
@@ -71,6 +73,8 @@ pub struct ControlPlaneOptions {
     pub sftpd: ferry_dataplane::settings::SftpdConfig,
     /// `common.defender`.
     pub defender: ferry_dataplane::settings::DefenderConfig,
+    /// `common.post_connect_hook`.
+    pub post_connect_hook: String,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -119,7 +123,8 @@ pub async fn start_controlplane(
         anyhow::bail!("the edge token must be at least 16 characters long");
     }
     // Settings are checked before anything is created.
-    let auth = auth::AuthSettings::from_config(&opts.sftpd)?;
+    let auth =
+        auth::AuthSettings::from_config(&opts.sftpd, &opts.data_provider, &opts.post_connect_hook)?;
     let defender = defender::Defender::new(opts.defender.clone())?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;

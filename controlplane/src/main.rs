@@ -180,6 +180,7 @@ async fn run() -> anyhow::Result<()> {
             lease_ttl: std::time::Duration::from_secs(settings.grpc.lease_ttl),
             sftpd: settings.sftpd.clone(),
             defender: settings.common.defender.clone(),
+            post_connect_hook: settings.common.post_connect_hook.clone(),
         },
         stop(),
     )

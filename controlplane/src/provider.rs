@@ -39,6 +39,24 @@ pub struct DataProviderConfig {
     pub connection_string: String,
     /// Connections in the pool (0: 8).
     pub pool_size: u32,
+    /// External authentication: an absolute program path or an http:// URL
+    /// that decides logins and returns the user (SFTPGo's protocol).
+    pub external_auth_hook: String,
+    /// Methods the external hook decides: 0 all, 1 password, 2 public key
+    /// (bits may be combined).
+    pub external_auth_scope: u8,
+    /// Runs before each login and may create, change or disable the user
+    /// (partial JSON merged over the stored user).
+    pub pre_login_hook: String,
+    /// Checks passwords first: status 1 accepts, 0 refuses, 2 verifies
+    /// `to_verify` against the stored hash.
+    pub check_password_hook: String,
+    /// Protocols the check-password hook applies to: 0 all, 1 SSH.
+    pub check_password_scope: u8,
+    /// Notified after each login (in the background).
+    pub post_login_hook: String,
+    /// Which logins notify it: 0 all, 1 failed, 2 successful.
+    pub post_login_scope: u8,
 }
 
 impl Default for DataProviderConfig {
@@ -53,6 +71,13 @@ impl Default for DataProviderConfig {
             sslmode: 0,
             connection_string: String::new(),
             pool_size: 0,
+            external_auth_hook: String::new(),
+            external_auth_scope: 0,
+            pre_login_hook: String::new(),
+            check_password_hook: String::new(),
+            check_password_scope: 0,
+            post_login_hook: String::new(),
+            post_login_scope: 0,
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::registry::Registry;
 /// this, events are dropped (leases then expire on their own).
 const EVENT_BUFFER: usize = 4096;
 /// Deadline of one Login call.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer than any login hook may take (pre-login and check-password: 30 s each).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Deadline of one quota call.
 const QUOTA_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -111,6 +112,21 @@ impl ControlClient {
         let mut request = tonic::Request::new(req);
         request.set_timeout(LOGIN_TIMEOUT);
         Ok(client.login(request).await?.into_inner())
+    }
+
+    /// Asks the post-connect hook (through the control plane) whether a
+    /// client may go on.
+    pub async fn check_connection(
+        &self,
+        remote_address: std::net::SocketAddr,
+    ) -> Result<ferry_proto::edge::v1::ConnectionVerdict, tonic::Status> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(ferry_proto::edge::v1::ConnectionCheck {
+            remote_address: remote_address.to_string(),
+            protocol: "SSH".into(),
+        });
+        request.set_timeout(LOGIN_TIMEOUT);
+        Ok(client.check_connection(request).await?.into_inner())
     }
 
     pub async fn reserve(&self, req: ReserveRequest) -> Result<ReserveResponse, tonic::Status> {

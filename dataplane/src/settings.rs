@@ -36,6 +36,10 @@ pub struct CommonConfig {
     /// Sources (IPs or CIDRs) that may connect without a header when
     /// proxy_protocol is 2, such as load-balancer health checks.
     pub proxy_skipped: Vec<String>,
+    /// Runs when a client connects, before the SSH handshake: an absolute
+    /// program path or an http:// URL; a refusal closes the connection. Run
+    /// by the control plane for every edge.
+    pub post_connect_hook: String,
     /// Bans client addresses that fail to log in too often (read by the
     /// control plane; bans reach every edge).
     pub defender: DefenderConfig,
@@ -101,6 +105,7 @@ impl Default for CommonConfig {
             proxy_protocol: 0,
             proxy_allowed: Vec::new(),
             proxy_skipped: Vec::new(),
+            post_connect_hook: String::new(),
             defender: DefenderConfig::default(),
         }
     }

@@ -201,6 +201,24 @@ pub async fn accept_loop(
                 return;
             }
             let deadline = tokio::time::Instant::now() + AUTH_DEADLINE;
+            let post_connect = ctx
+                .config
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| c.post_connect_hook);
+            if post_connect {
+                match ctx.control.check_connection(client).await {
+                    Ok(v) if v.allowed => {}
+                    Ok(v) => {
+                        info!(%client, reason = v.message, "connection refused by the post-connect hook");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(%client, error = %e, "connection refused: post-connect check unavailable");
+                        return;
+                    }
+                }
+            }
             let handler = SshHandler::new(ctx, client);
             let authenticated = handler.authenticated.clone();
             let started = tokio::time::timeout_at(

@@ -1,0 +1,307 @@
+//! SFTPGo's login hooks, written as small shell scripts and an HTTP
+//! service, driven with real clients: external authentication, pre-login,
+//! check-password, post-login and post-connect; a hook that hangs refuses
+//! its login and holds up no other.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_tests::*;
+use serde_json::{Value, json};
+
+/// Writes an executable `#!/bin/sh` script.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn env(pairs: &[(&str, &Path)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
+        .collect()
+}
+
+fn login(port: u16, user: &str, password: &str) -> bool {
+    sftp1(port, user, &pw(password), "pwd").0
+}
+
+/// Steps with paramiko (tests/py/ssh_auth.py), optionally from `src`.
+fn connect_from(port: u16, src: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/ssh_auth.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg("nobody")
+        .env("SRC", src)
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("{}")
+        .to_string();
+    serde_json::from_str(&first).unwrap()
+}
+
+#[test]
+fn external_auth_program_creates_maps_and_refuses() {
+    let hooks = tempfile::tempdir().unwrap();
+    let homes = hooks.path().join("homes");
+    let auth = script(
+        hooks.path(),
+        "auth.sh",
+        &format!(
+            r#"user='{{"username":"ext","home_dir":"{h}/ext","permissions":{{"/":["*"]}}}}'
+case "$SFTPGO_AUTHD_USERNAME:$SFTPGO_AUTHD_PASSWORD:$SFTPGO_AUTHD_PROTOCOL" in
+  ext:ext-secret:SSH|alias:alias-secret:SSH) echo "$user" ;;
+  empty:*) echo '{{"username":""}}' ;;
+  garbage:*) echo 'this is not JSON' ;;
+  local:*) [ -n "$SFTPGO_AUTHD_USER" ] || exit 1 ;;
+  keyuser::SSH)
+    [ -n "$SFTPGO_AUTHD_PUBLIC_KEY" ] || exit 1
+    echo '{{"username":"keyuser","home_dir":"{h}/keyuser","permissions":{{"/":["*"]}}}}' ;;
+  *) exit 1 ;;
+esac"#,
+            h = homes.display()
+        ),
+    );
+    let t =
+        Topology::serve_with(&env(&[("FERRY_DATA_PROVIDER__EXTERNAL_AUTH_HOOK", &auth)])).unwrap();
+    let api = t.api();
+    let port = t.sftp_port();
+
+    // A valid answer creates the user, with the password used.
+    assert!(login(port, "ext", "ext-secret"));
+    let stored = api.call("GET", "/api/v2/users/ext", None);
+    assert_eq!(stored.status, 200);
+    assert_eq!(stored.body["home_dir"], json!(homes.join("ext")));
+    assert_eq!(stored.body["has_password"], true);
+    // Another login name mapped to that user by the hook.
+    let (ok, out) = sftp1(port, "alias", &pw("alias-secret"), "pwd");
+    assert!(ok, "{out}");
+    assert_eq!(api.call("GET", "/api/v2/users/alias", None).status, 404);
+    // Refusals: wrong password, empty username, not JSON.
+    assert!(!login(port, "ext", "wrong"));
+    assert!(!login(port, "empty", "x"));
+    assert!(!login(port, "garbage", "x"));
+    // An empty answer accepts an existing user unchanged (the hook decided).
+    api.add_user(user_json("local", "local-pw", &t.home("local")));
+    assert!(login(port, "local", "another-pw"));
+    // Keys: the hook sees the key and the key is stored with the user.
+    let key = t.keypair("keyuser");
+    let (ok, out) = sftp1(port, "keyuser", &Cred::Key(key.clone()), "pwd");
+    assert!(ok, "{out}");
+    let stored = api.call("GET", "/api/v2/users/keyuser", None);
+    let mine: Vec<String> = public_key(&key)
+        .split_whitespace()
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    let theirs: Vec<String> = stored.body["public_keys"][0]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(mine, theirs, "the key used is stored");
+    assert!(
+        t.logs().contains("external_auth_hook"),
+        "refusals are logged with the hook named"
+    );
+}
+
+#[test]
+fn pre_login_and_check_password_hooks() {
+    let hooks = tempfile::tempdir().unwrap();
+    let homes = hooks.path().join("homes");
+    let pre = script(
+        hooks.path(),
+        "pre.sh",
+        &format!(
+            r#"[ "$SFTPGO_LOGIND_PROTOCOL" = SSH ] || exit 1
+case "$SFTPGO_LOGIND_USER" in
+  *'"username":"frozen"'*) echo '{{"status":0}}' ;;
+  '{{"id":0,"username":"newbie"}}') echo '{{"home_dir":"{h}/newbie","password":"newbie-pw","permissions":{{"/":["*"]}}}}' ;;
+  *'"username":"broken"'*) echo 'not JSON' ;;
+esac"#,
+            h = homes.display()
+        ),
+    );
+    let check = script(
+        hooks.path(),
+        "check.sh",
+        r#"case "$SFTPGO_AUTHD_USERNAME:$SFTPGO_AUTHD_PASSWORD" in
+  otp:master) echo '{"status":1}' ;;
+  otp:*123456) echo "{\"status\":2,\"to_verify\":\"${SFTPGO_AUTHD_PASSWORD%123456}\"}" ;;
+  otp:*) echo '{"status":0}' ;;
+  *) printf '{"status":2,"to_verify":"%s"}' "$SFTPGO_AUTHD_PASSWORD" ;;
+esac"#,
+    );
+    let t = Topology::serve_with(&env(&[
+        ("FERRY_DATA_PROVIDER__PRE_LOGIN_HOOK", &pre),
+        ("FERRY_DATA_PROVIDER__CHECK_PASSWORD_HOOK", &check),
+    ]))
+    .unwrap();
+    let api = t.api();
+    let port = t.sftp_port();
+    api.add_user(user_json("frozen", "frozen-pw", &t.home("frozen")));
+    api.add_user(user_json("broken", "broken-pw", &t.home("broken")));
+    api.add_user(user_json("same", "same-pw", &t.home("same")));
+    api.add_user(user_json("otp", "otp-pw", &t.home("otp")));
+
+    // Partial JSON merged over the stored user: disabled, so refused.
+    assert!(!login(port, "frozen", "frozen-pw"));
+    assert_eq!(
+        api.call("GET", "/api/v2/users/frozen", None).body["status"],
+        0
+    );
+    // A full user for one that does not exist creates it.
+    assert!(login(port, "newbie", "newbie-pw"));
+    assert_eq!(api.call("GET", "/api/v2/users/newbie", None).status, 200);
+    // Garbage refuses; no output leaves the user as stored.
+    assert!(!login(port, "broken", "broken-pw"));
+    assert!(login(port, "same", "same-pw"));
+    assert!(!login(port, "same", "other-pw"));
+
+    // check-password: 1 accepts, 0 refuses, 2 verifies the part it returns.
+    assert!(login(port, "otp", "otp-pw123456"));
+    assert!(!login(port, "otp", "otp-pw"));
+    assert!(!login(port, "otp", "wrong123456"));
+    assert!(login(port, "otp", "master"));
+}
+
+#[test]
+fn post_login_and_post_connect_hooks() {
+    let hooks = tempfile::tempdir().unwrap();
+    let record = hooks.path().join("logins.txt");
+    let post_login = script(
+        hooks.path(),
+        "post-login.sh",
+        &format!(
+            r#"name=$(printf '%s' "$SFTPGO_LOGIND_USER" | sed 's/.*"username":"\([^"]*\)".*/\1/')
+echo "$SFTPGO_LOGIND_STATUS $SFTPGO_LOGIND_METHOD $SFTPGO_LOGIND_IP $SFTPGO_LOGIND_PROTOCOL $name" >> {}"#,
+            record.display()
+        ),
+    );
+    let post_connect = script(
+        hooks.path(),
+        "post-connect.sh",
+        r#"[ "$SFTPGO_CONNECTION_PROTOCOL" = SSH ] && [ "$SFTPGO_CONNECTION_IP" != 127.0.0.2 ]"#,
+    );
+    let t = Topology::serve_with(&env(&[
+        ("FERRY_DATA_PROVIDER__POST_LOGIN_HOOK", &post_login),
+        ("FERRY_COMMON__POST_CONNECT_HOOK", &post_connect),
+    ]))
+    .unwrap();
+    t.api()
+        .add_user(user_json("polly", "polly-pw", &t.home("polly")));
+    let port = t.sftp_port();
+    assert!(login(port, "polly", "polly-pw"));
+    assert!(!login(port, "polly", "wrong"));
+    let lines = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        (text.lines().count() >= 2).then_some(text)
+    })
+    .expect("the post-login hook ran for both logins");
+    assert!(lines.contains("1 password 127.0.0.1 SSH polly"), "{lines}");
+    assert!(lines.contains("0 password 127.0.0.1 SSH polly"), "{lines}");
+
+    // The post-connect hook refuses 127.0.0.2 before the handshake.
+    assert_eq!(connect_from(port, "127.0.0.2")["result"], "closed");
+    assert_eq!(connect_from(port, "127.0.0.3")["result"], "ok");
+}
+
+/// The HTTP variants, against a small Python service.
+#[test]
+fn hooks_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("logins.txt");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/hook_server.py");
+    let mut child = Command::new("python3")
+        .arg(server)
+        .arg(dir.path().join("homes"))
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", first.trim());
+    let vars = [
+        (
+            "FERRY_DATA_PROVIDER__EXTERNAL_AUTH_HOOK",
+            format!("{base}/auth"),
+        ),
+        (
+            "FERRY_DATA_PROVIDER__POST_LOGIN_HOOK",
+            format!("{base}/login"),
+        ),
+        ("FERRY_COMMON__POST_CONNECT_HOOK", format!("{base}/connect")),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let t = Topology::serve_with(&vars).unwrap();
+    let port = t.sftp_port();
+    assert!(login(port, "web", "web-pw"));
+    assert!(!login(port, "web", "nope"));
+    assert_eq!(t.api().call("GET", "/api/v2/users/web", None).status, 200);
+    let lines = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        (text.lines().count() >= 2).then_some(text)
+    })
+    .expect("post-login calls");
+    assert!(
+        lines.contains("1 password web") && lines.contains("0 password web"),
+        "{lines}"
+    );
+    assert_eq!(connect_from(port, "127.0.0.2")["result"], "closed");
+    assert_eq!(connect_from(port, "127.0.0.3")["result"], "ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A hook that never answers refuses that login after its timeout (30 s),
+/// while other logins go through meanwhile.
+#[test]
+fn a_hanging_hook_refuses_its_login_and_blocks_no_other() {
+    let hooks = tempfile::tempdir().unwrap();
+    let homes = hooks.path().join("homes");
+    let auth = script(
+        hooks.path(),
+        "auth.sh",
+        &format!(
+            r#"case "$SFTPGO_AUTHD_USERNAME" in
+  slow) sleep 120 ;;
+  quick) echo '{{"username":"quick","home_dir":"{}/quick","permissions":{{"/":["*"]}}}}' ;;
+  *) exit 1 ;;
+esac"#,
+            homes.display()
+        ),
+    );
+    let t =
+        Topology::serve_with(&env(&[("FERRY_DATA_PROVIDER__EXTERNAL_AUTH_HOOK", &auth)])).unwrap();
+    let port = t.sftp_port();
+    let started = Instant::now();
+    let slow = std::thread::spawn(move || login(port, "slow", "x"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(login(port, "quick", "quick-pw"));
+    assert!(
+        !slow.is_finished(),
+        "the quick login finished while the slow hook still runs"
+    );
+    assert!(!slow.join().unwrap(), "a hanging hook refuses the login");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(29),
+        "refused only at the timeout: {took:?}"
+    );
+    assert!(t.logs().contains("timed out"), "the log says why");
+}
