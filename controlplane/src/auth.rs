@@ -36,6 +36,8 @@ use crate::store::{StoreError, UserRow, now_ms};
 pub struct AuthSettings {
     pub password_authentication: bool,
     pub keyboard_interactive_authentication: bool,
+    /// `sftpd.keyboard_interactive_auth_hook`.
+    pub keyboard_interactive_hook: Option<crate::hooks::Hook>,
     /// Failed attempts per connection edges allow (0: unlimited).
     pub max_auth_tries: u32,
     trusted_cas: Vec<PublicKey>,
@@ -134,6 +136,10 @@ impl AuthSettings {
         Ok(Self {
             password_authentication: cfg.password_authentication,
             keyboard_interactive_authentication: cfg.keyboard_interactive_authentication,
+            keyboard_interactive_hook: crate::hooks::Hook::parse(
+                "sftpd.keyboard_interactive_auth_hook",
+                &cfg.keyboard_interactive_auth_hook,
+            )?,
             max_auth_tries: match cfg.max_auth_tries {
                 0 => 6,
                 n if n < 0 => 0,
@@ -259,6 +265,20 @@ pub async fn login(
     state: &std::sync::Arc<AppState>,
     req: LoginRequest,
 ) -> Result<LoginResponse, StoreError> {
+    login_with(state, req, None).await
+}
+
+/// The attempt's credential was already decided by a hook exchange
+/// (keyboard-interactive): `Ok` verified, `Err` refused with that reason.
+pub type HookOutcome = Result<(), &'static str>;
+
+/// Like [`login`]; `decided` carries a keyboard-interactive hook's result,
+/// in place of checking the credential.
+pub async fn login_with(
+    state: &std::sync::Arc<AppState>,
+    req: LoginRequest,
+    decided: Option<HookOutcome>,
+) -> Result<LoginResponse, StoreError> {
     let ip = client_ip(&req.remote_address);
     let method = method_of(&req.credential);
     let second_step = !req.partial_token.is_empty();
@@ -279,9 +299,9 @@ pub async fn login(
     let hooks = &state.auth.hooks;
     // Hooks: pre-login may change or create the user; external auth decides
     // the credential and returns the user.
-    let mut hook_failure = None;
-    let mut verified_by_hook = false;
-    if !banned && !ki_start && method != "none" {
+    let mut hook_failure = decided.and_then(Result::err);
+    let mut verified_by_hook = decided.is_some_and(|d| d.is_ok());
+    if !banned && !ki_start && method != "none" && decided.is_none() {
         if let Some(hook) = &hooks.pre_login {
             match crate::login_hooks::pre_login(state, hook, &req.username, user.take(), method, ip)
                 .await
@@ -468,6 +488,7 @@ async fn decide(
     // not the user exists, so the prompt does not tell.
     if let Some(login_request::Credential::KeyboardInteractive(ki)) = &req.credential
         && ki.state.is_empty()
+        && !verified_by_hook
     {
         return Verdict::Challenge;
     }

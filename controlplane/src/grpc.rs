@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use ferry_proto::edge::v1::edge_control_server::EdgeControl;
 use ferry_proto::edge::v1::{
-    ConnectionCheck, ConnectionVerdict, ControlMessage, EdgeConfig, EdgeMessage, LoginRequest,
-    LoginResponse, QuotaStatusRequest, QuotaStatusResponse, ReserveRequest, ReserveResponse,
-    SettleRequest, SettleResponse, control_message, edge_message,
+    ConnectionCheck, ConnectionVerdict, ControlMessage, EdgeConfig, EdgeMessage, KiControlMessage,
+    KiEdgeMessage, LoginRequest, LoginResponse, QuotaStatusRequest, QuotaStatusResponse,
+    ReserveRequest, ReserveResponse, SettleRequest, SettleResponse, control_message, edge_message,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -63,6 +63,18 @@ type ControlStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> +
 #[tonic::async_trait]
 impl EdgeControl for EdgeService {
     type AttachStream = ControlStream;
+    type KeyboardInteractiveStream =
+        Pin<Box<dyn Stream<Item = Result<KiControlMessage, Status>> + Send>>;
+
+    async fn keyboard_interactive(
+        &self,
+        request: Request<Streaming<KiEdgeMessage>>,
+    ) -> Result<Response<Self::KeyboardInteractiveStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(crate::ki_hook::serve(self.state.clone(), inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn attach(
         &self,
@@ -98,6 +110,7 @@ impl EdgeControl for EdgeService {
                     .keyboard_interactive_authentication,
                 max_auth_tries: self.state.auth.max_auth_tries,
                 post_connect_hook: self.state.auth.hooks.post_connect.is_some(),
+                keyboard_interactive_hook: self.state.auth.keyboard_interactive_hook.is_some(),
             })),
         };
         for msg in [config, self.state.defender.bans_message()] {

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod folders;
 pub mod grpc;
 pub mod hooks;
+pub mod ki_hook;
 pub mod login_hooks;
 pub mod migrate;
 pub mod passwords;

@@ -114,6 +114,19 @@ impl ControlClient {
         Ok(client.login(request).await?.into_inner())
     }
 
+    /// Opens a keyboard-interactive hook exchange: `outbound` carries the
+    /// start and then the answers.
+    pub async fn keyboard_interactive(
+        &self,
+        outbound: mpsc::Receiver<ferry_proto::edge::v1::KiEdgeMessage>,
+    ) -> Result<tonic::Streaming<ferry_proto::edge::v1::KiControlMessage>, tonic::Status> {
+        let mut client = self.client.clone();
+        Ok(client
+            .keyboard_interactive(ReceiverStream::new(outbound))
+            .await?
+            .into_inner())
+    }
+
     /// Asks the post-connect hook (through the control plane) whether a
     /// client may go on.
     pub async fn check_connection(

@@ -162,6 +162,10 @@ pub struct SftpdConfig {
     /// Allows keyboard-interactive logins (a password prompt). Read by the
     /// control plane.
     pub keyboard_interactive_authentication: bool,
+    /// Keyboard-interactive through a hook (SFTPGo's protocol): an absolute
+    /// program path or an http:// URL; empty for the built-in password
+    /// prompt. Read by the control plane.
+    pub keyboard_interactive_auth_hook: String,
     /// Failed authentication attempts allowed per connection: 0 means 6, a
     /// negative value no limit. Read by the control plane.
     pub max_auth_tries: i32,
@@ -183,6 +187,7 @@ impl Default for SftpdConfig {
                 .collect(),
             password_authentication: true,
             keyboard_interactive_authentication: true,
+            keyboard_interactive_auth_hook: String::new(),
             max_auth_tries: 0,
             trusted_user_ca_keys: Vec::new(),
             revoked_user_certs_file: PathBuf::new(),

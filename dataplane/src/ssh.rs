@@ -312,6 +312,11 @@ pub struct SshHandler {
     partial: Option<(String, String)>,
     /// Keyboard-interactive round state from the control plane.
     ki_state: String,
+    /// The hook exchange in progress (keyboard_interactive_auth_hook).
+    ki_stream: Option<(
+        tokio::sync::mpsc::Sender<ferry_proto::edge::v1::KiEdgeMessage>,
+        tonic::Streaming<ferry_proto::edge::v1::KiControlMessage>,
+    )>,
     /// Set once authentication succeeded (the 2-minute deadline).
     authenticated: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -339,6 +344,7 @@ impl SshHandler {
             methods,
             partial: None,
             ki_state: String::new(),
+            ki_stream: None,
             authenticated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -350,16 +356,20 @@ impl SshHandler {
         }
     }
 
-    async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
-        let offer_only =
-            matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
+    /// The request for one attempt; None when a second step names another
+    /// user than the first.
+    fn login_request(
+        &self,
+        user: &str,
+        credential: login_request::Credential,
+    ) -> Option<LoginRequest> {
         // A second step continues the first one only for the same user.
         let partial_token = match &self.partial {
             Some((first_user, token)) if first_user == user => token.clone(),
-            Some(_) => return self.reject(),
+            Some(_) => return None,
             None => String::new(),
         };
-        let req = LoginRequest {
+        Some(LoginRequest {
             edge_id: String::new(),
             username: user.to_string(),
             remote_address: self.peer.to_string(),
@@ -367,6 +377,14 @@ impl SshHandler {
             session_id: self.session_tag.clone(),
             credential: Some(credential),
             partial_token,
+        })
+    }
+
+    async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
+        let offer_only =
+            matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
+        let Some(req) = self.login_request(user, credential) else {
+            return self.reject();
         };
         let resp = match self.ctx.control.login(req).await {
             Ok(resp) => resp,
@@ -375,6 +393,96 @@ impl SshHandler {
                 return self.reject();
             }
         };
+        self.apply(user, resp, offer_only)
+    }
+
+    /// One keyboard-interactive round through the control plane's hook
+    /// stream: `answers` None starts the attempt.
+    async fn ki_hook_round(&mut self, user: &str, answers: Option<Vec<String>>) -> Auth {
+        use ferry_proto::edge::v1::{KiEdgeMessage, ki_control_message, ki_edge_message};
+        match answers {
+            None => {
+                self.ki_stream = None;
+                let credential = login_request::Credential::KeyboardInteractive(Default::default());
+                let Some(req) = self.login_request(user, credential) else {
+                    return self.reject();
+                };
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let _ = tx
+                    .send(KiEdgeMessage {
+                        kind: Some(ki_edge_message::Kind::Start(req)),
+                    })
+                    .await;
+                match self.ctx.control.keyboard_interactive(rx).await {
+                    Ok(inbound) => self.ki_stream = Some((tx, inbound)),
+                    Err(status) => {
+                        warn!(user, error = %status, "control plane unreachable, login refused");
+                        return self.reject();
+                    }
+                }
+            }
+            Some(answers) => {
+                let Some((tx, _)) = &self.ki_stream else {
+                    return self.reject();
+                };
+                let msg = KiEdgeMessage {
+                    kind: Some(ki_edge_message::Kind::Answers(
+                        ferry_proto::edge::v1::KeyboardInteractive {
+                            answers,
+                            state: String::new(),
+                        },
+                    )),
+                };
+                if tx.send(msg).await.is_err() {
+                    self.ki_stream = None;
+                    return self.reject();
+                }
+            }
+        }
+        let Some((_, inbound)) = self.ki_stream.as_mut() else {
+            return self.reject();
+        };
+        // The control plane ends the exchange after 60 s.
+        let next = tokio::time::timeout(Duration::from_secs(75), inbound.message()).await;
+        match next {
+            Ok(Ok(Some(msg))) => match msg.kind {
+                Some(ki_control_message::Kind::Challenge(ch)) => Self::challenge(ch),
+                Some(ki_control_message::Kind::Result(resp)) => {
+                    self.ki_stream = None;
+                    self.apply(user, resp, false)
+                }
+                None => {
+                    self.ki_stream = None;
+                    self.reject()
+                }
+            },
+            _ => {
+                self.ki_stream = None;
+                self.reject()
+            }
+        }
+    }
+
+    fn challenge(ch: ferry_proto::edge::v1::Challenge) -> Auth {
+        let prompts: Vec<(std::borrow::Cow<'static, str>, bool)> = ch
+            .prompts
+            .into_iter()
+            .map(|p| (p.text.into(), p.echo))
+            .collect();
+        Auth::Partial {
+            name: ch.name.into(),
+            instructions: ch.instruction.into(),
+            prompts: prompts.into(),
+        }
+    }
+
+    /// Turns the control plane's answer into russh's.
+    fn apply(
+        &mut self,
+        user: &str,
+        resp: ferry_proto::edge::v1::LoginResponse,
+        offer_only: bool,
+    ) -> Auth {
         match LoginOutcome::try_from(resp.outcome) {
             Ok(LoginOutcome::KeyAcceptable) if offer_only => Auth::Accept,
             Ok(LoginOutcome::Accepted) if !offer_only => {
@@ -412,17 +520,8 @@ impl SshHandler {
                 let Some(ch) = resp.challenge else {
                     return self.reject();
                 };
-                self.ki_state = ch.state;
-                let prompts: Vec<(std::borrow::Cow<'static, str>, bool)> = ch
-                    .prompts
-                    .into_iter()
-                    .map(|p| (p.text.into(), p.echo))
-                    .collect();
-                Auth::Partial {
-                    name: ch.name.into(),
-                    instructions: ch.instruction.into(),
-                    prompts: prompts.into(),
-                }
+                self.ki_state = ch.state.clone();
+                Self::challenge(ch)
             }
             _ => {
                 if !offer_only {
@@ -655,19 +754,26 @@ impl russh::server::Handler for SshHandler {
         _submethods: &str,
         response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        const MAX_ANSWERS: usize = 16;
+        const MAX_ANSWERS: usize = 32;
         const MAX_ANSWER_LEN: usize = 4096;
-        let (answers, state) = match response {
+        let answers: Option<Vec<String>> = response.map(|response| {
+            response
+                .take(MAX_ANSWERS)
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(MAX_ANSWER_LEN)]).into_owned())
+                .collect()
+        });
+        let hook = self
+            .ctx
+            .config
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.keyboard_interactive_hook);
+        if hook {
+            return Ok(self.ki_hook_round(user, answers).await);
+        }
+        let (answers, state) = match answers {
             None => (Vec::new(), String::new()),
-            Some(response) => {
-                let answers: Vec<String> = response
-                    .take(MAX_ANSWERS)
-                    .map(|b| {
-                        String::from_utf8_lossy(&b[..b.len().min(MAX_ANSWER_LEN)]).into_owned()
-                    })
-                    .collect();
-                (answers, std::mem::take(&mut self.ki_state))
-            }
+            Some(answers) => (answers, std::mem::take(&mut self.ki_state)),
         };
         Ok(self
             .login(

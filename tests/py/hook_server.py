@@ -10,6 +10,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOME, RECORD = sys.argv[1], sys.argv[2]
+STEPS = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, json.dumps(user).encode())
             else:
                 self.reply(401)
+        elif url.path == "/ki":
+            # Rounds by step; the request id must stay the same.
+            step, rid = body.get("step"), body.get("request_id")
+            if step == 1:
+                STEPS[rid] = 1
+                reply = {"questions": ["Password: "], "check_password": 1}
+            elif step == 2 and STEPS.get(rid) == 1 and body.get("answers") == ["OK"]:
+                STEPS[rid] = 2
+                reply = {"instruction": "one-time code", "questions": ["Code: "], "echos": [True]}
+            elif step == 3 and STEPS.get(rid) == 2:
+                reply = {"auth_result": 1 if body.get("answers") == ["424242"] else -1}
+            else:
+                reply = {"auth_result": -1}
+            self.reply(200, json.dumps(reply).encode())
         elif url.path == "/login":
             q = urllib.parse.parse_qs(url.query)
             with open(RECORD, "a") as f:

@@ -3,8 +3,8 @@ server answered to each step, one JSON object per line, so tests can assert
 exact partial-success behaviour that OpenSSH's client hides.
 
 usage: ssh_auth.py PORT USER STEP...
-  STEP: key:PATH | password:SECRET | ki:ANSWER (keyboard-interactive; the
-  answer is given to every prompt)
+  STEP: key:PATH | password:SECRET | ki:A1|A2|... (keyboard-interactive:
+  prompts get the answers in order across rounds, the last one repeats)
   SRC=IP in the environment binds the client side to that address.
 Each step prints {"step": STEP-KIND, "result": "ok" | "partial" | "denied" |
 "failed" | "closed", "next": [methods]}.
@@ -44,7 +44,15 @@ def main():
             elif kind == "password":
                 nxt = t.auth_password(user, arg, fallback=False)
             elif kind == "ki":
-                nxt = t.auth_interactive(user, lambda title, instr, prompts: [arg] * len(prompts))
+                queue = arg.split("|")
+
+                def handler(title, instructions, prompts, queue=queue):
+                    out = []
+                    for _ in prompts:
+                        out.append(queue.pop(0) if len(queue) > 1 else queue[0])
+                    return out
+
+                nxt = t.auth_interactive(user, handler)
             else:
                 raise SystemExit("unknown step " + kind)
             out["result"] = "partial" if nxt else "ok"

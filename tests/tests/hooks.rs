@@ -31,6 +31,38 @@ fn login(port: u16, user: &str, password: &str) -> bool {
     sftp1(port, user, &pw(password), "pwd").0
 }
 
+/// Whether paramiko's keyboard-interactive login with `answers` (in order,
+/// across rounds) succeeds.
+fn ki_login(port: u16, user: &str, answers: &str) -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/ssh_auth.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(user)
+        .arg(format!("ki:{answers}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.contains(r#""authenticated": true"#)
+}
+
+/// Starts tests/py/hook_server.py; returns it and its base URL.
+fn hook_server(dir: &Path, record: &Path) -> (std::process::Child, String) {
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/hook_server.py");
+    let mut child = Command::new("python3")
+        .arg(server)
+        .arg(dir.join("homes"))
+        .arg(record)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (child, format!("http://127.0.0.1:{}", first.trim()))
+}
+
 /// Steps with paramiko (tests/py/ssh_auth.py), optionally from `src`.
 fn connect_from(port: u16, src: &str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/ssh_auth.py");
@@ -223,19 +255,7 @@ echo "$SFTPGO_LOGIND_STATUS $SFTPGO_LOGIND_METHOD $SFTPGO_LOGIND_IP $SFTPGO_LOGI
 fn hooks_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("logins.txt");
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/hook_server.py");
-    let mut child = Command::new("python3")
-        .arg(server)
-        .arg(dir.path().join("homes"))
-        .arg(&record)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", first.trim());
+    let (mut child, base) = hook_server(dir.path(), &record);
     let vars = [
         (
             "FERRY_DATA_PROVIDER__EXTERNAL_AUTH_HOOK",
@@ -304,4 +324,62 @@ esac"#,
         "refused only at the timeout: {took:?}"
     );
     assert!(t.logs().contains("timed out"), "the log says why");
+}
+
+/// `sftpd.keyboard_interactive_auth_hook` as a program: the password round
+/// (`check_password: 1`), then a code round; `auth_result` decides.
+#[test]
+fn keyboard_interactive_hook_program() {
+    let hooks = tempfile::tempdir().unwrap();
+    let ki = script(
+        hooks.path(),
+        "ki.sh",
+        r#"case "$SFTPGO_AUTHD_USERNAME" in garbled) echo 'not JSON'; exit 0 ;; esac
+case "$SFTPGO_AUTHD_PASSWORD" in '$argon2id$'*) ;; *) exit 1 ;; esac
+echo '{"questions":["Password: "],"check_password":1}'
+read ok
+[ "$ok" = OK ] || exit 1
+echo '{"instruction":"one-time code","questions":["Code: "],"echos":[true]}'
+read code
+if [ "$code" = 424242 ]; then echo '{"auth_result":1}'; else echo '{"auth_result":-1}'; fi"#,
+    );
+    let t = Topology::serve_with(&env(&[(
+        "FERRY_SFTPD__KEYBOARD_INTERACTIVE_AUTH_HOOK",
+        &ki,
+    )]))
+    .unwrap();
+    let api = t.api();
+    api.add_user(user_json("kira", "kira-pw", &t.home("kira")));
+    api.add_user(user_json("garbled", "garbled-pw", &t.home("garbled")));
+    let port = t.sftp_port();
+    assert!(ki_login(port, "kira", "kira-pw|424242"));
+    assert!(!ki_login(port, "kira", "kira-pw|000000"), "wrong code");
+    assert!(!ki_login(port, "kira", "wrong|424242"), "wrong password");
+    assert!(
+        !ki_login(port, "garbled", "garbled-pw"),
+        "a hook printing garbage"
+    );
+    assert!(!ki_login(port, "nobody", "x|424242"));
+    assert!(t.logs().contains("keyboard_interactive_auth_hook"));
+}
+
+/// The same exchange over HTTP: one POST per round with a constant
+/// request_id, answers replaced by OK after the password check.
+#[test]
+fn keyboard_interactive_hook_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = hook_server(dir.path(), &dir.path().join("record"));
+    let vars = [(
+        "FERRY_SFTPD__KEYBOARD_INTERACTIVE_AUTH_HOOK".to_string(),
+        format!("{base}/ki"),
+    )];
+    let t = Topology::serve_with(&vars).unwrap();
+    t.api()
+        .add_user(user_json("kira", "kira-pw", &t.home("kira")));
+    let port = t.sftp_port();
+    assert!(ki_login(port, "kira", "kira-pw|424242"));
+    assert!(!ki_login(port, "kira", "kira-pw|1"));
+    assert!(!ki_login(port, "kira", "bad|424242"));
+    let _ = child.kill();
+    let _ = child.wait();
 }
