@@ -43,6 +43,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, json.dumps(user).encode())
             else:
                 self.reply(401)
+        elif url.path == "/pre":
+            q = urllib.parse.parse_qs(url.query)
+            if q.get("protocol") != ["SSH"] or not q.get("login_method"):
+                self.reply(400)
+            elif body.get("username") == "frozen":
+                self.reply(200, b'{"status": 0}')
+            else:
+                self.reply(204)
         elif url.path == "/ki":
             # Rounds by step; the request id must stay the same.
             step, rid = body.get("step"), body.get("request_id")

@@ -316,6 +316,14 @@ fn user_certificates_signed_by_a_trusted_ca() {
     );
     assert!(login(&here), "source-address holding the client");
 
+    // A certificate is a public key for multi-step logins too.
+    let mut cora = user_json("cora", "cora-pw", &t.home("cora"));
+    cora["filters"] = json!({"denied_login_methods": ONLY_KEY_THEN_PASSWORD});
+    t.api().add_user(cora);
+    let cora_cert = signed_key(dir, "cora", "ca", &["-n", "cora", "-V", "+1h"]);
+    let s = auth_steps(port, "cora", &[key(&cora_cert), password("cora-pw")], None);
+    assert_eq!(results(&s), ["ok", "partial:password", "ok", ""], "{s:?}");
+
     // Revoking by the fingerprint `ssh-keygen -l` prints for the
     // certificate; the file is re-read when it changes.
     let out = Command::new("ssh-keygen")
@@ -397,4 +405,32 @@ fn defender_bans_an_address_on_every_edge() {
         authenticated(&s).then_some(())
     });
     assert!(back.is_some(), "the lifted ban reached the edge");
+}
+
+/// Handshake and authentication must be done within 2 minutes: a client
+/// that never authenticates is disconnected then.
+#[test]
+fn unauthenticated_connections_end_after_two_minutes() {
+    let t = Topology::serve().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, time, paramiko
+t = paramiko.Transport(("127.0.0.1", int(sys.argv[1])))
+t.start_client(timeout=30)
+start = time.time()
+while t.is_active() and time.time() - start < 200:
+    time.sleep(0.5)
+print(round(time.time() - start), t.is_active())
+"#,
+        )
+        .arg(t.sftp_port().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = text.split_whitespace();
+    let secs: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert_eq!(parts.next(), Some("False"), "{}", describe(&out));
+    assert!((110..=130).contains(&secs), "closed after {secs} s");
 }

@@ -383,3 +383,28 @@ fn keyboard_interactive_hook_http() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Pre-login over HTTP: 204 leaves the user as stored, 200 with JSON
+/// changes it.
+#[test]
+fn pre_login_hook_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = hook_server(dir.path(), &dir.path().join("record"));
+    let vars = [(
+        "FERRY_DATA_PROVIDER__PRE_LOGIN_HOOK".to_string(),
+        format!("{base}/pre"),
+    )];
+    let t = Topology::serve_with(&vars).unwrap();
+    let api = t.api();
+    api.add_user(user_json("same", "same-pw", &t.home("same")));
+    api.add_user(user_json("frozen", "frozen-pw", &t.home("frozen")));
+    let port = t.sftp_port();
+    assert!(login(port, "same", "same-pw"));
+    assert!(!login(port, "frozen", "frozen-pw"));
+    assert_eq!(
+        api.call("GET", "/api/v2/users/frozen", None).body["status"],
+        0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
