@@ -382,6 +382,7 @@ pub async fn login_with(
                 state.fleet.broadcast(&state.defender.bans_message());
             }
             if !offer {
+                crate::metrics::login(&method_name, false);
                 crate::login_hooks::post_login(
                     state,
                     username,
@@ -436,6 +437,7 @@ pub async fn login_with(
             let user = user.expect("accepted logins have a user");
             let reply = grant(state, &req, &user, &method_name, ip).await?;
             let success = reply.outcome == LoginOutcome::Accepted as i32;
+            crate::metrics::login(&method_name, success);
             crate::login_hooks::post_login(state, username, Some(&user), &method_name, ip, success);
             Ok(reply)
         }

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod hooks;
 pub mod ki_hook;
 pub mod login_hooks;
+pub mod metrics;
 pub mod migrate;
 pub mod passwords;
 pub mod provider;

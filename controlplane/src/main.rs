@@ -34,6 +34,10 @@ enum Command {
         /// sftpd.bindings).
         #[arg(long, env = "FERRY_SFTP_BIND")]
         sftp_bind: Option<SocketAddr>,
+        /// Seconds live transfers get to finish after SIGTERM before their
+        /// sessions are closed.
+        #[arg(long, env = "FERRY_GRACE_TIME", default_value_t = 30)]
+        grace_time: u64,
         #[command(flatten)]
         edge: ferry_dataplane::EdgeArgs,
     },
@@ -132,12 +136,15 @@ async fn run() -> anyhow::Result<()> {
     }
     ferry_dataplane::init_logging();
     let mut settings: Settings = ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
+    let mut grace_time = 0;
     let (common, edge) = match cli.command {
         Command::Serve {
             common,
             sftp_bind,
+            grace_time: grace,
             edge,
         } => {
+            grace_time = grace;
             edge.apply(&mut settings.common, &mut settings.sftpd);
             let binds = match sftp_bind {
                 Some(addr) => vec![addr],
@@ -163,6 +170,9 @@ async fn run() -> anyhow::Result<()> {
         token = Some(ferry_controlplane::random_token(32));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The embedded edge drains first; the control plane stays up meanwhile
+    // (uploads still reserve quota).
+    let (edge_stop_tx, edge_stop_rx) = tokio::sync::watch::channel(false);
     let stop = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -201,8 +211,15 @@ async fn run() -> anyhow::Result<()> {
                         sftp_binds,
                         edge_id: None,
                         runtime,
+                        // The control plane's /metrics covers this process.
+                        telemetry_bind: None,
                     },
-                    stop(),
+                    {
+                        let mut rx = edge_stop_rx.clone();
+                        async move {
+                            let _ = rx.wait_for(|v| *v).await;
+                        }
+                    },
                 )
                 .await?,
             )
@@ -210,14 +227,17 @@ async fn run() -> anyhow::Result<()> {
         None => None,
     };
     shutdown_signal().await;
+    if let Some(edge) = edge {
+        tracing::info!(grace_s = grace_time, "shutting down: draining the edge");
+        edge.drain(std::time::Duration::from_secs(grace_time), move || {
+            let _ = edge_stop_tx.send(true);
+        })
+        .await;
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    // Live sessions and streams get a short grace period, then the process
-    // exits regardless.
+    // Streams get a short grace period, then the process exits regardless.
     let grace = std::time::Duration::from_secs(10);
-    if let Some(edge) = edge {
-        let _ = tokio::time::timeout(grace, edge.task).await;
-    }
     match tokio::time::timeout(grace, cp.task).await {
         Ok(joined) => joined??,
         Err(_) => tracing::warn!("graceful shutdown timed out"),

@@ -77,6 +77,15 @@ impl QuotaLocks {
             }
             locks.entry(username.to_string()).or_default().clone()
         };
+        let kind = if username.starts_with("folder:") {
+            "folder"
+        } else {
+            "user"
+        };
+        let _timer = crate::metrics::METRICS
+            .reserve_wait
+            .with_label_values(&[kind])
+            .start_timer();
         m.lock_owned().await
     }
 }

@@ -223,6 +223,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v2/status", get(status))
         .route("/readyz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v2/connections", get(list_connections))
         .route(
             "/api/v2/connections/{connection_id}",
@@ -237,6 +238,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text, unauthenticated (as SFTPGo's).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let m = &crate::metrics::METRICS;
+    m.dataprovider_availability
+        .set(i64::from(state.store.ping().await.is_ok()));
+    m.edges_attached.set(state.fleet.edges().len() as i64);
+    m.defender_banned_hosts.set(
+        state
+            .defender
+            .hosts()
+            .iter()
+            .filter(|h| h.ban_until_ms > 0)
+            .count() as i64,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ferry_dataplane::metrics::render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -240,6 +240,7 @@ pub fn spawn_attach(
             match client.attach(ReceiverStream::new(rx)).await {
                 Ok(resp) => {
                     control.set_outbound(Some(tx));
+                    crate::metrics::METRICS.control_plane_connected.set(1);
                     let mut inbound = resp.into_inner();
                     let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
                     loop {
@@ -271,6 +272,7 @@ pub fn spawn_attach(
                         h.abort();
                     }
                     control.set_outbound(None);
+                    crate::metrics::METRICS.control_plane_connected.set(0);
                 }
                 Err(e) => warn!(error = %e, "cannot attach to the control plane"),
             }

@@ -8,6 +8,7 @@ pub mod bandwidth;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod quota;
@@ -17,6 +18,7 @@ pub mod settings;
 pub mod sftp;
 pub mod ssh;
 pub mod syscmd;
+pub mod telemetry;
 pub mod vfs;
 
 use std::net::SocketAddr;
@@ -39,6 +41,8 @@ pub struct EdgeOptions {
     pub edge_id: Option<String>,
     /// Validated `common`/`sftpd` settings.
     pub runtime: settings::EdgeRuntime,
+    /// Telemetry listener (`/healthz`, `/readyz`, `/metrics`); None: off.
+    pub telemetry_bind: Option<SocketAddr>,
 }
 
 pub use settings::EdgeArgs;
@@ -46,8 +50,51 @@ pub use settings::EdgeArgs;
 /// A running edge.
 pub struct RunningEdge {
     pub sftp_addr: SocketAddr,
+    pub telemetry_addr: Option<SocketAddr>,
     pub edge_id: String,
+    /// Ends when the listeners have stopped (after `shutdown`).
     pub task: tokio::task::JoinHandle<()>,
+    pub health: Arc<telemetry::Health>,
+    pub registry: Arc<registry::Registry>,
+}
+
+impl RunningEdge {
+    /// Graceful drain, for SIGTERM: `/readyz` fails at once, `stop` stops
+    /// the listeners, live transfers get up to `grace` to finish, then every
+    /// session is closed (releasing its lease in the control plane).
+    pub async fn drain(self, grace: std::time::Duration, stop: impl FnOnce()) {
+        use std::time::{Duration, Instant};
+        self.health
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        stop();
+        let _ = self.task.await;
+        let deadline = Instant::now() + grace;
+        let mut waiting = self.registry.active_transfers();
+        if waiting > 0 {
+            tracing::info!(
+                transfers = waiting,
+                grace_s = grace.as_secs(),
+                "draining: waiting for transfers"
+            );
+        }
+        while waiting > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waiting = self.registry.active_transfers();
+        }
+        let closed = self.registry.disconnect_all("server shutting down");
+        tracing::info!(
+            sessions = closed,
+            unfinished_transfers = waiting,
+            "draining: closing sessions"
+        );
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.registry.session_count() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Lets the session-ended events reach the control plane.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Sets up JSON-lines logging on stderr (`FERRY_LOG` or `RUST_LOG` filter,
@@ -114,6 +161,7 @@ pub async fn start_edge(
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
+    let health = Arc::new(telemetry::Health::new(control.clone(), config.clone()));
     let runtime = opts.runtime;
     if let Some(timeout) = runtime.idle_timeout {
         let registry = registry.clone();
@@ -128,7 +176,7 @@ pub async fn start_edge(
     }
     let ctx = Arc::new(ssh::EdgeContext::new(
         control,
-        registry,
+        registry.clone(),
         config,
         runtime.fs,
         runtime.commands,
@@ -136,6 +184,22 @@ pub async fn start_edge(
     let proxy = Arc::new(runtime.proxy);
     // Every listener stops when `shutdown` resolves.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let telemetry_addr = match opts.telemetry_bind {
+        Some(bind) => {
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot bind telemetry to {bind}"))?;
+            let addr = listener.local_addr()?;
+            // Up for the whole life of the process: /readyz reports the drain.
+            tokio::spawn(telemetry::serve(
+                listener,
+                health.clone(),
+                std::future::pending(),
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
     let mut loops = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -159,7 +223,10 @@ pub async fn start_edge(
     });
     Ok(RunningEdge {
         sftp_addr,
+        telemetry_addr,
         edge_id,
         task,
+        health,
+        registry,
     })
 }

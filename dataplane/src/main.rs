@@ -33,6 +33,14 @@ struct Cli {
     /// random suffix).
     #[arg(long, env = "FERRY_EDGE_ID")]
     edge_id: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics listener
+    /// (telemetry.bind_address and bind_port; default 127.0.0.1:10000).
+    #[arg(long, env = "FERRY_TELEMETRY_BIND")]
+    telemetry_bind: Option<SocketAddr>,
+    /// Seconds live transfers get to finish after SIGTERM (edge.grace_time,
+    /// default 30).
+    #[arg(long, env = "FERRY_GRACE_TIME")]
+    grace_time: Option<u64>,
     #[command(flatten)]
     edge: ferry_dataplane::EdgeArgs,
 }
@@ -66,6 +74,13 @@ async fn run() -> anyhow::Result<()> {
     if let Some(v) = cli.edge_id {
         settings.edge.edge_id = v;
     }
+    if let Some(v) = cli.grace_time {
+        settings.edge.grace_time = v;
+    }
+    let telemetry_bind = match cli.telemetry_bind {
+        Some(addr) => Some(addr),
+        None => settings.telemetry.socket_addr()?,
+    };
     let token_file = &settings.edge.edge_token_file;
     let token = if token_file.as_os_str().is_empty() {
         std::env::var("FERRY_EDGE_TOKEN")
@@ -92,6 +107,7 @@ async fn run() -> anyhow::Result<()> {
             sftp_binds,
             edge_id: Some(settings.edge.edge_id).filter(|s| !s.is_empty()),
             runtime,
+            telemetry_bind,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;
@@ -103,8 +119,14 @@ async fn run() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    let _ = edge.task.await;
+    tracing::info!(grace_s = settings.edge.grace_time, "SIGTERM: draining");
+    edge.drain(
+        std::time::Duration::from_secs(settings.edge.grace_time),
+        move || {
+            let _ = stop_tx.send(true);
+        },
+    )
+    .await;
+    tracing::info!("drained, exiting");
     Ok(())
 }

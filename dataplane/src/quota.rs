@@ -176,6 +176,7 @@ impl QuotaAgent {
         needed: i64,
         files: i64,
     ) -> Result<(String, i64), QuotaError> {
+        let _timer = crate::metrics::METRICS.reserve_seconds.start_timer();
         let resp = self
             .control
             .reserve(ReserveRequest {

@@ -67,11 +67,53 @@ impl Connection {
             recovery,
         });
         lock(&self.transfers).insert(id, t.clone());
+        crate::metrics::METRICS.active_transfers.inc();
         (id, t)
     }
 
+    /// Ends a transfer that completed.
     pub fn end_transfer(&self, id: u64) {
-        lock(&self.transfers).remove(&id);
+        self.finish_transfer(id, true);
+    }
+
+    /// Ends a transfer: counted in the metrics and logged as SFTPGo's
+    /// transfer lines (sender `Upload`/`Download`).
+    pub fn finish_transfer(&self, id: u64, ok: bool) {
+        let Some(t) = lock(&self.transfers).remove(&id) else {
+            return;
+        };
+        let m = &crate::metrics::METRICS;
+        m.active_transfers.dec();
+        let size = t.size.load(Ordering::Relaxed).max(0);
+        let upload = t.operation == "upload";
+        let (count, errors, bytes, sender) = if upload {
+            (&m.uploads, &m.upload_errors, &m.upload_bytes, "Upload")
+        } else {
+            (
+                &m.downloads,
+                &m.download_errors,
+                &m.download_bytes,
+                "Download",
+            )
+        };
+        bytes.inc_by(size as u64);
+        if ok {
+            count.inc();
+        } else {
+            errors.inc();
+        }
+        tracing::info!(
+            sender,
+            elapsed_ms = now_ms() - t.start_ms,
+            size_bytes = size,
+            username = self.opened.username,
+            file_path = t.path,
+            connection_id = self.opened.connection_id,
+            protocol = self.opened.protocol,
+            remote_addr = self.opened.remote_address,
+            ok,
+            "transfer finished"
+        );
     }
 
     fn status(&self) -> ConnectionStatus {
@@ -130,6 +172,7 @@ impl Registry {
         lease_id: &str,
         handle: russh::server::Handle,
     ) {
+        crate::metrics::METRICS.ssh_sessions.inc();
         lock(&self.sessions).insert(
             id,
             Session {
@@ -143,7 +186,9 @@ impl Registry {
 
     /// Forgets a session and its connections; returns the closed connection ids.
     pub fn remove_session(&self, id: u64) -> Vec<String> {
-        lock(&self.sessions).remove(&id);
+        if lock(&self.sessions).remove(&id).is_some() {
+            crate::metrics::METRICS.ssh_sessions.dec();
+        }
         let mut conns = lock(&self.connections);
         let closed: Vec<String> = conns
             .iter()
@@ -151,7 +196,9 @@ impl Registry {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &closed {
-            conns.remove(k);
+            if conns.remove(k).is_some() {
+                crate::metrics::METRICS.active_connections.dec();
+            }
         }
         closed
     }
@@ -164,12 +211,34 @@ impl Registry {
             transfers: Mutex::new(HashMap::new()),
             next_transfer: AtomicU64::new(0),
         });
-        lock(&self.connections).insert(conn.opened.connection_id.clone(), conn.clone());
+        if lock(&self.connections)
+            .insert(conn.opened.connection_id.clone(), conn.clone())
+            .is_none()
+        {
+            crate::metrics::METRICS.active_connections.inc();
+        }
         conn
     }
 
     pub fn remove_connection(&self, connection_id: &str) -> bool {
-        lock(&self.connections).remove(connection_id).is_some()
+        let removed = lock(&self.connections).remove(connection_id).is_some();
+        if removed {
+            crate::metrics::METRICS.active_connections.dec();
+        }
+        removed
+    }
+
+    /// Transfers in progress on this edge.
+    pub fn active_transfers(&self) -> usize {
+        lock(&self.connections)
+            .values()
+            .map(|c| lock(&c.transfers).len())
+            .sum()
+    }
+
+    /// Authenticated SSH sessions on this edge.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
     }
 
     pub fn opened_connections(&self) -> Vec<ConnectionOpened> {

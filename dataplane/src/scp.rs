@@ -450,7 +450,7 @@ impl Sink<'_> {
                 .await
                 .map_err(|_| ScpError::fatal("connection lost"))?;
             if n == 0 {
-                self.ctx.conn.end_transfer(tid);
+                self.ctx.conn.finish_transfer(tid, false);
                 ticket.finish(file_size(&real)).await;
                 return Err(ScpError::fatal("connection lost during transfer"));
             }
@@ -471,7 +471,9 @@ impl Sink<'_> {
         if write_error.is_none() && flushed.is_ok() {
             flushed = file.set_len(size).await;
         }
-        self.ctx.conn.end_transfer(tid);
+        self.ctx
+            .conn
+            .finish_transfer(tid, write_error.is_none() && flushed.is_ok());
         drop(file);
         ticket.finish(file_size(&real)).await;
         read_ack(r).await?;
@@ -671,11 +673,11 @@ impl Source<'_> {
                 .fetch_add(chunk.len() as i64, std::sync::atomic::Ordering::Relaxed);
             self.ctx.conn.touch();
             if let Err(e) = send(self.tx, chunk).await {
-                self.ctx.conn.end_transfer(tid);
+                self.ctx.conn.finish_transfer(tid, false);
                 return Err(e);
             }
         }
-        self.ctx.conn.end_transfer(tid);
+        self.ctx.conn.finish_transfer(tid, failed.is_none());
         match failed {
             Some(e) => {
                 send_error(self.tx, &e).await;

@@ -229,6 +229,9 @@ pub struct EdgeSection {
     /// Fleet-unique id of this edge; empty: the host name plus a random
     /// suffix.
     pub edge_id: String,
+    /// Seconds live transfers get to finish after SIGTERM before their
+    /// sessions are closed.
+    pub grace_time: u64,
 }
 
 impl Default for EdgeSection {
@@ -237,7 +240,37 @@ impl Default for EdgeSection {
             control_plane: "http://127.0.0.1:50051".into(),
             edge_token_file: PathBuf::new(),
             edge_id: String::new(),
+            grace_time: 30,
         }
+    }
+}
+
+/// `telemetry`: the edge's `/healthz`, `/readyz` and `/metrics` listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// IP address to listen on.
+    pub bind_address: String,
+    /// TCP port; 0 disables the listener.
+    pub bind_port: u16,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: "127.0.0.1".into(),
+            bind_port: 10000,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn socket_addr(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        Binding {
+            address: self.bind_address.clone(),
+            port: self.bind_port,
+        }
+        .socket_addr("telemetry")
     }
 }
 
@@ -251,6 +284,8 @@ pub struct EdgeSettings {
     pub sftpd: SftpdConfig,
     /// How this edge reaches its control plane.
     pub edge: EdgeSection,
+    /// Health and metrics listener.
+    pub telemetry: TelemetryConfig,
 }
 
 /// The settings an edge runs with, validated.

@@ -391,7 +391,7 @@ impl SftpSession {
                 ..
             } = &*h
             {
-                self.conn.end_transfer(transfer.0);
+                self.conn.finish_transfer(transfer.0, false);
                 let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
                 let resume = self.settings.upload_mode == UploadMode::AtomicResume && !over;
                 let (written, target) =
@@ -602,8 +602,8 @@ impl SftpSession {
             ..
         } = &*h
         {
-            self.conn.end_transfer(transfer.0);
             let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
+            self.conn.finish_transfer(transfer.0, !over);
             let written = written.clone();
             let target = atomic.as_ref().map(|a| a.target.clone());
             // Over quota the partial upload is removed (in atomic modes it

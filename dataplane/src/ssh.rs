@@ -193,11 +193,13 @@ pub async fn accept_loop(
                 Ok(v) => v,
                 Err(reason) => {
                     info!(%peer, reason, "connection refused");
+                    crate::metrics::METRICS.connections_refused.inc();
                     return;
                 }
             };
             if ctx.registry.is_banned(client.ip()) {
                 info!(%client, "connection refused: address banned by the defender");
+                crate::metrics::METRICS.connections_refused.inc();
                 return;
             }
             let deadline = tokio::time::Instant::now() + AUTH_DEADLINE;
@@ -211,6 +213,7 @@ pub async fn accept_loop(
                     Ok(v) if v.allowed => {}
                     Ok(v) => {
                         info!(%client, reason = v.message, "connection refused by the post-connect hook");
+                        crate::metrics::METRICS.connections_refused.inc();
                         return;
                     }
                     Err(e) => {
@@ -846,9 +849,11 @@ impl russh::server::Handler for SshHandler {
         };
         let command = self.ctx.commands.filter(crate::commands::parse(data));
         info!(command = ?command, "ssh command");
+        crate::metrics::METRICS.ssh_commands.inc();
         match self.start_command(channel, command) {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {
+                crate::metrics::METRICS.ssh_command_errors.inc();
                 warn!(error = e, "cannot start ssh command");
                 session.channel_failure(channel_id)?;
             }

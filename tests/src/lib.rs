@@ -84,6 +84,13 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
 }
 
 impl Drop for Proc {
@@ -124,6 +131,8 @@ pub struct Topology {
     pub grpc_port: u16,
     /// SFTP ports of the edges (one for `serve`).
     pub sftp_ports: Vec<u16>,
+    /// Telemetry ports of separate edges (none for `serve`).
+    pub telemetry_ports: Vec<u16>,
     pub procs: Vec<Proc>,
 }
 
@@ -176,6 +185,7 @@ impl Topology {
             http_port,
             grpc_port,
             sftp_ports: vec![sftp_port],
+            telemetry_ports: vec![],
             procs: vec![proc],
         };
         t.wait_ready()?;
@@ -204,6 +214,7 @@ impl Topology {
                 http_port: ports.0,
                 grpc_port: ports.1,
                 sftp_ports: vec![ports.2, ports.3],
+                telemetry_ports: vec![],
                 procs: vec![proc],
             };
             t.wait_ready()?;
@@ -243,25 +254,31 @@ impl Topology {
             .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
         let mut procs = vec![Proc::spawn(cmd, dir.path().join("controlplane.log"))?];
         let mut sftp_ports = Vec::new();
+        let mut telemetry_ports = Vec::new();
         for i in 0..edges {
             let port = free_port();
+            let telemetry = free_port();
             let mut cmd = Command::new(bin("ferry-edge"));
             cmd.arg("--control-plane")
                 .arg(format!("http://{}", addr(grpc_port)))
                 .arg("--sftp-bind")
                 .arg(addr(port).to_string())
+                .arg("--telemetry-bind")
+                .arg(addr(telemetry).to_string())
                 .arg("--edge-id")
                 .arg(format!("edge-{i}"))
                 .env("FERRY_EDGE_TOKEN", EDGE_TOKEN)
                 .envs(edge_env.iter().copied());
             procs.push(Proc::spawn(cmd, dir.path().join(format!("edge-{i}.log")))?);
             sftp_ports.push(port);
+            telemetry_ports.push(telemetry);
         }
         let t = Self {
             dir,
             http_port,
             grpc_port,
             sftp_ports,
+            telemetry_ports,
             procs,
         };
         t.wait_ready()?;

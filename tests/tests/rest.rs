@@ -209,6 +209,7 @@ fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
         &format!("http://127.0.0.1:{}", t.grpc_port),
     ])
     .args(["--sftp-bind", &format!("127.0.0.1:{port}")])
+    .args(["--telemetry-bind", "127.0.0.1:0"])
     .env("FERRY_EDGE_TOKEN", "wrong-token-wrong-token");
     let intruder = Proc::spawn(cmd, t.dir.path().join("intruder.log")).unwrap();
     let saw_refusal = wait_for(std::time::Duration::from_secs(20), || {

@@ -1,0 +1,94 @@
+//! Prometheus metrics of an edge (SFTPGo's set under a `ferry_` prefix, in
+//! Prometheus naming: counters end in `_total`, sizes in `_bytes_total`),
+//! registered in the process's default registry: `ferry serve` exposes them
+//! with the control plane's on one `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts};
+
+pub struct EdgeMetrics {
+    pub uploads: IntCounter,
+    pub downloads: IntCounter,
+    pub upload_errors: IntCounter,
+    pub download_errors: IntCounter,
+    pub upload_bytes: IntCounter,
+    pub download_bytes: IntCounter,
+    pub ssh_commands: IntCounter,
+    pub ssh_command_errors: IntCounter,
+    pub ssh_sessions: IntGauge,
+    pub active_connections: IntGauge,
+    pub active_transfers: IntGauge,
+    pub control_plane_connected: IntGauge,
+    pub connections_refused: IntCounter,
+    pub reserve_seconds: Histogram,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric");
+    prometheus::register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
+    prometheus::register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+pub static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
+    let reserve_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "ferry_quota_reserve_seconds",
+            "Time an upload waited for a quota reservation from the control plane.",
+        )
+        .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+    )
+    .expect("valid metric");
+    prometheus::register(Box::new(reserve_seconds.clone())).expect("registered once");
+    EdgeMetrics {
+        uploads: counter("ferry_uploads_total", "Completed uploads."),
+        downloads: counter("ferry_downloads_total", "Completed downloads."),
+        upload_errors: counter(
+            "ferry_upload_errors_total",
+            "Uploads that failed or were cut off.",
+        ),
+        download_errors: counter(
+            "ferry_download_errors_total",
+            "Downloads that failed or were cut off.",
+        ),
+        upload_bytes: counter("ferry_upload_bytes_total", "Bytes received in uploads."),
+        download_bytes: counter("ferry_download_bytes_total", "Bytes sent in downloads."),
+        ssh_commands: counter("ferry_ssh_commands_total", "SSH commands run."),
+        ssh_command_errors: counter(
+            "ferry_ssh_command_errors_total",
+            "SSH commands that failed or were refused.",
+        ),
+        ssh_sessions: gauge("ferry_ssh_sessions", "Authenticated SSH connections."),
+        active_connections: gauge(
+            "ferry_active_connections",
+            "Open SFTP/SCP/command channels (SFTPGo's connections).",
+        ),
+        active_transfers: gauge("ferry_active_transfers", "Transfers in progress."),
+        control_plane_connected: gauge(
+            "ferry_control_plane_connected",
+            "1 while the edge's stream to the control plane is up.",
+        ),
+        connections_refused: counter(
+            "ferry_connections_refused_total",
+            "Connections dropped before the SSH handshake (defender, PROXY rules, post-connect hook).",
+        ),
+        reserve_seconds,
+    }
+});
+
+/// The process's metrics in Prometheus text format.
+pub fn render() -> String {
+    LazyLock::force(&METRICS);
+    let families = prometheus::gather();
+    let mut out = String::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+        tracing::warn!(error = %e, "cannot encode metrics");
+    }
+    out
+}
