@@ -391,12 +391,16 @@ pub async fn login_with(
                     ip,
                     false,
                 );
+                // SFTPGo's failed-connection line (what fail2ban matches).
                 info!(
+                    sender = "connection_failed",
+                    client_ip = ip.map(|i| i.to_string()).unwrap_or_default(),
                     username,
-                    method = method_name,
+                    login_type = method_name,
+                    protocol = "SSH",
+                    error = reason,
                     remote_address,
-                    reason,
-                    "login refused"
+                    "login failed"
                 );
             }
             Ok(rejected(reason))
@@ -689,8 +693,12 @@ async fn grant(
         warn!(username, error = %e, "cannot record last login");
     }
     info!(
+        sender = "login",
+        ip = ip.map(|i| i.to_string()).unwrap_or_default(),
         username,
         method,
+        protocol = "SSH",
+        session_id = req.session_id,
         remote_address = req.remote_address,
         edge_id = req.edge_id,
         "login accepted"

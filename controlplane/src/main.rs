@@ -21,6 +21,8 @@ struct Cli {
     /// also be set as FERRY_<SECTION>__<KEY>. Flags win over both.
     #[arg(long, env = "FERRY_CONFIG_FILE", global = true)]
     config_file: Option<PathBuf>,
+    #[command(flatten)]
+    log: ferry_dataplane::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -134,7 +136,7 @@ async fn run() -> anyhow::Result<()> {
         print!("{}", ferry_dataplane::config::example::<Settings>());
         return Ok(());
     }
-    ferry_dataplane::init_logging();
+    ferry_dataplane::init_logging(&cli.log)?;
     let mut settings: Settings = ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     let mut grace_time = 0;
     let (common, edge) = match cli.command {

@@ -8,6 +8,7 @@ pub mod bandwidth;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -97,19 +98,33 @@ impl RunningEdge {
     }
 }
 
-/// Sets up JSON-lines logging on stderr (`FERRY_LOG` or `RUST_LOG` filter,
-/// default `info`).
-pub fn init_logging() {
+/// Sets up logging: SFTPGo-style JSON lines ([`logging::JsonLines`]) on
+/// stderr or in a rotated file; `FERRY_LOG` (or `RUST_LOG`) filters,
+/// default `info`.
+pub fn init_logging(args: &logging::LogArgs) -> anyhow::Result<()> {
     let filter = std::env::var("FERRY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt()
+        .event_format(logging::JsonLines)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    match &args.log_file_path {
+        Some(path) => {
+            let file = logging::RotatingFile::open(
+                path.clone(),
+                args.log_max_size.saturating_mul(1024 * 1024),
+                args.log_max_backups,
+            )
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+            let _ = builder
+                .with_writer(logging::SharedFile(Arc::new(file)))
+                .try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+    Ok(())
 }
 
 /// Runs a binary's async main on a multi-threaded runtime; a failure becomes

@@ -43,6 +43,8 @@ struct Cli {
     grace_time: Option<u64>,
     #[command(flatten)]
     edge: ferry_dataplane::EdgeArgs,
+    #[command(flatten)]
+    log: ferry_dataplane::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -61,7 +63,7 @@ async fn run() -> anyhow::Result<()> {
         print!("{}", ferry_dataplane::config::example::<EdgeSettings>());
         return Ok(());
     }
-    ferry_dataplane::init_logging();
+    ferry_dataplane::init_logging(&cli.log)?;
     let mut settings: EdgeSettings =
         ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     cli.edge.apply(&mut settings.common, &mut settings.sftpd);
