@@ -11,6 +11,7 @@ pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod portable;
 pub mod proxy;
 pub mod quota;
 pub mod registry;

@@ -51,6 +51,46 @@ struct Cli {
 enum Command {
     /// Print a complete commented configuration file (TOML) with the defaults.
     ConfigExample,
+    /// Share one directory with one user, without a control plane.
+    Portable(ferry_dataplane::portable::PortableArgs),
+}
+
+/// `ferry-edge portable`: runs until SIGTERM or Ctrl-C.
+async fn portable(
+    args: ferry_dataplane::portable::PortableArgs,
+    settings: &EdgeSettings,
+) -> anyhow::Result<()> {
+    let runtime = settings.common.runtime(&settings.sftpd)?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let directory = args.directory.clone();
+    let p = ferry_dataplane::portable::start(args, runtime, async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+    })
+    .await?;
+    println!(
+        "Sharing {} on sftp://{}@{} (host key {})",
+        directory.display(),
+        p.username,
+        p.edge.sftp_addr,
+        p.host_key_fingerprint
+    );
+    if let Some(pw) = &p.generated_password {
+        println!("username: {}  password: {pw}", p.username);
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    p.edge
+        .drain(
+            std::time::Duration::from_secs(settings.edge.grace_time),
+            move || {
+                let _ = stop_tx.send(true);
+            },
+        )
+        .await;
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +107,12 @@ async fn run() -> anyhow::Result<()> {
     let mut settings: EdgeSettings =
         ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     cli.edge.apply(&mut settings.common, &mut settings.sftpd);
+    if let Some(v) = cli.grace_time {
+        settings.edge.grace_time = v;
+    }
+    if let Some(Command::Portable(args)) = cli.command {
+        return portable(args, &settings).await;
+    }
     if let Some(v) = cli.control_plane {
         settings.edge.control_plane = v;
     }
@@ -75,9 +121,6 @@ async fn run() -> anyhow::Result<()> {
     }
     if let Some(v) = cli.edge_id {
         settings.edge.edge_id = v;
-    }
-    if let Some(v) = cli.grace_time {
-        settings.edge.grace_time = v;
     }
     let telemetry_bind = match cli.telemetry_bind {
         Some(addr) => Some(addr),
