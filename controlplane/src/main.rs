@@ -215,6 +215,7 @@ async fn run() -> anyhow::Result<()> {
                         runtime,
                         // The control plane's /metrics covers this process.
                         telemetry_bind: None,
+                        enable_profiler: false,
                     },
                     {
                         let mut rx = edge_stop_rx.clone();

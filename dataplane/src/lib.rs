@@ -45,6 +45,8 @@ pub struct EdgeOptions {
     pub runtime: settings::EdgeRuntime,
     /// Telemetry listener (`/healthz`, `/readyz`, `/metrics`); None: off.
     pub telemetry_bind: Option<SocketAddr>,
+    /// `/debug/pprof/*` on the telemetry listener.
+    pub enable_profiler: bool,
 }
 
 pub use settings::EdgeArgs;
@@ -210,6 +212,7 @@ pub async fn start_edge(
             tokio::spawn(telemetry::serve(
                 listener,
                 health.clone(),
+                opts.enable_profiler,
                 std::future::pending(),
             ));
             Some(addr)

@@ -153,6 +153,7 @@ async fn run() -> anyhow::Result<()> {
             edge_id: Some(settings.edge.edge_id).filter(|s| !s.is_empty()),
             runtime,
             telemetry_bind,
+            enable_profiler: settings.telemetry.enable_profiler,
         },
         async move {
             let _ = stop_rx.wait_for(|v| *v).await;

@@ -191,6 +191,7 @@ pub async fn start(
             edge_id: Some("portable".into()),
             runtime,
             telemetry_bind: None,
+            enable_profiler: false,
         },
         shutdown,
     )

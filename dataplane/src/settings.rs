@@ -253,6 +253,9 @@ pub struct TelemetryConfig {
     pub bind_address: String,
     /// TCP port; 0 disables the listener.
     pub bind_port: u16,
+    /// Serves `/debug/pprof/profile?seconds=N` (CPU profile, pprof format)
+    /// and `/debug/pprof/heap` (memory summary). Keep the listener private.
+    pub enable_profiler: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -260,6 +263,7 @@ impl Default for TelemetryConfig {
         Self {
             bind_address: "127.0.0.1".into(),
             bind_port: 10000,
+            enable_profiler: false,
         }
     }
 }

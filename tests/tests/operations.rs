@@ -66,6 +66,11 @@ fn telemetry_metrics_and_a_graceful_drain() {
     let telemetry = format!("http://127.0.0.1:{}", t.telemetry_ports[0]);
     assert_eq!(get(&format!("{telemetry}/healthz")), (200, "ok".into()));
     assert_eq!(get(&format!("{telemetry}/readyz")).0, 200);
+    assert_eq!(
+        get(&format!("{telemetry}/debug/pprof/heap")).0,
+        404,
+        "the profiler is off by default"
+    );
 
     // Counters move with a real transfer.
     let port = t.sftp_ports[0];
@@ -157,4 +162,25 @@ fn telemetry_metrics_and_a_graceful_drain() {
     let (ok, out) = sftp1(t.sftp_ports[1], "dana", &pw("dana-pw"), "ls");
     assert!(ok, "{out}");
     assert!(t.logs().contains("drained, exiting"));
+}
+
+#[test]
+fn the_profiler_serves_cpu_profiles_and_a_memory_summary() {
+    let t = Topology::split_full(1, &[], &[("FERRY_TELEMETRY__ENABLE_PROFILER", "true")]).unwrap();
+    let telemetry = format!("http://127.0.0.1:{}", t.telemetry_ports[0]);
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{telemetry}/debug/pprof/profile?seconds=1"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.bytes().unwrap();
+    // A pprof Profile message: field 1 (sample_type), length-delimited.
+    assert!(body.len() > 10 && body[0] == 0x0a, "{} bytes", body.len());
+    let (status, heap) = get(&format!("{telemetry}/debug/pprof/heap"));
+    assert_eq!(status, 200);
+    assert!(
+        heap.contains("VmRSS:") && heap.contains("Threads:"),
+        "{heap}"
+    );
 }
