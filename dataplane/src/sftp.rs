@@ -1364,7 +1364,87 @@ impl SftpSession {
     }
 
     /// Serves one request that is not a read or a write.
+    /// SFTPGo's command log line for a change that succeeded.
+    fn log_command(&self, sender: &str, path: &str, target: &str, detail: &[(&str, String)]) {
+        let detail: String = detail
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::info!(
+            sender,
+            username = self.conn.opened.username,
+            file_path = vpath::clean("/", path),
+            target_path = if target.is_empty() {
+                String::new()
+            } else {
+                vpath::clean("/", target)
+            },
+            detail,
+            connection_id = self.conn.opened.connection_id,
+            protocol = self.conn.opened.protocol,
+            remote_addr = self.conn.opened.remote_address,
+            "command done"
+        );
+    }
+
+    /// Runs one request; changes that succeed are logged.
     async fn dispatch(self: &Arc<Self>, packet: Packet) -> Reply {
+        type Entry = (&'static str, String, String, Vec<(&'static str, String)>);
+        let one = |sender, path: &str, target: &str| -> Vec<Entry> {
+            vec![(sender, path.to_string(), target.to_string(), vec![])]
+        };
+        let log: Vec<Entry> = match &packet {
+            Packet::Remove(p) => one("Remove", &p.filename, ""),
+            Packet::MkDir(p) => one("Mkdir", &p.path, ""),
+            Packet::RmDir(p) => one("Rmdir", &p.path, ""),
+            Packet::Rename(p) => one("Rename", &p.oldpath, &p.newpath),
+            Packet::Symlink(p) => one("Symlink", &p.targetpath, &p.linkpath),
+            Packet::SetStat(p) => {
+                let (a, path) = (&p.attrs, p.path.clone());
+                let mut out: Vec<Entry> = Vec::new();
+                if let Some(m) = a.permissions {
+                    let mode = format!("{:o}", m & 0o7777);
+                    out.push((
+                        "Chmod",
+                        path.clone(),
+                        String::new(),
+                        vec![("filemode", mode)],
+                    ));
+                }
+                if let (Some(u), Some(g)) = (a.uid, a.gid) {
+                    let ids = vec![("uid", u.to_string()), ("gid", g.to_string())];
+                    out.push(("Chown", path.clone(), String::new(), ids));
+                }
+                if let (Some(at), Some(mt)) = (a.atime, a.mtime) {
+                    let times = vec![
+                        ("access_time", at.to_string()),
+                        ("modification_time", mt.to_string()),
+                    ];
+                    out.push(("Chtimes", path.clone(), String::new(), times));
+                }
+                if let Some(size) = a.size {
+                    out.push((
+                        "Truncate",
+                        path,
+                        String::new(),
+                        vec![("size", size.to_string())],
+                    ));
+                }
+                out
+            }
+            _ => Vec::new(),
+        };
+        let reply = self.dispatch_inner(packet).await;
+        if reply.is_ok() {
+            for (sender, path, target, detail) in &log {
+                self.log_command(sender, path, target, detail);
+            }
+        }
+        reply
+    }
+
+    async fn dispatch_inner(self: &Arc<Self>, packet: Packet) -> Reply {
         match packet {
             Packet::Open(p) => self.open(p.id, p.filename, p.pflags, p.attrs).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,

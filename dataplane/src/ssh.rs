@@ -848,8 +848,22 @@ impl russh::server::Handler for SshHandler {
             return Ok(());
         };
         let command = self.ctx.commands.filter(crate::commands::parse(data));
-        info!(command = ?command, "ssh command");
+        info!(
+            sender = "SSHCommand",
+            username = self
+                .auth
+                .as_ref()
+                .map(|a| a.policy.username.as_str())
+                .unwrap_or_default(),
+            ssh_command = String::from_utf8_lossy(data).as_ref(),
+            remote_addr = %self.peer,
+            accepted = !matches!(command, crate::commands::Command::Unsupported { .. }),
+            "ssh command"
+        );
         crate::metrics::METRICS.ssh_commands.inc();
+        if matches!(command, crate::commands::Command::Unsupported { .. }) {
+            crate::metrics::METRICS.ssh_command_errors.inc();
+        }
         match self.start_command(channel, command) {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {

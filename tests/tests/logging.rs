@@ -48,10 +48,17 @@ fn json_lines_in_a_file_fail2ban_and_no_secrets() {
     );
     assert!(ok, "{out}");
 
+    let batch =
+        "mkdir docs\nrename up.bin docs/up.bin\nchmod 600 docs/up.bin\nrm docs/up.bin\nrmdir docs";
+    let out = sftp_batch(sftp, "lena", &pw("lena-secret-pw"), batch, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = ssh_exec(sftp, "lena", &pw("lena-secret-pw"), "pwd", b"");
+    assert!(out.status.success(), "{}", describe(&out));
+
     let text = wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|t| t.contains(r#""sender":"Upload""#))
+        std::fs::read_to_string(&log).ok().filter(|t| {
+            t.contains(r#""sender":"Upload""#) && t.contains(r#""sender":"SSHCommand""#)
+        })
     })
     .expect("the transfer is logged in the file");
     let lines: Vec<Value> = text
