@@ -144,6 +144,9 @@ async fn run() -> anyhow::Result<()> {
         None => settings.sftpd.listen_addrs()?,
     };
     let runtime = settings.common.runtime(&settings.sftpd)?;
+    if settings.telemetry.per_user_metrics {
+        ferry_dataplane::metrics::enable_per_user(settings.telemetry.per_user_metrics_limit);
+    }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let edge = ferry_dataplane::start_edge(
         ferry_dataplane::EdgeOptions {

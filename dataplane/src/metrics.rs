@@ -92,3 +92,57 @@ pub fn render() -> String {
     }
     out
 }
+
+/// Per-user transfer bytes (`telemetry.per_user_metrics`): off by default;
+/// at most `limit` users get their own series, the rest add up under
+/// `username="_other"`, so a busy server cannot blow up the scrape.
+pub struct UserMetrics {
+    upload: prometheus::IntCounterVec,
+    download: prometheus::IntCounterVec,
+    limit: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+static USER_METRICS: std::sync::OnceLock<UserMetrics> = std::sync::OnceLock::new();
+
+/// Turns per-user metrics on (once per process).
+pub fn enable_per_user(limit: usize) {
+    USER_METRICS.get_or_init(|| {
+        let vec = |name: &str, help: &str| {
+            let v = prometheus::IntCounterVec::new(Opts::new(name, help), &["username"])
+                .expect("valid metric");
+            prometheus::register(Box::new(v.clone())).expect("registered once");
+            v
+        };
+        UserMetrics {
+            upload: vec(
+                "ferry_user_upload_bytes_total",
+                "Bytes uploaded per user (the first per_user_metrics_limit users; then _other).",
+            ),
+            download: vec(
+                "ferry_user_download_bytes_total",
+                "Bytes downloaded per user (the first per_user_metrics_limit users; then _other).",
+            ),
+            limit,
+            seen: Default::default(),
+        }
+    });
+}
+
+/// Counts a finished transfer's bytes for `username`, when enabled.
+pub fn user_bytes(username: &str, upload: bool, bytes: u64) {
+    let Some(m) = USER_METRICS.get() else {
+        return;
+    };
+    let label = {
+        let mut seen = m.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(username) || seen.len() < m.limit {
+            seen.insert(username.to_string());
+            username
+        } else {
+            "_other"
+        }
+    };
+    let vec = if upload { &m.upload } else { &m.download };
+    vec.with_label_values(&[label]).inc_by(bytes);
+}

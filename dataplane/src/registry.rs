@@ -97,6 +97,7 @@ impl Connection {
             )
         };
         bytes.inc_by(size as u64);
+        crate::metrics::user_bytes(&self.opened.username, upload, size as u64);
         if ok {
             count.inc();
         } else {

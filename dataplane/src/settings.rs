@@ -256,6 +256,10 @@ pub struct TelemetryConfig {
     /// Serves `/debug/pprof/profile?seconds=N` (CPU profile, pprof format)
     /// and `/debug/pprof/heap` (memory summary). Keep the listener private.
     pub enable_profiler: bool,
+    /// Adds per-user upload/download byte counters (a label per user).
+    pub per_user_metrics: bool,
+    /// Users with their own series at most; later ones count as "_other".
+    pub per_user_metrics_limit: usize,
 }
 
 impl Default for TelemetryConfig {
@@ -264,6 +268,8 @@ impl Default for TelemetryConfig {
             bind_address: "127.0.0.1".into(),
             bind_port: 10000,
             enable_profiler: false,
+            per_user_metrics: false,
+            per_user_metrics_limit: 100,
         }
     }
 }

@@ -165,8 +165,17 @@ fn telemetry_metrics_and_a_graceful_drain() {
 }
 
 #[test]
-fn the_profiler_serves_cpu_profiles_and_a_memory_summary() {
-    let t = Topology::split_full(1, &[], &[("FERRY_TELEMETRY__ENABLE_PROFILER", "true")]).unwrap();
+fn the_profiler_and_per_user_metrics_when_opted_in() {
+    let t = Topology::split_full(
+        1,
+        &[],
+        &[
+            ("FERRY_TELEMETRY__ENABLE_PROFILER", "true"),
+            ("FERRY_TELEMETRY__PER_USER_METRICS", "true"),
+            ("FERRY_TELEMETRY__PER_USER_METRICS_LIMIT", "1"),
+        ],
+    )
+    .unwrap();
     let telemetry = format!("http://127.0.0.1:{}", t.telemetry_ports[0]);
     let resp = reqwest::blocking::Client::new()
         .get(format!("{telemetry}/debug/pprof/profile?seconds=1"))
