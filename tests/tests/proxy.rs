@@ -106,3 +106,59 @@ fn untrusted_upstreams_and_disabled_proxy_support_are_refused() {
     assert!(!login_via(hap_off.v1_port, "127.0.0.1", &cred));
     assert!(login_via(off.sftp_port(), "127.0.0.1", &cred));
 }
+
+/// Two edges behind HAProxy (v1 in front of one, v2 in front of the other):
+/// the fleet-wide connection list and the control plane's login lines carry
+/// each client's own address.
+#[test]
+fn two_edges_behind_haproxy_report_real_addresses() {
+    let t = Topology::split_full(
+        2,
+        &[],
+        &[
+            ("FERRY_COMMON__PROXY_PROTOCOL", "2"),
+            ("FERRY_COMMON__PROXY_ALLOWED", "127.0.0.1"),
+        ],
+    )
+    .unwrap();
+    let hap0 = Haproxy::start(t.dir.path(), t.sftp_ports[0]).unwrap();
+    let hap1 = Haproxy::start(t.dir.path(), t.sftp_ports[1]).unwrap();
+    let api = t.api();
+    api.add_user(user_json("wade", "wade-pw", &t.home("wade")));
+    let cred = Cred::Password("wade-pw".into());
+    let mut a = OpenSftp::start_with(hap0.v1_port, "wade", &cred, &["-oBindAddress=127.0.0.2"]);
+    let mut b = OpenSftp::start_with(hap1.v2_port, "wade", &cred, &["-oBindAddress=127.0.0.3"]);
+    assert!(a.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    assert!(b.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+    let conns = wait_for(Duration::from_secs(15), || {
+        let c = api.connections();
+        (c.len() == 2).then_some(c)
+    })
+    .expect("both connections listed");
+    let mut remotes: Vec<String> = conns
+        .iter()
+        .map(|c| {
+            let r = c["remote_address"].as_str().unwrap_or_default();
+            r.split(':').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    remotes.sort();
+    assert_eq!(remotes, ["127.0.0.2", "127.0.0.3"], "{conns:?}");
+    // Direct connections without a header are refused on both edges.
+    for port in &t.sftp_ports {
+        assert!(!login_via(*port, "127.0.0.2", &cred));
+    }
+    drop((a, b));
+    let logs = t.logs();
+    let logins: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["sender"] == "login")
+        .collect();
+    for (ip, edge) in [("127.0.0.2", "edge-0"), ("127.0.0.3", "edge-1")] {
+        assert!(
+            logins.iter().any(|l| l["ip"] == ip && l["edge_id"] == edge),
+            "login line for {ip} on {edge}:\n{logs}"
+        );
+    }
+}
