@@ -360,6 +360,7 @@ pub async fn login_with(
         }
     }
     let verdict = match hook_failure {
+        _ if banned => Verdict::Reject("client address banned by the defender", None),
         Some(reason) => Verdict::Reject(reason, Some(Event::LoginFailed)),
         None => decide(state, &req, user.as_ref(), ip, verified_by_hook).await,
     };
@@ -448,8 +449,9 @@ pub async fn login_with(
     }
 }
 
-/// The rules, in order: banned address, method switches, the user, their
-/// filters and methods, the credential, the account.
+/// The rules, in order (the caller has refused banned addresses): method
+/// switches, the user, their filters and methods, the credential, the
+/// account.
 async fn decide(
     state: &AppState,
     req: &LoginRequest,
@@ -460,9 +462,6 @@ async fn decide(
     use Verdict::Reject;
     let auth = &state.auth;
     let fail = Some(Event::LoginFailed);
-    if ip.is_some_and(|ip| state.defender.is_banned(ip)) {
-        return Reject("client address banned by the defender", None);
-    }
     let method = method_of(&req.credential);
     let second_step = !req.partial_token.is_empty();
     if second_step

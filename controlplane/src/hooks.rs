@@ -46,6 +46,23 @@ impl Hook {
     }
 }
 
+impl Hook {
+    /// The answer that means yes: exit code 0 for a program, HTTP 200.
+    pub fn success_status(&self) -> i32 {
+        match self {
+            Hook::Program(_) => 0,
+            Hook::Http(_) => 200,
+        }
+    }
+}
+
+/// Kills a hook's process group (the hook and anything it started).
+pub fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// What a hook answered.
 #[derive(Debug)]
 pub struct Answer {
@@ -88,10 +105,7 @@ pub async fn run_program(
     };
     let result = tokio::time::timeout(timeout, run).await;
     if result.is_err() {
-        // The hook and anything it started.
-        if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
+        kill_group(pid);
     }
     match result {
         Err(_) => Err(format!(

@@ -244,9 +244,7 @@ async fn exchange(
                 }
             }
             .await;
-            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
+            crate::hooks::kill_group(pid);
             let _ = child.wait().await;
             result
         }
@@ -254,7 +252,9 @@ async fn exchange(
             let request_id = crate::random_token(16);
             let mut answers: Option<Vec<String>> = None;
             let mut questions: Option<Vec<String>> = None;
-            for step in 1.. {
+            let mut step = 0u32;
+            loop {
+                step += 1;
                 let body = json!({
                     "request_id": request_id,
                     "step": step,
@@ -289,7 +289,6 @@ async fn exchange(
                 });
                 questions = Some(round.questions);
             }
-            unreachable!("the loop returns")
         }
     }
 }

@@ -242,11 +242,7 @@ pub async fn external_auth(
         "tls_cert": "",
     });
     let answer = run(NAME, hook, env, vec![], Some(body), AUTH_TIMEOUT).await?;
-    let ok_status = match hook {
-        Hook::Program(_) => 0,
-        Hook::Http(_) => 200,
-    };
-    if answer.status != ok_status {
+    if answer.status != hook.success_status() {
         return Err(format!("{NAME}: refused (status {})", answer.status));
     }
     if answer.body.iter().all(u8::is_ascii_whitespace) {
@@ -373,11 +369,7 @@ pub async fn check_password(
     let body = json!({"username": username, "password": password, "ip": ip, "protocol": "SSH"});
     let result = async {
         let answer = run(NAME, hook, env, vec![], Some(body), AUTH_TIMEOUT).await?;
-        let ok_status = match hook {
-            Hook::Program(_) => 0,
-            Hook::Http(_) => 200,
-        };
-        if answer.status != ok_status {
+        if answer.status != hook.success_status() {
             return Err(format!("{NAME}: status {}", answer.status));
         }
         let v = parse_json(NAME, &answer.body)?;
@@ -456,11 +448,7 @@ pub async fn post_connect(state: &AppState, ip: &str) -> Result<(), String> {
     ];
     let query = vec![("ip", ip.to_string()), ("protocol", "SSH".to_string())];
     let answer = run(NAME, hook, env, query, None, NOTIFY_TIMEOUT).await?;
-    let ok_status = match hook {
-        Hook::Program(_) => 0,
-        Hook::Http(_) => 200,
-    };
-    if answer.status == ok_status {
+    if answer.status == hook.success_status() {
         Ok(())
     } else {
         Err(format!("{NAME}: refused (status {})", answer.status))

@@ -82,9 +82,10 @@ pub static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
     }
 });
 
-/// The process's metrics in Prometheus text format.
+/// The process's metrics in Prometheus text format: whatever is registered
+/// (an edge's metrics exist once the edge runs, so a control plane alone
+/// does not show idle edge counters).
 pub fn render() -> String {
-    LazyLock::force(&METRICS);
     let families = prometheus::gather();
     let mut out = String::new();
     if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {

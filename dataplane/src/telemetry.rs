@@ -62,6 +62,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 
 /// `/metrics` in Prometheus text format.
 pub async fn metrics() -> impl IntoResponse {
+    std::sync::LazyLock::force(&crate::metrics::METRICS);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
