@@ -144,6 +144,10 @@ impl AdminInput {
             Some(_) => return Err("filters must be a JSON object".into()),
         };
         allow_list(&filters)?;
+        match filters.get("allow_api_key_auth") {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+            Some(_) => return Err("filters.allow_api_key_auth must be true or false".into()),
+        }
         let password = crate::users::PasswordChange::from_input(self.password)?;
         if existing.is_none() && matches!(password, crate::users::PasswordChange::Keep) {
             return Err("password is mandatory".into());

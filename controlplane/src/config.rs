@@ -34,6 +34,10 @@ pub struct Settings {
 pub struct HttpdConfig {
     /// The listener (one).
     pub bindings: Vec<Binding>,
+    /// Largest REST request body accepted, in bytes (413 above it).
+    pub max_request_size: u64,
+    /// Lifetime of the access tokens `/api/v2/token` issues, in minutes.
+    pub jwt_lifetime: u64,
 }
 
 impl Default for HttpdConfig {
@@ -43,6 +47,8 @@ impl Default for HttpdConfig {
                 address: "127.0.0.1".into(),
                 port: 8080,
             }],
+            max_request_size: 1024 * 1024,
+            jwt_lifetime: 20,
         }
     }
 }
@@ -84,6 +90,24 @@ impl Settings {
         self.httpd.bindings[0]
             .socket_addr("httpd.bindings[0]")?
             .ok_or_else(|| anyhow::anyhow!("httpd.bindings[0].port: 0 is not allowed"))
+    }
+
+    /// REST limits, checked.
+    pub fn rest(&self) -> anyhow::Result<crate::rest::RestSettings> {
+        anyhow::ensure!(
+            (1024..=1024 * 1024 * 1024).contains(&self.httpd.max_request_size),
+            "httpd.max_request_size: {} is out of range (1024 to 1073741824 bytes)",
+            self.httpd.max_request_size
+        );
+        anyhow::ensure!(
+            (1..=60 * 24 * 365).contains(&self.httpd.jwt_lifetime),
+            "httpd.jwt_lifetime: {} is out of range (1 to 525600 minutes)",
+            self.httpd.jwt_lifetime
+        );
+        Ok(crate::rest::RestSettings {
+            max_body: self.httpd.max_request_size as usize,
+            token_lifetime_secs: self.httpd.jwt_lifetime as i64 * 60,
+        })
     }
 
     /// The gRPC listener.

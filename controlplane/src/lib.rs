@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod apikeys;
 pub mod auth;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod defender;
@@ -57,6 +59,12 @@ pub struct AppState {
     pub auth: auth::AuthSettings,
     /// Failed-login scores and bans (`common.defender`).
     pub defender: defender::Defender,
+    /// API key secrets that verified recently, keyed by key id.
+    pub api_key_cache: passwords::VerifiedCache,
+    /// Limits of the REST API (`httpd`).
+    pub rest: rest::RestSettings,
+    /// Where `dumpdata` writes backup files.
+    pub backups_dir: PathBuf,
 }
 
 /// Settings of a control-plane process.
@@ -77,6 +85,8 @@ pub struct ControlPlaneOptions {
     pub defender: ferry_dataplane::settings::DefenderConfig,
     /// `common.post_connect_hook`.
     pub post_connect_hook: String,
+    /// REST limits (`httpd.max_request_size`, `httpd.jwt_lifetime`).
+    pub rest: rest::RestSettings,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -148,6 +158,9 @@ pub async fn start_controlplane(
         quota_locks: quota::QuotaLocks::default(),
         auth,
         defender,
+        api_key_cache: passwords::VerifiedCache::default(),
+        rest: opts.rest.clone(),
+        backups_dir: opts.data_provider.backups_dir(&opts.data_dir),
     });
 
     let http = TcpListener::bind(opts.http_bind)

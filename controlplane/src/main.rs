@@ -59,6 +59,32 @@ enum Command {
     },
     /// Print a complete commented configuration file (TOML) with the defaults.
     ConfigExample,
+    /// Write a backup (SFTPGo's format: users, folders, admins, API keys with
+    /// their hashes) of the configured database, to stdout or a file.
+    Dumpdata {
+        /// Directory holding the SQLite database.
+        #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// File to write (mode 0600, replaced atomically); stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Indent the JSON.
+        #[arg(long)]
+        indent: bool,
+    },
+    /// Restore a backup (Ferry's, SFTPGo v2 or 1.x) into the configured
+    /// database: everything or nothing. Run it against a stopped control
+    /// plane, or use POST /api/v2/loaddata on a running one.
+    Loaddata {
+        /// Directory holding the SQLite database.
+        #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// The backup file.
+        file: PathBuf,
+        /// 0: add new objects and replace existing ones; 1: add new ones only.
+        #[arg(long, default_value = "1")]
+        mode: String,
+    },
 }
 
 #[derive(Args)]
@@ -156,6 +182,80 @@ async fn run() -> anyhow::Result<()> {
             (common, Some((binds, runtime)))
         }
         Command::Controlplane { common } => (common, None),
+        Command::Dumpdata {
+            data_dir,
+            output,
+            indent,
+        } => {
+            let store = ferry_controlplane::open_store(&settings.data_provider, &data_dir).await?;
+            let doc = ferry_controlplane::backup::render(&store.dump().await?);
+            let mut text = if indent {
+                serde_json::to_vec_pretty(&doc)?
+            } else {
+                serde_json::to_vec(&doc)?
+            };
+            text.push(b'\n');
+            match output {
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&text)?;
+                }
+                Some(path) => {
+                    let dir = match path.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    };
+                    let name = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .context("--output must name a file")?;
+                    ferry_controlplane::backup::write_file(&dir, name, &text)
+                        .map_err(anyhow::Error::msg)?;
+                    eprintln!("backup written to {}", path.display());
+                }
+            }
+            return Ok(());
+        }
+        Command::Loaddata {
+            data_dir,
+            file,
+            mode,
+        } => {
+            let mode =
+                ferry_controlplane::backup::Mode::parse(Some(&mode)).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                mode != ferry_controlplane::backup::Mode::AddUpdateDisconnect,
+                "mode 2 disconnects live sessions: use POST /api/v2/loaddata?mode=2 on the running control plane"
+            );
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let doc: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let prepared = ferry_controlplane::backup::prepare(&doc)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was restored", file.display()))?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            let store = ferry_controlplane::open_store(&settings.data_provider, &data_dir).await?;
+            let report = store
+                .restore(
+                    prepared.plan,
+                    mode == ferry_controlplane::backup::Mode::AddOnly,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was restored", file.display()))?;
+            for n in &prepared.notes {
+                eprintln!("note: {n}");
+            }
+            println!(
+                "restored {}: {} added, {} updated, {} skipped",
+                file.display(),
+                report.added,
+                report.updated,
+                report.skipped
+            );
+            return Ok(());
+        }
         Command::Initprovider { data_dir } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -193,6 +293,7 @@ async fn run() -> anyhow::Result<()> {
             sftpd: settings.sftpd.clone(),
             defender: settings.common.defender.clone(),
             post_connect_hook: settings.common.post_connect_hook.clone(),
+            rest: settings.rest()?,
         },
         stop(),
     )

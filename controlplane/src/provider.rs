@@ -3,7 +3,7 @@
 //! `connection_string`, `pool_size`; also `FERRY_DATA_PROVIDER__<KEY>`) and
 //! the connection target they describe.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which SQL backend a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub struct DataProviderConfig {
     pub post_login_hook: String,
     /// Which logins notify it: 0 all, 1 failed, 2 successful.
     pub post_login_scope: u8,
+    /// Where `dumpdata` writes backup files (relative paths are under the
+    /// data directory; default `backups`).
+    pub backups_path: PathBuf,
 }
 
 impl Default for DataProviderConfig {
@@ -78,6 +81,7 @@ impl Default for DataProviderConfig {
             check_password_scope: 0,
             post_login_hook: String::new(),
             post_login_scope: 0,
+            backups_path: PathBuf::from("backups"),
         }
     }
 }
@@ -100,6 +104,11 @@ impl DataProviderConfig {
                 "data_provider.driver {other:?} is not supported: use sqlite, postgresql or mysql"
             ),
         }
+    }
+
+    /// The directory backups are written to.
+    pub fn backups_dir(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.backups_path)
     }
 
     /// The connection target for this configuration.

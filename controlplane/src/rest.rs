@@ -21,12 +21,34 @@ use crate::folders::{FolderInput, FolderView};
 use crate::store::{Order, StoreError, now_ms};
 use crate::users::{UserInput, UserView};
 
-/// Largest request body accepted (users are small; this bounds memory).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Lifetime of access tokens (SFTPGo's `jwt_lifetime` default: 20 minutes).
-pub const TOKEN_LIFETIME_SECS: i64 = 20 * 60;
 /// Audience of API tokens.
 const AUDIENCE_API: &str = "API";
+/// Header carrying an API key (SFTPGo's name).
+const API_KEY_HEADER: &str = "x-sftpgo-api-key";
+/// How often a key's `last_use_at` is written at most.
+const API_KEY_TOUCH_MS: i64 = 60_000;
+
+/// Largest backup `POST /api/v2/loaddata` accepts.
+pub const MAX_RESTORE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Limits of the REST API (`httpd`).
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Lifetime of access tokens, in seconds.
+    pub token_lifetime_secs: i64,
+}
+
+impl Default for RestSettings {
+    fn default() -> Self {
+        Self {
+            max_body: 1024 * 1024,
+            // SFTPGo's jwt lifetime: 20 minutes.
+            token_lifetime_secs: 20 * 60,
+        }
+    }
+}
 
 /// An API failure, rendered as SFTPGo's JSON error body.
 #[derive(Debug)]
@@ -88,21 +110,26 @@ impl From<StoreError> for ApiError {
 /// send none). Errors name the offending field; nothing is decoded twice.
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<Arc<AppState>> for ApiJson<T>
 where
     T: serde::de::DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rej| {
                 if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
                         ErrorCode::PayloadTooLarge,
-                        format!("request body larger than {MAX_BODY_BYTES} bytes"),
+                        format!(
+                            "request body larger than {} bytes (httpd.max_request_size)",
+                            state.rest.max_body
+                        ),
                     )
                 } else {
                     ApiError::bad_request(rej.body_text())
@@ -134,9 +161,13 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The API key id when the caller authenticated with a key (never in
+    /// signed tokens).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_key: String,
 }
 
-/// An authenticated admin, from a valid Bearer token.
+/// An authenticated admin, from a valid Bearer token or API key.
 pub struct Admin(Claims);
 
 impl Admin {
@@ -151,6 +182,106 @@ impl Admin {
             ))
         }
     }
+
+    /// Fails with 403 when the caller used an API key (key management,
+    /// password changes and logout need a token, as in SFTPGo).
+    fn forbid_api_key(&self) -> Result<(), ApiError> {
+        if self.0.api_key.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this operation is not allowed with API key authentication: use a token",
+            ))
+        }
+    }
+}
+
+/// Authenticates an `X-SFTPGO-API-KEY` header as an admin.
+async fn api_key_admin(
+    state: &Arc<AppState>,
+    value: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<Admin, ApiError> {
+    let denied = |m: &str| ApiError::new(ErrorCode::Unauthenticated, m.to_string());
+    let (key_id, secret, named) =
+        crate::apikeys::parse_header(value).ok_or_else(|| denied("invalid API key"))?;
+    let key = match state.store.api_key(key_id.to_string()).await {
+        Ok(k) => k,
+        Err(StoreError::NotFound) => {
+            crate::passwords::verify(secret.to_string(), state.dummy_hash.clone()).await;
+            return Err(denied("invalid API key"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !state
+        .api_key_cache
+        .verify(key_id, secret.to_string(), key.data.api_key.clone())
+        .await
+    {
+        return Err(denied("invalid API key"));
+    }
+    if key.data.scope != crate::apikeys::SCOPE_ADMIN {
+        return Err(denied("this API key is not valid for the admin API"));
+    }
+    let now = now_ms();
+    if key.data.expires_at > 0 && key.data.expires_at < now {
+        return Err(denied("this API key has expired"));
+    }
+    let username = match (&key.admin, named) {
+        (Some(bound), None) => bound.clone(),
+        (Some(bound), Some(n)) if n == bound => bound.clone(),
+        (Some(_), Some(_)) => return Err(denied("this API key is bound to another admin")),
+        (None, Some(n)) => n.to_string(),
+        (None, None) => {
+            return Err(denied(
+                "this API key is not bound to an admin: send <key>.<admin username>",
+            ));
+        }
+    };
+    let admin = match state.store.admin(username.clone()).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound) => return Err(denied("invalid API key")),
+        Err(e) => return Err(e.into()),
+    };
+    let filters: serde_json::Value = serde_json::from_str(&admin.data.filters).unwrap_or_default();
+    if admin.data.status != 1 {
+        return Err(denied("the admin is disabled"));
+    }
+    if filters.get("allow_api_key_auth").and_then(|v| v.as_bool()) != Some(true) {
+        return Err(denied(
+            "API key authentication is not allowed for this admin (filters.allow_api_key_auth)",
+        ));
+    }
+    let allowed = crate::admins::allow_list(&filters).unwrap_or_default();
+    if !allowed.is_empty()
+        && !client.is_some_and(|ip| allowed.iter().any(|n| n.contains(&ip.to_canonical())))
+    {
+        return Err(denied(
+            "the client address is not in the admin's allow list",
+        ));
+    }
+    if now - key.data.last_use_at > API_KEY_TOUCH_MS {
+        let store = state.store.clone();
+        let id = key_id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(id, now).await {
+                tracing::warn!(error = %e, "cannot record API key use");
+            }
+        });
+    }
+    let secs = now / 1000;
+    Ok(Admin(Claims {
+        sub: username.clone(),
+        username,
+        permissions: serde_json::from_str(&admin.data.permissions).unwrap_or_default(),
+        aud: AUDIENCE_API.into(),
+        iat: secs,
+        nbf: secs,
+        exp: secs,
+        jti: String::new(),
+        api_key: key_id.to_string(),
+    }))
 }
 
 impl FromRequestParts<Arc<AppState>> for Admin {
@@ -160,6 +291,16 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(value) = parts.headers.get(API_KEY_HEADER) {
+            let client = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "invalid API key"))?;
+            return api_key_admin(state, value, client).await;
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -175,15 +316,35 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             &validation,
         )
         .map_err(|e| ApiError::new(ErrorCode::Unauthenticated, format!("invalid token: {e}")))?;
+        if !data.claims.api_key.is_empty() {
+            return Err(ApiError::new(ErrorCode::Unauthenticated, "invalid token"));
+        }
+        if state
+            .store
+            .is_token_revoked(data.claims.jti.clone())
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this token has been revoked (logout)",
+            ));
+        }
         Ok(Admin(data.claims))
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.rest.max_body;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v2/version", get(version))
         .route("/api/v2/token", get(token))
+        .route("/api/v2/logout", get(logout))
+        .route("/api/v2/apikeys", get(list_api_keys).post(add_api_key))
+        .route(
+            "/api/v2/apikeys/{id}",
+            get(get_api_key).put(update_api_key).delete(delete_api_key),
+        )
         .route("/api/v2/users", get(list_users).post(add_user))
         .route(
             "/api/v2/users/{username}",
@@ -221,6 +382,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/admin/changepwd",
             axum::routing::put(change_password),
         )
+        .route("/api/v2/dumpdata", get(dumpdata))
+        .route(
+            "/api/v2/loaddata",
+            axum::routing::post(loaddata).layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES)),
+        )
         .route("/api/v2/status", get(status))
         .route("/readyz", get(healthz))
         .route("/metrics", get(metrics))
@@ -236,7 +402,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
@@ -351,8 +517,9 @@ async fn token(
         aud: AUDIENCE_API.into(),
         iat: now,
         nbf: now,
-        exp: now + TOKEN_LIFETIME_SECS,
+        exp: now + state.rest.token_lifetime_secs,
         jti: crate::random_token(12),
+        api_key: String::new(),
     };
     let jwt = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -367,6 +534,216 @@ async fn token(
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
     Ok(Json(json!({"access_token": jwt, "expires_at": expires_at})).into_response())
+}
+
+/// `GET /api/v2/logout`: revokes the calling token on every replica.
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.forbid_api_key()?;
+    state
+        .store
+        .revoke_token(admin.0.jti.clone(), admin.0.exp)
+        .await?;
+    tracing::info!(admin = admin.0.username, "admin logged out");
+    Ok(Json(json!({"message": "Your token has been invalidated"})))
+}
+
+async fn list_api_keys(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::apikeys::ApiKeyView>>, ApiError> {
+    admin.forbid_api_key()?;
+    admin.require("*")?;
+    let (offset, limit, order) = query(params)?.parse()?;
+    let rows = state.store.api_keys(offset, limit, order).await?;
+    Ok(Json(
+        rows.iter().map(crate::apikeys::ApiKeyView::from).collect(),
+    ))
+}
+
+async fn get_api_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<crate::apikeys::ApiKeyView>, ApiError> {
+    admin.forbid_api_key()?;
+    admin.require("*")?;
+    let row = state.store.api_key(id).await?;
+    Ok(Json(crate::apikeys::ApiKeyView::from(&row)))
+}
+
+async fn add_api_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(input): ApiJson<crate::apikeys::ApiKeyInput>,
+) -> Result<Response, ApiError> {
+    admin.forbid_api_key()?;
+    admin.require("*")?;
+    let mut key = input.validate(None).map_err(ApiError::bad_request)?;
+    let (key_id, secret) = crate::apikeys::generate();
+    key.data.key_id = key_id.clone();
+    key.data.api_key = crate::passwords::hash(secret.clone())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    state.store.add_api_key(key).await?;
+    tracing::info!(admin = admin.0.username, key_id, "API key added");
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(json!({
+            "message": "API key created. This is the only time the API key is visible, please save it.",
+            "key": format!("{key_id}.{secret}"),
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/apikeys/{key_id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&key_id) {
+        resp.headers_mut().insert("x-object-id", v);
+    }
+    Ok(resp)
+}
+
+async fn update_api_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<crate::apikeys::ApiKeyInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.forbid_api_key()?;
+    admin.require("*")?;
+    let existing = state.store.api_key(id.clone()).await?;
+    let key = input
+        .validate(Some(&existing))
+        .map_err(ApiError::bad_request)?;
+    state.store.update_api_key(key).await?;
+    tracing::info!(admin = admin.0.username, key_id = id, "API key updated");
+    Ok(Json(json!({"message": "API key updated"})))
+}
+
+async fn delete_api_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.forbid_api_key()?;
+    admin.require("*")?;
+    state.store.delete_api_key(id.clone()).await?;
+    tracing::info!(admin = admin.0.username, key_id = id, "API key deleted");
+    Ok(Json(json!({"message": "API key deleted"})))
+}
+
+#[derive(Debug, Deserialize)]
+struct DumpParams {
+    #[serde(rename = "output-file")]
+    output_file: Option<String>,
+    #[serde(rename = "output-data")]
+    output_data: Option<u8>,
+    indent: Option<u8>,
+}
+
+/// `GET /api/v2/dumpdata`: the backup in the reply (`output-data=1`) or
+/// written to the backups directory as `output-file` (a plain file name).
+async fn dumpdata(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<DumpParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    admin.require("*")?;
+    let params = query(params)?;
+    let file = match params.output_data {
+        Some(1) => None,
+        None | Some(0) => {
+            let name = params.output_file.as_deref().unwrap_or("").trim();
+            crate::backup::check_file_name(name).map_err(ApiError::bad_request)?;
+            Some(name.to_string())
+        }
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid output-data {o}: use 0 or 1"
+            )));
+        }
+    };
+    let rows = state.store.dump().await?;
+    let doc = crate::backup::render(&rows);
+    let text = if params.indent == Some(1) {
+        serde_json::to_vec_pretty(&doc)
+    } else {
+        serde_json::to_vec(&doc)
+    }
+    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    match file {
+        None => {
+            tracing::info!(admin = admin.0.username, "backup sent");
+            Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+        }
+        Some(name) => {
+            let dir = state.backups_dir.clone();
+            let path =
+                tokio::task::spawn_blocking(move || crate::backup::write_file(&dir, &name, &text))
+                    .await
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+            tracing::info!(admin = admin.0.username, path = %path.display(), "backup saved");
+            Ok(Json(json!({"message": "Data saved"})).into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoadParams {
+    #[serde(rename = "scan-quota")]
+    scan_quota: Option<String>,
+    mode: Option<String>,
+}
+
+/// `POST /api/v2/loaddata`: restores a backup (the body) all or nothing.
+async fn loaddata(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<LoadParams>, axum::extract::rejection::QueryRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("*")?;
+    let params = query(params)?;
+    let mode = crate::backup::Mode::parse(params.mode.as_deref()).map_err(ApiError::bad_request)?;
+    let scan = crate::backup::ScanQuota::parse(params.scan_quota.as_deref())
+        .map_err(ApiError::bad_request)?;
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("backups larger than {MAX_RESTORE_BYTES} bytes cannot be restored over HTTP: use ferry loaddata"),
+            )
+        } else {
+            ApiError::bad_request(rej.body_text())
+        }
+    })?;
+    let doc: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the backup is not valid JSON: {e}")))?;
+    let outcome = crate::backup::restore(&state, &doc, mode, scan)
+        .await
+        .map_err(|e| match e {
+            crate::backup::RestoreError::Invalid(m) => ApiError::bad_request(m),
+            crate::backup::RestoreError::Store(e) => e.into(),
+        })?;
+    tracing::info!(
+        admin = admin.0.username,
+        added = outcome.report.added,
+        updated = outcome.report.updated,
+        skipped = outcome.report.skipped,
+        "backup restored"
+    );
+    Ok(Json(json!({
+        "message": "Data restored",
+        "added": outcome.report.added,
+        "updated": outcome.report.updated,
+        "skipped": outcome.report.skipped,
+        "notes": outcome.notes,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -711,6 +1088,12 @@ async fn update_admin(
     ApiJson(input): ApiJson<crate::admins::AdminInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin.require("*")?;
+    if !admin.0.api_key.is_empty() && username == admin.0.username {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "updating the admin impersonated with an API key is not allowed",
+        ));
+    }
     let existing = state.store.admin(username.clone()).await?;
     let valid = input
         .validate(Some(&existing))
@@ -755,6 +1138,7 @@ async fn change_password(
     admin: Admin,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.forbid_api_key()?;
     if body.new_password.is_empty() {
         return Err(ApiError::bad_request("the new password cannot be empty"));
     }

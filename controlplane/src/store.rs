@@ -9,7 +9,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use ferry_schema::{admins, configs, folders, users, users_folders_mapping};
+use ferry_schema::{
+    admins, api_keys, configs, folders, revoked_tokens, users, users_folders_mapping,
+};
 
 pub use crate::provider::{Backend, DataProviderConfig};
 
@@ -139,6 +141,83 @@ pub struct FolderRow {
     pub data: FolderData,
 }
 
+/// The columns of an API key except its id; `api_key` is the hash.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = api_keys, treat_none_as_null = true)]
+pub struct ApiKeyData {
+    pub key_id: String,
+    pub name: String,
+    pub api_key: String,
+    pub scope: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_use_at: i64,
+    pub expires_at: i64,
+    pub description: String,
+    pub admin_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+/// A stored API key with the names of the admin or user it is bound to.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub data: ApiKeyData,
+    pub admin: Option<String>,
+    pub user: Option<String>,
+}
+
+/// An API key as stored plus the owner names to resolve to ids.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub data: ApiKeyData,
+    pub admin: Option<String>,
+    pub user: Option<String>,
+}
+
+/// Resolves a key's owner names to ids (inside the caller's transaction).
+fn api_key_owner_ids(c: &mut DbConnection, key: &mut NewApiKey) -> Result<(), StoreError> {
+    key.data.admin_id = match &key.admin {
+        None => None,
+        Some(name) => Some(
+            admins::table
+                .filter(admins::username.eq(name))
+                .select(admins::id)
+                .first(c)
+                .optional()?
+                .ok_or_else(|| StoreError::Invalid(format!("admin {name:?} does not exist")))?,
+        ),
+    };
+    key.data.user_id = match &key.user {
+        None => None,
+        Some(name) => Some(
+            users::table
+                .filter(users::username.eq(name))
+                .select(users::id)
+                .first(c)
+                .optional()?
+                .ok_or_else(|| StoreError::Invalid(format!("user {name:?} does not exist")))?,
+        ),
+    };
+    Ok(())
+}
+
+/// Adds the owner names to stored keys.
+fn api_key_rows(c: &mut DbConnection, keys: Vec<ApiKeyData>) -> Result<Vec<ApiKeyRow>, StoreError> {
+    keys.into_iter()
+        .map(|data| {
+            let admin = match data.admin_id {
+                Some(id) => Some(admins::table.find(id).select(admins::username).first(c)?),
+                None => None,
+            };
+            let user = match data.user_id {
+                Some(id) => Some(users::table.find(id).select(users::username).first(c)?),
+                None => None,
+            };
+            Ok(ApiKeyRow { data, admin, user })
+        })
+        .collect()
+}
+
 /// A folder mounted into a user's tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
@@ -211,6 +290,49 @@ fn set_mappings(
             .execute(c)?;
     }
     Ok(())
+}
+
+/// Everything a backup holds, read in one transaction.
+pub struct DumpRows {
+    pub users: Vec<(UserRow, Vec<(FolderRow, Mapping)>)>,
+    pub folders: Vec<(FolderRow, Vec<String>)>,
+    pub admins: Vec<AdminRow>,
+    pub api_keys: Vec<ApiKeyRow>,
+}
+
+/// What a restore writes, validated beforehand.
+#[derive(Default)]
+pub struct RestorePlan {
+    pub folders: Vec<FolderData>,
+    pub admins: Vec<AdminData>,
+    pub users: Vec<(UserData, Vec<NewMapping>)>,
+    pub api_keys: Vec<NewApiKey>,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub added: usize,
+    pub updated: usize,
+    pub skipped: usize,
+    /// Users that existed and were replaced.
+    #[serde(skip)]
+    pub updated_users: Vec<String>,
+    /// Users added or replaced.
+    #[serde(skip)]
+    pub restored_users: Vec<String>,
+}
+
+/// Prefixes a store error with the object it concerns.
+fn about(what: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Invalid(m) => StoreError::Invalid(format!("{what}: {m}")),
+        StoreError::AlreadyExists(m) => {
+            StoreError::Invalid(format!("{what}: already exists ({m})"))
+        }
+        StoreError::Internal(m) => StoreError::Internal(format!("{what}: {m}")),
+        other => other,
+    }
 }
 
 /// Sort order of list endpoints.
@@ -777,6 +899,357 @@ impl Store {
                 .set(admins::last_login.eq(when_ms))
                 .execute(c)?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn api_key(&self, key_id: String) -> Result<ApiKeyRow, StoreError> {
+        self.run(move |c| {
+            let data = api_keys::table
+                .filter(api_keys::key_id.eq(key_id))
+                .select(ApiKeyData::as_select())
+                .first(c)?;
+            Ok(api_key_rows(c, vec![data])?.remove(0))
+        })
+        .await
+    }
+
+    pub async fn api_keys(
+        &self,
+        offset: i64,
+        limit: i64,
+        order: Order,
+    ) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.run(move |c| {
+            let q = api_keys::table
+                .select(ApiKeyData::as_select())
+                .offset(offset)
+                .limit(limit);
+            let keys = match order {
+                Order::Asc => q.order(api_keys::key_id.asc()).load(c)?,
+                Order::Desc => q.order(api_keys::key_id.desc()).load(c)?,
+            };
+            api_key_rows(c, keys)
+        })
+        .await
+    }
+
+    pub async fn add_api_key(&self, mut key: NewApiKey) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                api_key_owner_ids(c, &mut key)?;
+                diesel::insert_into(api_keys::table)
+                    .values(&key.data)
+                    .execute(c)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Replaces what an admin may change of a key (not the key itself).
+    pub async fn update_api_key(&self, mut key: NewApiKey) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                api_key_owner_ids(c, &mut key)?;
+                let d = &key.data;
+                let n = diesel::update(api_keys::table.filter(api_keys::key_id.eq(&d.key_id)))
+                    .set((
+                        api_keys::name.eq(&d.name),
+                        api_keys::scope.eq(d.scope),
+                        api_keys::expires_at.eq(d.expires_at),
+                        api_keys::description.eq(&d.description),
+                        api_keys::admin_id.eq(d.admin_id),
+                        api_keys::user_id.eq(d.user_id),
+                        api_keys::updated_at.eq(d.updated_at),
+                    ))
+                    .execute(c)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_api_key(&self, key_id: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let n =
+                diesel::delete(api_keys::table.filter(api_keys::key_id.eq(key_id))).execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn touch_api_key(&self, key_id: String, when_ms: i64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            diesel::update(api_keys::table.filter(api_keys::key_id.eq(key_id)))
+                .set(api_keys::last_use_at.eq(when_ms))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads every object a backup holds in one transaction (a consistent
+    /// snapshot), ordered by name.
+    pub async fn dump(&self) -> Result<DumpRows, StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let user_rows: Vec<UserRow> = users::table
+                    .order(users::username.asc())
+                    .select(UserRow::as_select())
+                    .load(c)?;
+                let mappings: Vec<(i64, FolderRow, (String, i64, i64))> =
+                    users_folders_mapping::table
+                        .inner_join(folders::table)
+                        .order(users_folders_mapping::virtual_path.asc())
+                        .select((
+                            users_folders_mapping::user_id,
+                            FolderRow::as_select(),
+                            (
+                                users_folders_mapping::virtual_path,
+                                users_folders_mapping::quota_size,
+                                users_folders_mapping::quota_files,
+                            ),
+                        ))
+                        .load(c)?;
+                let folder_rows: Vec<FolderRow> = folders::table
+                    .order(folders::name.asc())
+                    .select(FolderRow::as_select())
+                    .load(c)?;
+                let admins = admins::table
+                    .order(admins::username.asc())
+                    .select(AdminRow::as_select())
+                    .load(c)?;
+                let keys = api_keys::table
+                    .order(api_keys::key_id.asc())
+                    .select(ApiKeyData::as_select())
+                    .load(c)?;
+                let api_keys = api_key_rows(c, keys)?;
+                let name_of: std::collections::HashMap<i64, String> = user_rows
+                    .iter()
+                    .map(|u| (u.id, u.data.username.clone()))
+                    .collect();
+                let mut folder_users: std::collections::HashMap<i64, Vec<String>> =
+                    Default::default();
+                let mut user_maps: std::collections::HashMap<i64, Vec<(FolderRow, Mapping)>> =
+                    Default::default();
+                for (user_id, f, (virtual_path, quota_size, quota_files)) in mappings {
+                    if let Some(n) = name_of.get(&user_id) {
+                        folder_users.entry(f.id).or_default().push(n.clone());
+                    }
+                    let folder = f.data.name.clone();
+                    user_maps.entry(user_id).or_default().push((
+                        f,
+                        Mapping {
+                            folder,
+                            virtual_path,
+                            quota_size,
+                            quota_files,
+                        },
+                    ));
+                }
+                let users = user_rows
+                    .into_iter()
+                    .map(|u| {
+                        let maps = user_maps.remove(&u.id).unwrap_or_default();
+                        (u, maps)
+                    })
+                    .collect();
+                let folders = folder_rows
+                    .into_iter()
+                    .map(|f| {
+                        let mut names = folder_users.remove(&f.id).unwrap_or_default();
+                        names.sort();
+                        (f, names)
+                    })
+                    .collect();
+                Ok(DumpRows {
+                    users,
+                    folders,
+                    admins,
+                    api_keys,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Writes a validated backup in one transaction: everything or nothing.
+    /// `add_only` (mode 1) skips objects that exist; otherwise they are
+    /// replaced, keeping the usage counters they have now.
+    pub async fn restore(
+        &self,
+        plan: RestorePlan,
+        add_only: bool,
+    ) -> Result<RestoreReport, StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let mut report = RestoreReport::default();
+                for f in &plan.folders {
+                    let what = format!("folder {:?}", f.name);
+                    let existing: Option<i64> = folders::table
+                        .filter(folders::name.eq(&f.name))
+                        .select(folders::id)
+                        .first(c)
+                        .optional()?;
+                    match existing {
+                        Some(_) if add_only => report.skipped += 1,
+                        Some(id) => {
+                            diesel::update(folders::table.find(id))
+                                .set((
+                                    folders::description.eq(&f.description),
+                                    folders::path.eq(&f.path),
+                                    folders::filesystem.eq(&f.filesystem),
+                                ))
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.updated += 1;
+                        }
+                        None => {
+                            diesel::insert_into(folders::table)
+                                .values(f)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.added += 1;
+                        }
+                    }
+                }
+                for a in &plan.admins {
+                    let what = format!("admin {:?}", a.username);
+                    let existing: Option<i64> = admins::table
+                        .filter(admins::username.eq(&a.username))
+                        .select(admins::id)
+                        .first(c)
+                        .optional()?;
+                    match existing {
+                        Some(_) if add_only => report.skipped += 1,
+                        Some(id) => {
+                            diesel::update(admins::table.find(id))
+                                .set(a)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.updated += 1;
+                        }
+                        None => {
+                            diesel::insert_into(admins::table)
+                                .values(a)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.added += 1;
+                        }
+                    }
+                }
+                for (u, maps) in &plan.users {
+                    let what = format!("user {:?}", u.username);
+                    let existing: Option<UserRow> = users::table
+                        .filter(users::username.eq(&u.username))
+                        .select(UserRow::as_select())
+                        .first(c)
+                        .optional()?;
+                    let id = match existing {
+                        Some(_) if add_only => {
+                            report.skipped += 1;
+                            continue;
+                        }
+                        Some(old) => {
+                            let mut data = u.clone();
+                            data.used_quota_size = old.data.used_quota_size;
+                            data.used_quota_files = old.data.used_quota_files;
+                            data.last_quota_update = old.data.last_quota_update;
+                            data.used_upload_data_transfer = old.data.used_upload_data_transfer;
+                            data.used_download_data_transfer = old.data.used_download_data_transfer;
+                            diesel::update(users::table.find(old.id))
+                                .set(&data)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.updated += 1;
+                            report.updated_users.push(u.username.clone());
+                            old.id
+                        }
+                        None => {
+                            diesel::insert_into(users::table)
+                                .values(u)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.added += 1;
+                            users::table
+                                .filter(users::username.eq(&u.username))
+                                .select(users::id)
+                                .first(c)?
+                        }
+                    };
+                    set_mappings(c, id, maps).map_err(|e| about(&what, e))?;
+                    report.restored_users.push(u.username.clone());
+                }
+                for k in &plan.api_keys {
+                    let what = format!("API key {:?}", k.data.key_id);
+                    let mut k = k.clone();
+                    api_key_owner_ids(c, &mut k).map_err(|e| about(&what, e))?;
+                    let existing: Option<i64> = api_keys::table
+                        .filter(api_keys::key_id.eq(&k.data.key_id))
+                        .select(api_keys::id)
+                        .first(c)
+                        .optional()?;
+                    match existing {
+                        Some(_) if add_only => report.skipped += 1,
+                        Some(id) => {
+                            diesel::update(api_keys::table.find(id))
+                                .set(&k.data)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.updated += 1;
+                        }
+                        None => {
+                            diesel::insert_into(api_keys::table)
+                                .values(&k.data)
+                                .execute(c)
+                                .map_err(|e| about(&what, e.into()))?;
+                            report.added += 1;
+                        }
+                    }
+                }
+                Ok(report)
+            })
+        })
+        .await
+    }
+
+    /// Records a revoked token id until `expires_at` (seconds), dropping
+    /// entries whose tokens have expired anyway.
+    pub async fn revoke_token(&self, jti: String, expires_at: i64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let now = now_ms() / 1000;
+            diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(now)))
+                .execute(c)?;
+            match diesel::insert_into(revoked_tokens::table)
+                .values((
+                    revoked_tokens::jti.eq(&jti),
+                    revoked_tokens::expires_at.eq(expires_at),
+                ))
+                .execute(c)
+            {
+                Ok(_) | Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub async fn is_token_revoked(&self, jti: String) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            let n: i64 = revoked_tokens::table
+                .filter(revoked_tokens::jti.eq(jti))
+                .count()
+                .get_result(c)?;
+            Ok(n > 0)
         })
         .await
     }

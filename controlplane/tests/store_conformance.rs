@@ -548,3 +548,143 @@ async fn upgrade_from_the_previous_schema_version_on_every_backend() {
         assert_eq!(store.user_folders(old.id).await.unwrap().len(), 1, "{l}");
     }
 }
+
+/// API keys, revoked tokens, and a backup round trip: dump, restore into an
+/// empty database of the same backend, dump again (identical); a restore
+/// that fails half way leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_backup_round_trip_on_every_backend() {
+    use ferry_controlplane::store::{ApiKeyData, NewApiKey};
+    let targets = databases();
+    for (db, empty) in databases().iter().zip(targets.iter()) {
+        let l = db.label;
+        let store = open(db);
+        store
+            .add_folder(folder("shared"))
+            .await
+            .unwrap_or_else(|e| panic!("{l}: {e}"));
+        let mut u = user("kim");
+        u.used_quota_size = 42;
+        store
+            .add_user(u, vec![mapping("shared", "/s", false)])
+            .await
+            .unwrap();
+        let admin = AdminData {
+            username: "root".into(),
+            status: 1,
+            password: "$2a$10$oq9CI6y8u7ylHv28lvW06uocgAihFhqyVqKqg2J4N0hfkiA.2A5Ci".into(),
+            permissions: r#"["*"]"#.into(),
+            filters: r#"{"allow_api_key_auth":true}"#.into(),
+            email: String::new(),
+            description: String::new(),
+            additional_info: String::new(),
+            created_at: 5,
+            updated_at: 6,
+            last_login: 7,
+        };
+        store.add_admin(admin).await.unwrap();
+        let key = |id: &str, admin: Option<&str>, user: Option<&str>| NewApiKey {
+            data: ApiKeyData {
+                key_id: id.into(),
+                name: format!("key {id}"),
+                api_key: "$argon2id$v=19$m=65536,t=1,p=2$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+                scope: if user.is_some() { 2 } else { 1 },
+                created_at: 1,
+                updated_at: 2,
+                last_use_at: 0,
+                expires_at: 0,
+                description: String::new(),
+                admin_id: None,
+                user_id: None,
+            },
+            admin: admin.map(str::to_string),
+            user: user.map(str::to_string),
+        };
+        store
+            .add_api_key(key("k1", Some("root"), None))
+            .await
+            .unwrap();
+        store
+            .add_api_key(key("k2", None, Some("kim")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.add_api_key(key("k3", Some("ghost"), None)).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{l}: a key for a missing admin"
+        );
+        assert!(
+            matches!(
+                store.add_api_key(key("k1", None, None)).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{l}: key ids are unique"
+        );
+        let k = store.api_key("k1".into()).await.unwrap();
+        assert_eq!(k.admin.as_deref(), Some("root"), "{l}");
+        store.touch_api_key("k1".into(), 99).await.unwrap();
+        assert_eq!(
+            store.api_key("k1".into()).await.unwrap().data.last_use_at,
+            99
+        );
+        assert_eq!(
+            store.api_keys(0, 10, Order::Desc).await.unwrap()[0]
+                .data
+                .key_id,
+            "k2"
+        );
+
+        // Revoked tokens: recorded once, expired entries purged.
+        assert!(!store.is_token_revoked("j1".into()).await.unwrap(), "{l}");
+        store.revoke_token("j1".into(), i64::MAX / 2).await.unwrap();
+        store.revoke_token("j1".into(), i64::MAX / 2).await.unwrap();
+        store.revoke_token("old".into(), 1).await.unwrap();
+        assert!(store.is_token_revoked("j1".into()).await.unwrap(), "{l}");
+        store.revoke_token("j2".into(), i64::MAX / 2).await.unwrap();
+        assert!(
+            !store.is_token_revoked("old".into()).await.unwrap(),
+            "{l}: purged"
+        );
+
+        // Backup round trip into an empty database.
+        let doc = ferry_controlplane::backup::render(&store.dump().await.unwrap());
+        assert_eq!(doc["users"][0]["used_quota_size"], 42, "{l}");
+        assert_eq!(doc["api_keys"].as_array().unwrap().len(), 2, "{l}");
+        let target = open(empty);
+        let prepared = ferry_controlplane::backup::prepare(&doc).await.unwrap();
+        let report = target.restore(prepared.plan, false).await.unwrap();
+        assert_eq!(report.added, 5, "{l}: {report:?}");
+        let again = ferry_controlplane::backup::render(&target.dump().await.unwrap());
+        assert_eq!(again, doc, "{l}: round trip");
+        // Restoring again adds nothing in mode 1 and replaces in mode 0.
+        let prepared = ferry_controlplane::backup::prepare(&doc).await.unwrap();
+        let report = target.restore(prepared.plan, true).await.unwrap();
+        assert_eq!((report.added, report.skipped), (0, 5), "{l}");
+
+        // A failure half way writes nothing.
+        let mut plan = ferry_controlplane::backup::prepare(&doc)
+            .await
+            .unwrap()
+            .plan;
+        let mut extra = user("late");
+        extra.home_dir = "/srv/late".into();
+        plan.users
+            .push((extra, vec![mapping("missing", "/m", false)]));
+        plan.folders.push(folder("fresh"));
+        let err = target.restore(plan, false).await.unwrap_err();
+        assert!(err.to_string().contains("late"), "{l}: {err}");
+        assert!(
+            matches!(target.user("late".into()).await, Err(StoreError::NotFound)),
+            "{l}"
+        );
+        assert!(
+            matches!(
+                target.folder("fresh".into()).await,
+                Err(StoreError::NotFound)
+            ),
+            "{l}"
+        );
+    }
+}

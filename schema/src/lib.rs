@@ -99,6 +99,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        key_id -> Text,
+        name -> Text,
+        api_key -> Text,
+        scope -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        last_use_at -> BigInt,
+        expires_at -> BigInt,
+        description -> Text,
+        admin_id -> Nullable<BigInt>,
+        user_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(users_folders_mapping -> users (user_id));
 diesel::joinable!(users_folders_mapping -> folders (folder_id));
-diesel::allow_tables_to_appear_in_same_query!(users, folders, users_folders_mapping);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    folders,
+    users_folders_mapping,
+    api_keys,
+    admins
+);

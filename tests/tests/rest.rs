@@ -382,3 +382,296 @@ fn admins_permissions_password_change_and_status() {
     let r = reqwest::blocking::get(format!("{base}/readyz")).unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+fn with_key(
+    base: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    let mut req = reqwest::blocking::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .header("X-SFTPGO-API-KEY", key);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    Reply {
+        status,
+        body: r.json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+#[test]
+fn api_keys_impersonation_rules() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let base = t.base();
+    for (name, perms, allow) in [
+        ("ops", json!(["view_users"]), true),
+        ("boss", json!(["*"]), true),
+        ("nokeys", json!(["*"]), false),
+    ] {
+        let r = api.call(
+            "POST",
+            "/api/v2/admins",
+            Some(
+                &json!({"username": name, "password": "pw-12345", "permissions": perms,
+                         "filters": {"allow_api_key_auth": allow}}),
+            ),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let create = |body: serde_json::Value| {
+        let r = api.call("POST", "/api/v2/apikeys", Some(&body));
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body["key"].as_str().unwrap().to_string()
+    };
+    let bound = create(json!({"name": "bound", "scope": 1, "admin": "ops"}));
+    let unbound = create(json!({"name": "unbound", "scope": 1, "description": "any admin"}));
+    let (bound_id, bound_secret) = bound.split_once('.').unwrap();
+
+    // The key is shown once: reads never return it.
+    let r = api.call("GET", &format!("/api/v2/apikeys/{bound_id}"), None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["admin"], "ops");
+    assert!(r.body.get("key").is_none() && !r.body.to_string().contains(bound_secret));
+    let r = api.call("GET", "/api/v2/apikeys", None);
+    assert_eq!(r.body.as_array().unwrap().len(), 2);
+    let r = api.call("GET", "/api/v2/apikeys/nope", None);
+    assert_eq!(r.status, 404);
+    let r = api.call(
+        "POST",
+        "/api/v2/apikeys",
+        Some(&json!({"name": "x", "scope": 7})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body["message"].as_str().unwrap().contains("scope"));
+    let r = api.call(
+        "POST",
+        "/api/v2/apikeys",
+        Some(&json!({"name": "x", "scope": 1, "admin": "ghost"})),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+
+    // A bound key acts as its admin, with that admin's permissions.
+    assert_eq!(
+        with_key(&base, &bound, "GET", "/api/v2/users", None).status,
+        200
+    );
+    let r = with_key(&base, &bound, "POST", "/api/v2/users", Some(&json!({})));
+    assert_eq!(r.status, 403);
+    assert!(r.body["message"].as_str().unwrap().contains("add_users"));
+    assert_eq!(
+        with_key(
+            &base,
+            &format!("{bound}.boss"),
+            "GET",
+            "/api/v2/users",
+            None
+        )
+        .status,
+        401,
+        "a bound key cannot name another admin"
+    );
+    assert_eq!(
+        with_key(
+            &base,
+            &format!("{bound_id}.wrongsecret"),
+            "GET",
+            "/api/v2/users",
+            None
+        )
+        .status,
+        401
+    );
+    // An unbound key needs an admin name, and that admin's consent.
+    assert_eq!(
+        with_key(&base, &unbound, "GET", "/api/v2/users", None).status,
+        401
+    );
+    assert_eq!(
+        with_key(
+            &base,
+            &format!("{unbound}.ops"),
+            "GET",
+            "/api/v2/users",
+            None
+        )
+        .status,
+        200
+    );
+    let r = with_key(
+        &base,
+        &format!("{unbound}.nokeys"),
+        "GET",
+        "/api/v2/users",
+        None,
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("allow_api_key_auth")
+    );
+    // With a key: no key management, no password change, no logout, and
+    // the impersonated admin cannot be changed; other admins can.
+    let boss = format!("{unbound}.boss");
+    for (method, path) in [("GET", "/api/v2/apikeys"), ("GET", "/api/v2/logout")] {
+        let r = with_key(&base, &boss, method, path, None);
+        assert_eq!(r.status, 403, "{method} {path}: {:?}", r.body);
+    }
+    let r = with_key(
+        &base,
+        &boss,
+        "PUT",
+        "/api/v2/admin/changepwd",
+        Some(&json!({"current_password": "pw-12345", "new_password": "x"})),
+    );
+    assert_eq!(r.status, 403);
+    let r = with_key(
+        &base,
+        &boss,
+        "PUT",
+        "/api/v2/admins/boss",
+        Some(&json!({"permissions": ["*"], "description": "me"})),
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("impersonated"));
+    let r = with_key(
+        &base,
+        &boss,
+        "PUT",
+        "/api/v2/admins/ops",
+        Some(&json!({"permissions": ["view_users", "view_conns"]})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Expired and user-scope keys are refused on the admin API.
+    let r = api.call(
+        "PUT",
+        &format!("/api/v2/apikeys/{bound_id}"),
+        Some(&json!({"name": "bound", "scope": 1, "admin": "ops", "expires_at": 1000})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = with_key(&base, &bound, "GET", "/api/v2/users", None);
+    assert_eq!(r.status, 401);
+    assert!(r.body["message"].as_str().unwrap().contains("expired"));
+    api.add_user(user_json("gus", "gus-pw", &t.home("gus")));
+    let user_key = create(json!({"name": "u", "scope": 2, "user": "gus"}));
+    assert_eq!(
+        with_key(&base, &user_key, "GET", "/api/v2/users", None).status,
+        401
+    );
+    // Deleting a key ends it; deleting its admin deletes it.
+    let r = api.call("DELETE", &format!("/api/v2/apikeys/{bound_id}"), None);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        api.call("GET", &format!("/api/v2/apikeys/{bound_id}"), None)
+            .status,
+        404
+    );
+    let r = api.call("DELETE", "/api/v2/users/gus", None);
+    assert_eq!(r.status, 200);
+    let r = api.call("GET", "/api/v2/apikeys", None);
+    assert_eq!(r.body.as_array().unwrap().len(), 1, "{:?}", r.body);
+
+    // Keys are stored hashed.
+    use diesel::prelude::*;
+    let db = t.dir.path().join("data/ferry.db");
+    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    let hashes: Vec<String> = ferry_schema::api_keys::table
+        .select(ferry_schema::api_keys::api_key)
+        .load(&mut conn)
+        .unwrap();
+    let unbound_secret = unbound.split('.').nth(1).unwrap();
+    assert!(
+        hashes
+            .iter()
+            .all(|h| h.starts_with("$argon2id$") && !h.contains(unbound_secret))
+    );
+}
+
+#[test]
+fn logout_revokes_the_token_on_every_replica() {
+    let t = Topology::serve().unwrap();
+    // A second control plane on the same database: tokens work on both.
+    let http2 = free_port();
+    let mut cmd = std::process::Command::new(bin("ferry"));
+    cmd.arg("controlplane")
+        .arg("--data-dir")
+        .arg(t.dir.path().join("data"))
+        .args(["--http-bind", &format!("127.0.0.1:{http2}")])
+        .args(["--grpc-bind", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("FERRY_EDGE_TOKEN");
+    let mut second = Proc::spawn(cmd, t.dir.path().join("second.log")).unwrap();
+    let base2 = format!("http://127.0.0.1:{http2}");
+    let up = wait_for(std::time::Duration::from_secs(30), || {
+        reqwest::blocking::get(format!("{base2}/healthz"))
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+    assert!(up.is_some(), "{}", second.log_text());
+    let api = t.api();
+    let get = |base: &str, token: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/api/v2/users"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get(&t.base(), api.token()), 200);
+    assert_eq!(
+        get(&base2, api.token()),
+        200,
+        "a token works on every replica"
+    );
+    let r = api.call("GET", "/api/v2/logout", None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(get(&t.base(), api.token()), 401);
+    assert_eq!(
+        get(&base2, api.token()),
+        401,
+        "revoked on the other replica too"
+    );
+    let again = t.api();
+    assert_eq!(get(&base2, again.token()), 200, "a new token works");
+    second.kill();
+}
+
+#[test]
+fn body_limit_and_token_lifetime_are_configurable() {
+    let t = Topology::serve_with(&[
+        ("FERRY_HTTPD__MAX_REQUEST_SIZE".into(), "2048".into()),
+        ("FERRY_HTTPD__JWT_LIFETIME".into(), "2".into()),
+    ])
+    .unwrap();
+    let api = t.api();
+    let mut user = user_json("big", "pw", &t.home("big"));
+    user["description"] = json!("x".repeat(4096));
+    let r = api.call("POST", "/api/v2/users", Some(&user));
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("2048"));
+    assert_eq!(api.call("GET", "/api/v2/users/big", None).status, 404);
+    user["description"] = json!("small");
+    api.add_user(user);
+    // The token lives two minutes.
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v2/token", t.base()))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .unwrap();
+    let body: serde_json::Value = r.json().unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let left = expires.timestamp() - chrono::Utc::now().timestamp();
+    assert!((100..=121).contains(&left), "{left} s");
+    let out = serve_with_setting("FERRY_HTTPD__MAX_REQUEST_SIZE", "10");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("httpd.max_request_size"));
+}

@@ -1,0 +1,22 @@
+-- API keys (SFTPGo's api_keys): the key itself is stored hashed.
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    key_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    api_key TEXT NOT NULL,
+    scope BIGINT NOT NULL,
+    created_at BIGINT NOT NULL DEFAULT 0,
+    updated_at BIGINT NOT NULL DEFAULT 0,
+    last_use_at BIGINT NOT NULL DEFAULT 0,
+    expires_at BIGINT NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    admin_id BIGINT REFERENCES admins (id) ON DELETE CASCADE,
+    user_id BIGINT REFERENCES users (id) ON DELETE CASCADE
+);
+
+-- Token ids revoked by logout, until the token would have expired anyway.
+-- Shared by every control-plane replica.
+CREATE TABLE revoked_tokens (
+    jti TEXT PRIMARY KEY NOT NULL,
+    expires_at BIGINT NOT NULL
+);
