@@ -713,14 +713,14 @@ async fn grant(
     })
 }
 
-/// Re-hashes a password that verified against a legacy format with argon2id,
+/// Re-hashes a password that verified against another format with the configured algorithm,
 /// in the background: the login does not wait for it.
 fn upgrade_hash(state: &AppState, username: String, plain: String, old: String) {
     let store = state.store.clone();
     tokio::spawn(async move {
         match crate::passwords::hash(plain).await {
             Ok(new) => match store.replace_password(username.clone(), old, new).await {
-                Ok(true) => info!(username, "password hash upgraded to argon2id"),
+                Ok(true) => info!(username, "password hash upgraded"),
                 Ok(false) => {}
                 Err(e) => warn!(username, error = %e, "cannot upgrade password hash"),
             },

@@ -102,6 +102,7 @@ pub async fn open_store(
     cfg: &provider::DataProviderConfig,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<store::Store> {
+    cfg.password_hashing.install().map_err(anyhow::Error::msg)?;
     let (cfg, dir) = (cfg.clone(), data_dir.to_path_buf());
     let store = tokio::task::spawn_blocking(move || store::Store::open(&cfg, &dir)).await??;
     info!(backend = ?store.backend(), "database ready");

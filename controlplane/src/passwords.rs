@@ -38,9 +38,137 @@ const PREHASHED_PREFIXES: &[&str] = &[
 /// hash must not pin a CPU for minutes).
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
+/// `data_provider.password_hashing` (SFTPGo's names): how new hashes are
+/// made. Verification accepts every format whatever is set here.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashingConfig {
+    /// `argon2id` (default) or `bcrypt`. Logins with a hash of another
+    /// algorithm upgrade it to this one.
+    pub algo: String,
+    /// argon2id parameters.
+    pub argon2_options: Argon2Options,
+    /// bcrypt parameters.
+    pub bcrypt_options: BcryptOptions,
+}
+
+/// argon2id parameters (SFTPGo's defaults: 64 MiB, one pass, two lanes).
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Options {
+    /// Memory in KiB.
+    pub memory: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+/// bcrypt parameters.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct BcryptOptions {
+    /// Cost (4 to 31; SFTPGo's default 10).
+    pub cost: u32,
+}
+
+impl Default for HashingConfig {
+    fn default() -> Self {
+        Self {
+            algo: "argon2id".into(),
+            argon2_options: Argon2Options::default(),
+            bcrypt_options: BcryptOptions::default(),
+        }
+    }
+}
+
+impl Default for Argon2Options {
+    fn default() -> Self {
+        Self {
+            memory: 65536,
+            iterations: 1,
+            parallelism: 2,
+        }
+    }
+}
+
+impl Default for BcryptOptions {
+    fn default() -> Self {
+        Self { cost: 10 }
+    }
+}
+
+/// How new hashes are made, checked.
+#[derive(Debug, Clone)]
+enum Hashing {
+    Argon2id(Params),
+    Bcrypt(u32),
+}
+
+static HASHING: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();
+
+impl HashingConfig {
+    fn check(&self) -> Result<Hashing, String> {
+        match self.algo.trim().to_ascii_lowercase().as_str() {
+            "" | "argon2id" => {
+                let o = &self.argon2_options;
+                Params::new(o.memory, o.iterations, o.parallelism, None)
+                    .map(Hashing::Argon2id)
+                    .map_err(|e| {
+                        format!(
+                            "data_provider.password_hashing.argon2_options: {e} \
+                             (memory in KiB ≥ 8 × parallelism, iterations ≥ 1, parallelism ≥ 1)"
+                        )
+                    })
+            }
+            "bcrypt" => {
+                let cost = self.bcrypt_options.cost;
+                if (4..=31).contains(&cost) {
+                    Ok(Hashing::Bcrypt(cost))
+                } else {
+                    Err(format!(
+                        "data_provider.password_hashing.bcrypt_options.cost: {cost} is out of range (4 to 31)"
+                    ))
+                }
+            }
+            other => Err(format!(
+                "data_provider.password_hashing.algo {other:?} is not supported: use argon2id or bcrypt"
+            )),
+        }
+    }
+
+    /// Checks the settings and makes them the process's way to hash. The
+    /// first call wins (one control plane per process).
+    pub fn install(&self) -> Result<(), String> {
+        let h = self.check()?;
+        let _ = HASHING.set(h);
+        Ok(())
+    }
+}
+
+fn hashing() -> &'static Hashing {
+    HASHING.get_or_init(|| {
+        HashingConfig::default()
+            .check()
+            .expect("default hashing settings are valid")
+    })
+}
+
+/// argon2id with the configured parameters when argon2id is the algorithm,
+/// else SFTPGo's defaults (verification reads the parameters from the hash).
 fn argon2() -> Argon2<'static> {
-    // SFTPGo's defaults: 64 MiB, one pass, two lanes.
-    let params = Params::new(65536, 1, 2, None).expect("static argon2 parameters are valid");
+    let params = match hashing() {
+        Hashing::Argon2id(p) => p.clone(),
+        Hashing::Bcrypt(_) => {
+            Params::new(65536, 1, 2, None).expect("static argon2 parameters are valid")
+        }
+    };
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -49,9 +177,13 @@ pub fn is_prehashed(value: &str) -> bool {
     PREHASHED_PREFIXES.iter().any(|p| value.starts_with(p))
 }
 
-/// True when a hash that just verified should be replaced by an argon2id one.
+/// True when a hash that just verified should be replaced by one of the
+/// configured algorithm.
 pub fn needs_upgrade(stored: &str) -> bool {
-    !stored.starts_with("$argon2id$")
+    match hashing() {
+        Hashing::Argon2id(_) => !stored.starts_with("$argon2id$"),
+        Hashing::Bcrypt(_) => !stored.starts_with("$2"),
+    }
 }
 
 /// Checks that a pre-hashed value parses, so a broken hash is refused at
@@ -77,10 +209,15 @@ pub fn validate_prehashed(value: &str) -> Result<(), String> {
 
 /// Hashes a plain password with argon2id (blocking).
 fn hash_blocking(plain: &str) -> Result<String, String> {
-    argon2()
-        .hash_password(plain.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash password: {e}"))
+    match hashing() {
+        Hashing::Argon2id(_) => argon2()
+            .hash_password(plain.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| format!("cannot hash password: {e}")),
+        Hashing::Bcrypt(cost) => {
+            bcrypt::hash(plain, *cost).map_err(|e| format!("cannot hash password: {e}"))
+        }
+    }
 }
 
 /// Verifies `plain` against a stored hash of any accepted format (blocking).

@@ -60,6 +60,8 @@ pub struct DataProviderConfig {
     /// Where `dumpdata` writes backup files (relative paths are under the
     /// data directory; default `backups`).
     pub backups_path: PathBuf,
+    /// How new password hashes are made.
+    pub password_hashing: crate::passwords::HashingConfig,
 }
 
 impl Default for DataProviderConfig {
@@ -82,6 +84,7 @@ impl Default for DataProviderConfig {
             post_login_hook: String::new(),
             post_login_scope: 0,
             backups_path: PathBuf::from("backups"),
+            password_hashing: Default::default(),
         }
     }
 }

@@ -688,3 +688,61 @@ fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
         );
     }
 }
+
+#[test]
+fn bcrypt_can_be_the_preferred_hash_and_argon2_parameters_are_checked() {
+    use diesel::prelude::*;
+    use ferry_schema::users;
+    let t = Topology::serve_with(&[
+        (
+            "FERRY_DATA_PROVIDER__PASSWORD_HASHING__ALGO".into(),
+            "bcrypt".into(),
+        ),
+        (
+            "FERRY_DATA_PROVIDER__PASSWORD_HASHING__BCRYPT_OPTIONS__COST".into(),
+            "5".into(),
+        ),
+    ])
+    .unwrap();
+    let api = t.api();
+    let db = t.dir.path().join("data/ferry.db");
+    let stored = |name: &str| -> String {
+        let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+        users::table
+            .filter(users::username.eq(name))
+            .select(users::password)
+            .first::<Option<String>>(&mut c)
+            .unwrap()
+            .unwrap_or_default()
+    };
+    api.add_user(user_json("bea", "bea-pw", &t.home("bea")));
+    assert!(stored("bea").starts_with("$2b$05$"), "{}", stored("bea"));
+    let (ok, out) = sftp1(t.sftp_port(), "bea", &pw("bea-pw"), "pwd");
+    assert!(ok, "{out}");
+    // An argon2id hash (the default elsewhere) verifies and becomes bcrypt.
+    let mut u = user_json("ari", "x", &t.home("ari"));
+    u["password"] = json!(
+        "$argon2id$v=19$m=65536,t=1,p=2$QQOuy5ZZn5hWr65Q5OidYw$l7l5Dh/w5BNqrLJcXMN0q4unU0ZT2xVkPWE4/s7dMdE"
+    );
+    api.add_user(u);
+    let (ok, out) = sftp1(t.sftp_port(), "ari", &pw("sftpgokeysecret0001"), "pwd");
+    assert!(ok, "{out}");
+    let upgraded = wait_for(Duration::from_secs(15), || {
+        stored("ari").starts_with("$2b$05$").then_some(())
+    });
+    assert!(upgraded.is_some(), "still {}", stored("ari"));
+
+    for (key, value, expected) in [
+        ("FERRY_DATA_PROVIDER__PASSWORD_HASHING__ALGO", "md5", "algo"),
+        (
+            "FERRY_DATA_PROVIDER__PASSWORD_HASHING__ARGON2_OPTIONS__MEMORY",
+            "1",
+            "argon2_options",
+        ),
+    ] {
+        let out = serve_with_setting(key, value);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{key}={value}: {err}");
+    }
+}
