@@ -24,6 +24,7 @@ pub mod provider;
 pub mod quota;
 pub mod rest;
 pub mod store;
+pub mod sysusers;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -72,6 +72,27 @@ enum Command {
         #[arg(long)]
         indent: bool,
     },
+    /// Create Ferry users from Linux accounts (passwd + shadow): same home,
+    /// uid and gid; password hashes Ferry can verify are kept,
+    /// ~/.ssh/authorized_keys imported. Existing users are left alone.
+    ImportSystemUsers {
+        /// Directory holding the SQLite database.
+        #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "/etc/passwd")]
+        passwd: PathBuf,
+        #[arg(long, default_value = "/etc/shadow")]
+        shadow: PathBuf,
+        /// Lowest uid imported (lower ones are system accounts).
+        #[arg(long, default_value_t = 1000)]
+        min_uid: u32,
+        /// Highest uid imported (nobody is 65534).
+        #[arg(long, default_value_t = 60000)]
+        max_uid: u32,
+        /// Print what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Restore a backup (Ferry's, SFTPGo v2 or 1.x) into the configured
     /// database: everything or nothing. Run it against a stopped control
     /// plane, or use POST /api/v2/loaddata on a running one.
@@ -214,6 +235,64 @@ async fn run() -> anyhow::Result<()> {
                     eprintln!("backup written to {}", path.display());
                 }
             }
+            return Ok(());
+        }
+        Command::ImportSystemUsers {
+            data_dir,
+            passwd,
+            shadow,
+            min_uid,
+            max_uid,
+            dry_run,
+        } => {
+            anyhow::ensure!(min_uid <= max_uid, "--min-uid is above --max-uid");
+            let scan =
+                ferry_controlplane::sysusers::scan(&ferry_controlplane::sysusers::ImportOptions {
+                    passwd,
+                    shadow,
+                    min_uid,
+                    max_uid,
+                })
+                .map_err(anyhow::Error::msg)?;
+            let verb = if dry_run { "would import" } else { "import" };
+            for c in &scan.candidates {
+                println!(
+                    "{verb} {} (uid {}, gid {}, home {}): {}",
+                    c.username,
+                    c.uid,
+                    c.gid,
+                    c.home,
+                    c.notes.join("; ")
+                );
+            }
+            for l in &scan.left_out {
+                println!("left out {l}");
+            }
+            println!(
+                "{} account(s) outside uid {min_uid}-{max_uid} skipped as system accounts",
+                scan.system_accounts
+            );
+            if dry_run {
+                println!("dry run: nothing written");
+                return Ok(());
+            }
+            let doc = serde_json::json!({
+                "users": scan.candidates.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+            });
+            let prepared = ferry_controlplane::backup::prepare(&doc)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            let store = ferry_controlplane::open_store(&settings.data_provider, &data_dir).await?;
+            let report = store
+                .restore(prepared.plan, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+            println!(
+                "{} user(s) imported, {} already existed and were left alone",
+                report.added, report.skipped
+            );
             return Ok(());
         }
         Command::Loaddata {

@@ -32,7 +32,33 @@ const PREHASHED_PREFIXES: &[&str] = &[
     "$apr1$",
     "$5$",
     "$6$",
+    "$y$",
 ];
+
+/// Upper bound on the memory a yescrypt hash may make one verification use
+/// (Debian's default takes 16 MiB).
+const MAX_YESCRYPT_BYTES: u128 = 256 * 1024 * 1024;
+
+/// Checks a yescrypt hash's parameters: parseable, and cheap enough to run.
+fn yescrypt_check(value: &str) -> Result<(), String> {
+    let params: yescrypt::Params = value
+        .split('$')
+        .nth(2)
+        .ok_or("invalid yescrypt hash")?
+        .parse()
+        .map_err(|_| "invalid yescrypt hash parameters".to_string())?;
+    let bytes = 128 * u128::from(params.r()) * u128::from(params.n()) * u128::from(params.p());
+    if bytes > MAX_YESCRYPT_BYTES {
+        return Err(format!(
+            "yescrypt hash needs {} MiB to verify, more than the 256 MiB allowed",
+            bytes >> 20
+        ));
+    }
+    if yescrypt::PasswordHashRef::new(value).is_err() {
+        return Err("invalid yescrypt hash".into());
+    }
+    Ok(())
+}
 
 /// Upper bound on pbkdf2 iterations we run for one login (an admin-supplied
 /// hash must not pin a CPU for minutes).
@@ -203,6 +229,8 @@ pub fn validate_prehashed(value: &str) -> Result<(), String> {
         && sha_crypt::PasswordHashRef::new(value).is_err()
     {
         return Err("invalid sha-crypt hash".into());
+    } else if value.starts_with("$y$") {
+        yescrypt_check(value)?;
     }
     Ok(())
 }
@@ -235,6 +263,14 @@ fn verify_blocking(plain: &str, stored: &str) -> bool {
             let computed = md5_crypt(pw, salt.as_bytes(), magic);
             bool::from(computed.as_bytes().ct_eq(stored.as_bytes()))
         })
+    } else if stored.starts_with("$y$") {
+        yescrypt_check(stored).is_ok()
+            && yescrypt::PasswordVerifier::<str>::verify_password(
+                &yescrypt::Yescrypt::default(),
+                pw,
+                stored,
+            )
+            .is_ok()
     } else if stored.starts_with("$5$") || stored.starts_with("$6$") {
         let verifier = sha_crypt::ShaCrypt::default();
         sha_crypt::PasswordVerifier::<str>::verify_password(&verifier, pw, stored).is_ok()
@@ -528,6 +564,11 @@ mod tests {
             (
                 "secret-pw",
                 "$6$abcdefghijkl$7IMl7OhXnRujgAx1Mdsid1NaX07ASDkLvsJoAB3BBLjRjt.fgqRLj/6Fx.UxDqqGjyNqpAX5kZkAHVUPPcQen.",
+            ),
+            // libxcrypt (Debian 12's default for /etc/shadow).
+            (
+                "tom-pw",
+                "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$Z7xAk5Ismpvhp14D.dW5xF00qGij/7kv3VLVB02Ken9",
             ),
         ];
         for (plain, stored) in vectors {

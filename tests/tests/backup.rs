@@ -373,3 +373,103 @@ fn cli_dumpdata_and_loaddata() {
     let (ok, out) = sftp1(port, "cli", &pw("cli-pw"), "ls /");
     assert!(ok, "{out}");
 }
+
+#[test]
+fn import_system_users_keeps_verifiable_hashes_and_keys() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let key = t.keypair("carl");
+    let carl_home = t.home("carl");
+    std::fs::create_dir_all(carl_home.join(".ssh")).unwrap();
+    std::fs::write(
+        carl_home.join(".ssh/authorized_keys"),
+        format!("no-pty,from=\"127.0.0.1\" {}\n", public_key(&key)),
+    )
+    .unwrap();
+    let etc = t.dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let line = |name: &str, uid: u32| {
+        format!(
+            "{name}:x:{uid}:{uid}::{}:/bin/bash\n",
+            t.home(name).display()
+        )
+    };
+    std::fs::write(
+        etc.join("passwd"),
+        [
+            "root:x:0:0:root:/root:/bin/bash\n".to_string(),
+            "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n".to_string(),
+            line("alice", 1000),
+            line("bob", 1001),
+            line("carl", 1002),
+            line("dave", 1003),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("shadow"),
+        "root:$6$Ferry0salt$uPkYkaFjfn/bsaO3B4weGX5Mixl/QC2JuJ/J.fzxf7yJhid/WLF3n0JAG.UswctFYOgsZpNUVCTQ4n6wlMjpO1:19000:0:99999:7:::\n\
+         daemon:*:19000:0:99999:7:::\n\
+         alice:$6$Ferry0salt$uPkYkaFjfn/bsaO3B4weGX5Mixl/QC2JuJ/J.fzxf7yJhid/WLF3n0JAG.UswctFYOgsZpNUVCTQ4n6wlMjpO1:19000:0:99999:7:::\n\
+         bob:$y$j9T$F5Jx5fExrKuPp53xLKQ..1$Z7xAk5Ismpvhp14D.dW5xF00qGij/7kv3VLVB02Ken9:19000:0:99999:7:::\n\
+         carl:*:19000:0:99999:7:::\n\
+         dave:$7$CU..../....unsupported:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    let import = |extra: &[&str]| {
+        let out = Command::new(bin("ferry"))
+            .arg("import-system-users")
+            .arg("--data-dir")
+            .arg(t.dir.path().join("data"))
+            .arg("--passwd")
+            .arg(etc.join("passwd"))
+            .arg("--shadow")
+            .arg(etc.join("shadow"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let dry = import(&["--dry-run"]);
+    for expected in [
+        "would import alice",
+        "sha512crypt",
+        "would import bob",
+        "yescrypt",
+        "would import carl",
+        "key options dropped",
+        "left out dave",
+        "2 account(s) outside uid",
+        "nothing written",
+    ] {
+        assert!(dry.contains(expected), "{expected:?} in:\n{dry}");
+    }
+    assert_eq!(api.call("GET", "/api/v2/users/alice", None).status, 404);
+
+    let out = import(&[]);
+    assert!(out.contains("3 user(s) imported"), "{out}");
+    let r = api.call("GET", "/api/v2/users/bob", None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (r.body["uid"].as_i64(), r.body["gid"].as_i64()),
+        (Some(1001), Some(1001))
+    );
+    assert_eq!(api.call("GET", "/api/v2/users/dave", None).status, 404);
+    let again = import(&[]);
+    assert!(
+        again.contains("0 user(s) imported, 3 already existed"),
+        "{again}"
+    );
+
+    // Their old credentials log in over SFTP.
+    for (name, password) in [("alice", "carol-pw"), ("bob", "tom-pw")] {
+        let (ok, out) = sftp1(t.sftp_port(), name, &pw(password), "pwd");
+        assert!(ok, "{name}: {out}");
+    }
+    let (ok, out) = sftp1(t.sftp_port(), "carl", &Cred::Key(key), "pwd");
+    assert!(ok, "carl: {out}");
+    let (ok, _) = sftp1(t.sftp_port(), "alice", &pw("wrong"), "pwd");
+    assert!(!ok);
+}
