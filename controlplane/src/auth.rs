@@ -359,6 +359,14 @@ pub async fn login_with(
             }
         }
     }
+    // Groups merged into the user: limits, filters, home and folders as the
+    // edge will enforce them.
+    let mut folders = Vec::new();
+    if let Some(row) = user.take() {
+        let (row, merged) = crate::groups::effective(&state.store, row).await?;
+        folders = merged;
+        user = Some(row);
+    }
     let verdict = match hook_failure {
         _ if banned => Verdict::Reject("client address banned by the defender", None),
         Some(reason) => Verdict::Reject(reason, Some(Event::LoginFailed)),
@@ -440,7 +448,7 @@ pub async fn login_with(
         }
         Verdict::Accept => {
             let user = user.expect("accepted logins have a user");
-            let reply = grant(state, &req, &user, &method_name, ip).await?;
+            let reply = grant(state, &req, &user, folders, &method_name, ip).await?;
             let success = reply.outcome == LoginOutcome::Accepted as i32;
             crate::metrics::login(&method_name, success);
             crate::login_hooks::post_login(state, username, Some(&user), &method_name, ip, success);
@@ -653,6 +661,7 @@ async fn grant(
     state: &AppState,
     req: &LoginRequest,
     user: &UserRow,
+    folders: Vec<(crate::store::FolderRow, crate::store::Mapping)>,
     method: &str,
     ip: Option<IpAddr>,
 ) -> Result<LoginResponse, StoreError> {
@@ -676,13 +685,6 @@ async fn grant(
             state.fleet.broadcast(&state.defender.bans_message());
         }
         return Ok(rejected("too many open sessions"));
-    };
-    let folders = match state.store.user_folders(user.id).await {
-        Ok(f) => f,
-        Err(e) => {
-            state.fleet.release_lease(&lease_id);
-            return Err(e);
-        }
     };
     let expires_at_ms = now_ms()
         + expires

@@ -21,7 +21,6 @@ pub const DUMP_VERSION: i64 = 17;
 /// Sections of an SFTPGo backup Ferry has no objects for yet; a backup with
 /// any of them non-empty is refused rather than restored in part.
 const UNSUPPORTED: &[&str] = &[
-    "groups",
     "shares",
     "event_actions",
     "event_rules",
@@ -99,8 +98,8 @@ pub fn render(rows: &DumpRows) -> Value {
     let users: Vec<Value> = rows
         .users
         .iter()
-        .map(|(row, maps)| {
-            let mut v = serde_json::to_value(crate::users::UserView::with_folders(row, maps))
+        .map(|(row, maps, groups)| {
+            let mut v = serde_json::to_value(crate::users::UserView::full(row, maps, groups))
                 .unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("id");
@@ -112,6 +111,22 @@ pub fn render(rows: &DumpRows) -> Value {
                     for f in vfs.iter_mut() {
                         *f = strip_id(f.take());
                     }
+                }
+            }
+            v
+        })
+        .collect();
+    let groups: Vec<Value> = rows
+        .groups
+        .iter()
+        .map(|(row, maps, members)| {
+            let mut v = strip_id(
+                serde_json::to_value(crate::groups::GroupView::new(row, maps, members.clone()))
+                    .unwrap_or_default(),
+            );
+            if let Some(Value::Array(vfs)) = v.get_mut("virtual_folders") {
+                for f in vfs.iter_mut() {
+                    *f = strip_id(f.take());
                 }
             }
             v
@@ -154,7 +169,7 @@ pub fn render(rows: &DumpRows) -> Value {
         .collect();
     json!({
         "users": users,
-        "groups": [],
+        "groups": groups,
         "folders": folders,
         "admins": admins,
         "api_keys": api_keys,
@@ -271,6 +286,26 @@ pub async fn prepare(backup: &Value) -> Result<Prepared, String> {
         plan.folders.push(data);
     }
 
+    for (i, g) in section(top, "groups")?.iter().enumerate() {
+        let name = g
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let what = format!("groups[{i}] ({name:?})");
+        let input: crate::groups::GroupInput = parse_item(&what, g)?;
+        let (mut data, mappings) = input.validate(None).map_err(|e| format!("{what}: {e}"))?;
+        for (key, slot) in [
+            ("created_at", &mut data.created_at),
+            ("updated_at", &mut data.updated_at),
+        ] {
+            if let Some(v) = int(g, key) {
+                *slot = v;
+            }
+        }
+        plan.groups.push((data, mappings));
+    }
+
     for (i, a) in section(top, "admins")?.iter().enumerate() {
         let mut a = a.clone();
         let name = a
@@ -330,12 +365,6 @@ pub async fn prepare(backup: &Value) -> Result<Prepared, String> {
             .unwrap_or("")
             .to_string();
         let what = format!("users[{i}] ({name:?})");
-        if u.get("groups")
-            .and_then(Value::as_array)
-            .is_some_and(|g| !g.is_empty())
-        {
-            return Err(format!("{what}: groups are not supported yet"));
-        }
         if u.get("role")
             .and_then(Value::as_str)
             .is_some_and(|r| !r.is_empty())
@@ -362,10 +391,11 @@ pub async fn prepare(backup: &Value) -> Result<Prepared, String> {
         }
         let input: UserInput = parse_item(&what, &u)?;
         let valid = input.validate(None).map_err(|e| format!("{what}: {e}"))?;
-        let (mut data, mappings) = valid
+        let mut write = valid
             .into_data()
             .await
             .map_err(|e| format!("{what}: {e}"))?;
+        let data = &mut write.data;
         for (key, slot) in [
             ("used_quota_size", &mut data.used_quota_size),
             ("used_quota_files", &mut data.used_quota_files),
@@ -389,7 +419,7 @@ pub async fn prepare(backup: &Value) -> Result<Prepared, String> {
                 *slot = v;
             }
         }
-        plan.users.push((data, mappings));
+        plan.users.push(write);
     }
 
     for (i, k) in section(top, "api_keys")?.iter().enumerate() {
@@ -478,6 +508,29 @@ pub fn write_file(
     Ok(path)
 }
 
+/// Reads a backup file and writes it: added to what is stored, or (for the
+/// memory provider's reload) replacing it.
+pub async fn load_file(
+    store: &crate::store::Store,
+    path: &std::path::Path,
+    replace: bool,
+) -> Result<crate::store::RestoreReport, String> {
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let doc: Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let prepared = prepare(&doc)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let result = if replace {
+        store.replace_all(prepared.plan).await
+    } else {
+        store.restore(prepared.plan, false).await
+    };
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Why a restore did not happen.
 #[derive(Debug)]
 pub enum RestoreError {
@@ -506,7 +559,12 @@ pub async fn restore(
         .plan
         .users
         .iter()
-        .map(|(u, _)| (u.username.clone(), u.quota_size > 0 || u.quota_files > 0))
+        .map(|w| {
+            (
+                w.data.username.clone(),
+                w.data.quota_size > 0 || w.data.quota_files > 0,
+            )
+        })
         .collect();
     let mut notes = prepared.notes;
     let report = state
@@ -566,9 +624,9 @@ mod tests {
     async fn unsupported_sections_and_bad_objects_are_refused() {
         let err = |v: Value| async move { prepare(&v).await.err().unwrap() };
         assert!(
-            err(json!({"users": [], "groups": [{"name": "g"}]}))
+            err(json!({"users": [], "shares": [{"id": "s"}]}))
                 .await
-                .contains("groups")
+                .contains("shares")
         );
         assert!(err(json!({"version": 99})).await.contains("version"));
         let e = err(json!({"users": [{"username": "a", "password": "p"}]})).await;

@@ -13,6 +13,7 @@ pub mod defender;
 pub mod filters;
 pub mod fleet;
 pub mod folders;
+pub mod groups;
 pub mod grpc;
 pub mod hooks;
 pub mod ki_hook;
@@ -143,6 +144,13 @@ pub async fn start_controlplane(
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let store = open_store(&opts.data_provider, &opts.data_dir).await?;
+    let memory_backup = opts.data_provider.memory_backup(&opts.data_dir);
+    if let Some(path) = &memory_backup {
+        let r = backup::load_file(&store, path, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("memory provider: {e}"))?;
+        info!(file = %path.display(), added = r.added, "memory provider loaded");
+    }
     let host_keys = bootstrap::host_keys(&store).await?;
     let jwt_key = bootstrap::jwt_key(&store).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;
@@ -199,6 +207,27 @@ pub async fn start_controlplane(
             quota::recover_orphans(&sweeper_state).await;
         }
     });
+
+    #[cfg(unix)]
+    if let Some(path) = memory_backup {
+        // SIGHUP reloads the memory provider from its file, all or nothing.
+        let store = state.store.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match backup::load_file(&store, &path, true).await {
+                    Ok(r) => {
+                        info!(file = %path.display(), objects = r.added, "memory provider reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        error = e,
+                        "memory provider reload failed; the previous data stays"
+                    ),
+                }
+            }
+        });
+    }
 
     let app = rest::router(state.clone());
     let http_task = axum::serve(

@@ -77,7 +77,8 @@ async fn user_json(state: &AppState, user: Option<&UserRow>, username: &str) -> 
     match user {
         Some(row) => {
             let folders = state.store.user_folders(row.id).await.unwrap_or_default();
-            serde_json::to_value(UserView::with_folders(row, &folders)).unwrap_or(Value::Null)
+            let groups = state.store.user_groups(row.id).await.unwrap_or_default();
+            serde_json::to_value(UserView::full(row, &folders, &groups)).unwrap_or(Value::Null)
         }
         None => json!({"id": 0, "username": username}),
     }
@@ -107,17 +108,17 @@ async fn save_user(state: &AppState, input: UserInput) -> Result<UserRow, String
     };
     let username = input.username.clone();
     let valid = input.validate(existing.as_ref())?;
-    let (data, mappings) = valid.into_data().await?;
+    let write = valid.into_data().await?;
     match &existing {
         Some(row) => state
             .store
-            .update_user(row.id, data, mappings)
+            .update_user_full(row.id, write)
             .await
             .map_err(|e| e.to_string())?,
         None => {
             state
                 .store
-                .add_user(data, mappings)
+                .add_user_full(write)
                 .await
                 .map_err(|e| e.to_string())?;
         }

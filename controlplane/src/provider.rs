@@ -11,6 +11,8 @@ pub enum Backend {
     Sqlite,
     Postgresql,
     Mysql,
+    /// SQLite in memory: nothing is kept across restarts.
+    Memory,
 }
 
 /// `data_provider`: the database holding users, folders, admins.
@@ -19,10 +21,12 @@ pub enum Backend {
 )]
 #[serde(deny_unknown_fields, default)]
 pub struct DataProviderConfig {
-    /// `sqlite` (default), `postgresql` or `mysql` (MySQL and MariaDB).
+    /// `sqlite` (default), `postgresql`, `mysql` (MySQL and MariaDB) or
+    /// `memory` (nothing kept across restarts).
     pub driver: String,
     /// SQLite: database file, relative to the data directory (default
     /// `ferry.db`). PostgreSQL/MySQL: database name (default `ferry`).
+    /// Memory: an optional backup file loaded at start and on SIGHUP.
     pub name: String,
     /// Server host (default 127.0.0.1).
     pub host: String,
@@ -103,10 +107,17 @@ impl DataProviderConfig {
             "" | "sqlite" => Ok(Backend::Sqlite),
             "postgresql" | "postgres" => Ok(Backend::Postgresql),
             "mysql" | "mariadb" => Ok(Backend::Mysql),
+            "memory" => Ok(Backend::Memory),
             other => anyhow::bail!(
-                "data_provider.driver {other:?} is not supported: use sqlite, postgresql or mysql"
+                "data_provider.driver {other:?} is not supported: use sqlite, postgresql, mysql or memory"
             ),
         }
+    }
+
+    /// The memory provider's backup file, when one is set.
+    pub fn memory_backup(&self, data_dir: &Path) -> Option<PathBuf> {
+        (self.backend().ok() == Some(Backend::Memory) && !self.name.is_empty())
+            .then(|| data_dir.join(&self.name))
     }
 
     /// The directory backups are written to.
@@ -127,6 +138,19 @@ impl DataProviderConfig {
         } else {
             self.pool_size
         };
+        if backend == Backend::Memory {
+            // One connection at a time: shared-cache tables lock instead of
+            // waiting, and the pool serialises access for us.
+            return Ok(Target {
+                backend,
+                url: format!(
+                    "file:ferry-memory-{}?mode=memory&cache=shared",
+                    crate::random_token(8)
+                ),
+                describe: "memory provider".into(),
+                pool_size: 1,
+            });
+        }
         if backend == Backend::Sqlite {
             let name = if self.name.is_empty() {
                 "ferry.db"

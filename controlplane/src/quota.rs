@@ -191,6 +191,7 @@ async fn domain_limits(
     folder: &str,
 ) -> Result<Limits, StoreError> {
     let user = state.store.user(username.to_string()).await?;
+    let (user, mapped) = crate::groups::effective(&state.store, user).await?;
     if folder.is_empty() {
         let d = &user.data;
         return Ok(Limits {
@@ -200,7 +201,6 @@ async fn domain_limits(
             used_files: d.used_quota_files,
         });
     }
-    let mapped = state.store.user_folders(user.id).await?;
     let (f, m) = mapped
         .into_iter()
         .find(|(f, _)| f.data.name == folder)
@@ -276,11 +276,9 @@ pub async fn apply_batch(state: &AppState, u: UsageDelta) {
 pub async fn recover_orphans(state: &AppState) {
     for (username, uploads) in state.fleet.due_orphans() {
         let found = match state.store.user(username.clone()).await {
-            Ok(u) => state
-                .store
-                .user_folders(u.id)
+            Ok(u) => crate::groups::effective(&state.store, u)
                 .await
-                .map(|f| (u.data.home_dir, crate::users::virtual_folders(&f))),
+                .map(|(u, f)| (u.data.home_dir, crate::users::virtual_folders(&f))),
             Err(e) => Err(e),
         };
         let (home_dir, virtual_folders) = match found {
@@ -371,8 +369,9 @@ pub async fn start_scan(
 ) -> Result<(), ScanError> {
     let paths = if folder.is_empty() {
         let user = state.store.user(username.clone()).await?;
+        let (user, folders) = crate::groups::effective(&state.store, user).await?;
         let mut paths = vec![user.data.home_dir.clone()];
-        for (f, m) in state.store.user_folders(user.id).await? {
+        for (f, m) in folders {
             if m.quota_size < 0 {
                 paths.push(f.data.path);
             }

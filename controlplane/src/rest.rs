@@ -350,6 +350,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/users/{username}",
             get(get_user).put(update_user).delete(delete_user),
         )
+        .route("/api/v2/groups", get(list_groups).post(add_group))
+        .route(
+            "/api/v2/groups/{name}",
+            get(get_group).put(update_group).delete(delete_group),
+        )
         .route("/api/v2/folders", get(list_folders).post(add_folder))
         .route(
             "/api/v2/folders/{name}",
@@ -792,7 +797,8 @@ async fn list_users(
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let folders = state.store.user_folders(row.id).await?;
-        out.push(UserView::with_folders(row, &folders));
+        let groups = state.store.user_groups(row.id).await?;
+        out.push(UserView::full(row, &folders, &groups));
     }
     Ok(Json(out))
 }
@@ -805,7 +811,8 @@ async fn get_user(
     admin.require("view_users")?;
     let row = state.store.user(username).await?;
     let folders = state.store.user_folders(row.id).await?;
-    Ok(Json(UserView::with_folders(&row, &folders)))
+    let groups = state.store.user_groups(row.id).await?;
+    Ok(Json(UserView::full(&row, &folders, &groups)))
 }
 
 async fn add_user(
@@ -815,10 +822,11 @@ async fn add_user(
 ) -> Result<Response, ApiError> {
     admin.require("add_users")?;
     let valid = input.validate(None).map_err(ApiError::bad_request)?;
-    let (data, mappings) = valid.into_data().await.map_err(ApiError::bad_request)?;
+    let mut write = valid.into_data().await.map_err(ApiError::bad_request)?;
+    crate::groups::apply_expires_in(&state.store, &mut write).await?;
     let row = state
         .store
-        .add_user(data, mappings)
+        .add_user_full(write)
         .await
         .map_err(|e| match e {
             StoreError::AlreadyExists(_) => ApiError::new(
@@ -834,9 +842,10 @@ async fn add_user(
     );
     let location = format!("/api/v2/users/{}", row.data.username);
     let folders = state.store.user_folders(row.id).await?;
+    let groups = state.store.user_groups(row.id).await?;
     let mut resp = (
         StatusCode::CREATED,
-        Json(UserView::with_folders(&row, &folders)),
+        Json(UserView::full(&row, &folders, &groups)),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -863,8 +872,8 @@ async fn update_user(
     let valid = input
         .validate(Some(&existing))
         .map_err(ApiError::bad_request)?;
-    let (data, mappings) = valid.into_data().await.map_err(ApiError::bad_request)?;
-    state.store.update_user(existing.id, data, mappings).await?;
+    let write = valid.into_data().await.map_err(ApiError::bad_request)?;
+    state.store.update_user_full(existing.id, write).await?;
     tracing::info!(admin = admin.0.username, username, "user updated");
     if params.disconnect == Some(1) {
         state.fleet.disconnect_user(&username);
@@ -883,6 +892,99 @@ async fn delete_user(
     tracing::info!(admin = admin.0.username, username, "user deleted");
     state.fleet.disconnect_user(&username);
     Ok(Json(json!({"message": "User deleted"})))
+}
+
+async fn group_view(
+    state: &AppState,
+    row: &crate::store::GroupRow,
+) -> Result<crate::groups::GroupView, ApiError> {
+    let (folders, users) = state.store.group_details(row.id).await?;
+    Ok(crate::groups::GroupView::new(row, &folders, users))
+}
+
+async fn list_groups(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::groups::GroupView>>, ApiError> {
+    admin.require("manage_groups")?;
+    let (offset, limit, order) = query(params)?.parse()?;
+    let rows = state.store.groups(offset, limit, order).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(group_view(&state, row).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_group(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<crate::groups::GroupView>, ApiError> {
+    admin.require("manage_groups")?;
+    let row = state.store.group(name).await?;
+    Ok(Json(group_view(&state, &row).await?))
+}
+
+async fn add_group(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    ApiJson(input): ApiJson<crate::groups::GroupInput>,
+) -> Result<Response, ApiError> {
+    admin.require("manage_groups")?;
+    let (data, mappings) = input.validate(None).map_err(ApiError::bad_request)?;
+    let row = state
+        .store
+        .add_group(data, mappings)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists(_) => ApiError::new(
+                ErrorCode::AlreadyExists,
+                "a group with this name already exists",
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(
+        admin = admin.0.username,
+        group = row.data.name,
+        "group added"
+    );
+    let mut resp = (StatusCode::CREATED, Json(group_view(&state, &row).await?)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/groups/{}", row.data.name)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn update_group(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<crate::groups::GroupInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("manage_groups")?;
+    let existing = state.store.group(name.clone()).await?;
+    let (data, mappings) = input
+        .validate(Some(&existing))
+        .map_err(ApiError::bad_request)?;
+    state
+        .store
+        .update_group(existing.id, data, mappings)
+        .await?;
+    tracing::info!(admin = admin.0.username, group = name, "group updated");
+    Ok(Json(json!({"message": "Group updated"})))
+}
+
+async fn delete_group(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin.require("manage_groups")?;
+    state.store.delete_group(name.clone()).await?;
+    tracing::info!(admin = admin.0.username, group = name, "group deleted");
+    Ok(Json(json!({"message": "Group deleted"})))
 }
 
 async fn list_folders(
@@ -1316,6 +1418,7 @@ async fn status(
         crate::provider::Backend::Sqlite => "sqlite",
         crate::provider::Backend::Postgresql => "postgresql",
         crate::provider::Backend::Mysql => "mysql",
+        crate::provider::Backend::Memory => "memory",
     };
     let (active, error) = match state.store.ping().await {
         Ok(()) => (true, String::new()),

@@ -10,7 +10,8 @@ use diesel::prelude::*;
 use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ferry_schema::{
-    admins, api_keys, configs, folders, revoked_tokens, users, users_folders_mapping,
+    admins, api_keys, configs, folders, groups_folders_mapping, revoked_tokens, user_groups, users,
+    users_folders_mapping, users_groups_mapping,
 };
 
 pub use crate::provider::{Backend, DataProviderConfig};
@@ -218,6 +219,162 @@ fn api_key_rows(c: &mut DbConnection, keys: Vec<ApiKeyData>) -> Result<Vec<ApiKe
         .collect()
 }
 
+/// The columns of a group except its id.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = user_groups)]
+pub struct GroupData {
+    pub name: String,
+    pub description: String,
+    /// JSON object: SFTPGo's `user_settings`.
+    pub user_settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A stored group.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = user_groups)]
+pub struct GroupRow {
+    pub id: i64,
+    #[diesel(embed)]
+    pub data: GroupData,
+}
+
+/// A user's membership: group name and type (1 primary, 2 secondary, 3
+/// membership only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub name: String,
+    pub group_type: i64,
+}
+
+/// A group a user belongs to, with what it brings.
+#[derive(Debug, Clone)]
+pub struct MemberGroup {
+    pub group: GroupRow,
+    pub group_type: i64,
+    pub folders: Vec<(FolderRow, Mapping)>,
+}
+
+/// Everything written for one user: the row, its folders and its groups.
+#[derive(Debug, Clone)]
+pub struct UserWrite {
+    pub data: UserData,
+    pub mappings: Vec<NewMapping>,
+    pub groups: Vec<GroupRef>,
+}
+
+/// Replaces a user's group memberships (inside the caller's transaction).
+fn set_user_groups(
+    c: &mut DbConnection,
+    user_id: i64,
+    wanted: &[GroupRef],
+) -> Result<(), StoreError> {
+    diesel::delete(users_groups_mapping::table.filter(users_groups_mapping::user_id.eq(user_id)))
+        .execute(c)?;
+    for g in wanted {
+        let group_id: i64 = user_groups::table
+            .filter(user_groups::name.eq(&g.name))
+            .select(user_groups::id)
+            .first(c)
+            .optional()?
+            .ok_or_else(|| StoreError::Invalid(format!("group {:?} does not exist", g.name)))?;
+        diesel::insert_into(users_groups_mapping::table)
+            .values((
+                users_groups_mapping::user_id.eq(user_id),
+                users_groups_mapping::group_id.eq(group_id),
+                users_groups_mapping::group_type.eq(g.group_type),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// Replaces a group's folder mappings (inside the caller's transaction);
+/// the folders must exist.
+fn set_group_folders(
+    c: &mut DbConnection,
+    group_id: i64,
+    wanted: &[Mapping],
+) -> Result<(), StoreError> {
+    diesel::delete(
+        groups_folders_mapping::table.filter(groups_folders_mapping::group_id.eq(group_id)),
+    )
+    .execute(c)?;
+    for m in wanted {
+        let folder_id: i64 = folders::table
+            .filter(folders::name.eq(&m.folder))
+            .select(folders::id)
+            .first(c)
+            .optional()?
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("virtual folder {:?} does not exist", m.folder))
+            })?;
+        diesel::insert_into(groups_folders_mapping::table)
+            .values((
+                groups_folders_mapping::group_id.eq(group_id),
+                groups_folders_mapping::folder_id.eq(folder_id),
+                groups_folders_mapping::virtual_path.eq(&m.virtual_path),
+                groups_folders_mapping::quota_size.eq(m.quota_size),
+                groups_folders_mapping::quota_files.eq(m.quota_files),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// A group's folder mappings with their folders.
+fn group_folders_of(
+    c: &mut DbConnection,
+    group_id: i64,
+) -> Result<Vec<(FolderRow, Mapping)>, StoreError> {
+    let rows: Vec<(FolderRow, (String, i64, i64))> = groups_folders_mapping::table
+        .inner_join(folders::table)
+        .filter(groups_folders_mapping::group_id.eq(group_id))
+        .order(groups_folders_mapping::virtual_path.asc())
+        .select((
+            FolderRow::as_select(),
+            (
+                groups_folders_mapping::virtual_path,
+                groups_folders_mapping::quota_size,
+                groups_folders_mapping::quota_files,
+            ),
+        ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(f, (virtual_path, quota_size, quota_files))| {
+            let folder = f.data.name.clone();
+            (
+                f,
+                Mapping {
+                    folder,
+                    virtual_path,
+                    quota_size,
+                    quota_files,
+                },
+            )
+        })
+        .collect())
+}
+
+/// A user's memberships, primary first.
+fn user_group_refs(c: &mut DbConnection, user_id: i64) -> Result<Vec<GroupRef>, StoreError> {
+    let rows: Vec<(String, i64)> = users_groups_mapping::table
+        .inner_join(user_groups::table)
+        .filter(users_groups_mapping::user_id.eq(user_id))
+        .order((
+            users_groups_mapping::group_type.asc(),
+            user_groups::name.asc(),
+        ))
+        .select((user_groups::name, users_groups_mapping::group_type))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, group_type)| GroupRef { name, group_type })
+        .collect())
+}
+
 /// A folder mounted into a user's tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
@@ -292,9 +449,15 @@ fn set_mappings(
     Ok(())
 }
 
+/// Folders mounted into a user's or group's tree.
+pub type Mounts = Vec<(FolderRow, Mapping)>;
+
 /// Everything a backup holds, read in one transaction.
 pub struct DumpRows {
-    pub users: Vec<(UserRow, Vec<(FolderRow, Mapping)>)>,
+    /// Users with their own folders and their groups.
+    pub users: Vec<(UserRow, Mounts, Vec<GroupRef>)>,
+    /// Groups with their folders and member names.
+    pub groups: Vec<(GroupRow, Mounts, Vec<String>)>,
     pub folders: Vec<(FolderRow, Vec<String>)>,
     pub admins: Vec<AdminRow>,
     pub api_keys: Vec<ApiKeyRow>,
@@ -304,8 +467,9 @@ pub struct DumpRows {
 #[derive(Default)]
 pub struct RestorePlan {
     pub folders: Vec<FolderData>,
+    pub groups: Vec<(GroupData, Vec<Mapping>)>,
     pub admins: Vec<AdminData>,
-    pub users: Vec<(UserData, Vec<NewMapping>)>,
+    pub users: Vec<UserWrite>,
     pub api_keys: Vec<NewApiKey>,
 }
 
@@ -376,6 +540,15 @@ impl diesel::r2d2::ManageConnection for Manager {
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(c)
             }
+            Backend::Memory => {
+                // A shared-cache in-memory database: every pooled connection
+                // sees the same data while the store's anchor keeps it alive.
+                let mut c = diesel::SqliteConnection::establish(&self.url)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                c.batch_execute("PRAGMA foreign_keys = ON;")
+                    .map_err(diesel::r2d2::Error::QueryError)?;
+                DbConnection::Sqlite(c)
+            }
             Backend::Postgresql => DbConnection::Postgresql(
                 diesel::PgConnection::establish(&self.url)
                     .map_err(diesel::r2d2::Error::ConnectionError)?,
@@ -404,6 +577,9 @@ impl diesel::r2d2::ManageConnection for Manager {
 pub struct Store {
     pool: Pool<Manager>,
     backend: Backend,
+    /// The memory provider's first connection, held so the in-memory
+    /// database lives as long as the store.
+    _anchor: Option<std::sync::Arc<std::sync::Mutex<DbConnection>>>,
 }
 
 impl Store {
@@ -419,7 +595,7 @@ impl Store {
         // timeout, while the first error is what an operator needs to see.
         let mut first = diesel::r2d2::ManageConnection::connect(&manager).map_err(|e| {
             let hint = match target.backend {
-                Backend::Sqlite => "",
+                Backend::Sqlite | Backend::Memory => "",
                 _ => " (the database must exist: ferry creates the schema, not the database)",
             };
             anyhow::anyhow!(
@@ -430,7 +606,10 @@ impl Store {
         })?;
         crate::migrate::migrate(&mut first)
             .map_err(|e| anyhow::anyhow!("{}: {e}", target.describe))?;
-        drop(first);
+        let anchor = match target.backend {
+            Backend::Memory => Some(std::sync::Arc::new(std::sync::Mutex::new(first))),
+            _ => None,
+        };
         let pool = Pool::builder()
             .max_size(target.pool_size)
             .connection_timeout(Duration::from_secs(10))
@@ -439,6 +618,7 @@ impl Store {
         Ok(Self {
             pool,
             backend: target.backend,
+            _anchor: anchor,
         })
     }
 
@@ -502,23 +682,16 @@ impl Store {
         .await
     }
 
-    /// Adds a user and its folder mappings, all or nothing.
+    /// Adds a user and its folder mappings (no groups), all or nothing.
     pub async fn add_user(
         &self,
         data: UserData,
         mappings: Vec<NewMapping>,
     ) -> Result<UserRow, StoreError> {
-        self.run(move |c| {
-            let username = data.username.clone();
-            c.transaction(|c| {
-                diesel::insert_into(users::table).values(&data).execute(c)?;
-                let row: UserRow = users::table
-                    .filter(users::username.eq(username))
-                    .select(UserRow::as_select())
-                    .first(c)?;
-                set_mappings(c, row.id, &mappings)?;
-                Ok(row)
-            })
+        self.add_user_full(UserWrite {
+            data,
+            mappings,
+            groups: Vec::new(),
         })
         .await
     }
@@ -539,6 +712,191 @@ impl Store {
                     return Err(StoreError::NotFound);
                 }
                 set_mappings(c, id, &mappings)
+            })
+        })
+        .await
+    }
+
+    /// Adds a user with its folders and groups, all or nothing.
+    pub async fn add_user_full(&self, w: UserWrite) -> Result<UserRow, StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                diesel::insert_into(users::table)
+                    .values(&w.data)
+                    .execute(c)?;
+                let row: UserRow = users::table
+                    .filter(users::username.eq(&w.data.username))
+                    .select(UserRow::as_select())
+                    .first(c)?;
+                set_mappings(c, row.id, &w.mappings)?;
+                set_user_groups(c, row.id, &w.groups)?;
+                Ok(row)
+            })
+        })
+        .await
+    }
+
+    /// Replaces a user, its folders and its groups.
+    pub async fn update_user_full(&self, id: i64, w: UserWrite) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let n = diesel::update(users::table.find(id))
+                    .set(&w.data)
+                    .execute(c)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                set_mappings(c, id, &w.mappings)?;
+                set_user_groups(c, id, &w.groups)
+            })
+        })
+        .await
+    }
+
+    /// A user's group memberships, primary first.
+    pub async fn user_groups(&self, user_id: i64) -> Result<Vec<GroupRef>, StoreError> {
+        self.run(move |c| user_group_refs(c, user_id)).await
+    }
+
+    /// The groups a user belongs to with their settings and folders, primary
+    /// first, then secondaries and memberships by name.
+    pub async fn member_groups(&self, user_id: i64) -> Result<Vec<MemberGroup>, StoreError> {
+        self.run(move |c| {
+            let rows: Vec<(GroupRow, i64)> = users_groups_mapping::table
+                .inner_join(user_groups::table)
+                .filter(users_groups_mapping::user_id.eq(user_id))
+                .order((
+                    users_groups_mapping::group_type.asc(),
+                    user_groups::name.asc(),
+                ))
+                .select((GroupRow::as_select(), users_groups_mapping::group_type))
+                .load(c)?;
+            rows.into_iter()
+                .map(|(group, group_type)| {
+                    let folders = group_folders_of(c, group.id)?;
+                    Ok(MemberGroup {
+                        group,
+                        group_type,
+                        folders,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn group(&self, name: String) -> Result<GroupRow, StoreError> {
+        self.run(move |c| {
+            Ok(user_groups::table
+                .filter(user_groups::name.eq(name))
+                .select(GroupRow::as_select())
+                .first(c)?)
+        })
+        .await
+    }
+
+    pub async fn groups(
+        &self,
+        offset: i64,
+        limit: i64,
+        order: Order,
+    ) -> Result<Vec<GroupRow>, StoreError> {
+        self.run(move |c| {
+            let q = user_groups::table
+                .select(GroupRow::as_select())
+                .offset(offset)
+                .limit(limit);
+            Ok(match order {
+                Order::Asc => q.order(user_groups::name.asc()).load(c)?,
+                Order::Desc => q.order(user_groups::name.desc()).load(c)?,
+            })
+        })
+        .await
+    }
+
+    /// A group's folder mappings and member usernames.
+    pub async fn group_details(
+        &self,
+        group_id: i64,
+    ) -> Result<(Vec<(FolderRow, Mapping)>, Vec<String>), StoreError> {
+        self.run(move |c| {
+            let folders = group_folders_of(c, group_id)?;
+            let users = users_groups_mapping::table
+                .inner_join(users::table)
+                .filter(users_groups_mapping::group_id.eq(group_id))
+                .order(users::username.asc())
+                .select(users::username)
+                .load(c)?;
+            Ok((folders, users))
+        })
+        .await
+    }
+
+    pub async fn add_group(
+        &self,
+        data: GroupData,
+        mappings: Vec<Mapping>,
+    ) -> Result<GroupRow, StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                diesel::insert_into(user_groups::table)
+                    .values(&data)
+                    .execute(c)?;
+                let row: GroupRow = user_groups::table
+                    .filter(user_groups::name.eq(&data.name))
+                    .select(GroupRow::as_select())
+                    .first(c)?;
+                set_group_folders(c, row.id, &mappings)?;
+                Ok(row)
+            })
+        })
+        .await
+    }
+
+    pub async fn update_group(
+        &self,
+        id: i64,
+        data: GroupData,
+        mappings: Vec<Mapping>,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let n = diesel::update(user_groups::table.find(id))
+                    .set(&data)
+                    .execute(c)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                set_group_folders(c, id, &mappings)
+            })
+        })
+        .await
+    }
+
+    /// Deletes a group nobody belongs to (users keep their settings only
+    /// while their groups exist, so members must be moved first).
+    pub async fn delete_group(&self, name: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.transaction(|c| {
+                let id: i64 = user_groups::table
+                    .filter(user_groups::name.eq(&name))
+                    .select(user_groups::id)
+                    .first(c)?;
+                let members: i64 = users_groups_mapping::table
+                    .filter(users_groups_mapping::group_id.eq(id))
+                    .count()
+                    .get_result(c)?;
+                if members > 0 {
+                    return Err(StoreError::Invalid(format!(
+                        "group {name:?} has {members} member(s): remove it from its users first"
+                    )));
+                }
+                diesel::delete(
+                    groups_folders_mapping::table.filter(groups_folders_mapping::group_id.eq(id)),
+                )
+                .execute(c)?;
+                diesel::delete(user_groups::table.find(id)).execute(c)?;
+                Ok(())
             })
         })
         .await
@@ -1058,9 +1416,27 @@ impl Store {
                     .into_iter()
                     .map(|u| {
                         let maps = user_maps.remove(&u.id).unwrap_or_default();
-                        (u, maps)
+                        let refs = user_group_refs(c, u.id)?;
+                        Ok((u, maps, refs))
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let group_rows: Vec<GroupRow> = user_groups::table
+                    .order(user_groups::name.asc())
+                    .select(GroupRow::as_select())
+                    .load(c)?;
+                let groups = group_rows
+                    .into_iter()
+                    .map(|g| {
+                        let folders = group_folders_of(c, g.id)?;
+                        let members: Vec<String> = users_groups_mapping::table
+                            .inner_join(users::table)
+                            .filter(users_groups_mapping::group_id.eq(g.id))
+                            .order(users::username.asc())
+                            .select(users::username)
+                            .load(c)?;
+                        Ok((g, folders, members))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
                 let folders = folder_rows
                     .into_iter()
                     .map(|f| {
@@ -1071,6 +1447,7 @@ impl Store {
                     .collect();
                 Ok(DumpRows {
                     users,
+                    groups,
                     folders,
                     admins,
                     api_keys,
@@ -1088,133 +1465,27 @@ impl Store {
         plan: RestorePlan,
         add_only: bool,
     ) -> Result<RestoreReport, StoreError> {
+        self.run(move |c| c.transaction(|c| restore_in(c, &plan, add_only)))
+            .await
+    }
+
+    /// Replaces every user, group, folder and API key (and the admins, when
+    /// the plan has some) with the plan's, in one transaction: the memory
+    /// provider's reload.
+    pub async fn replace_all(&self, plan: RestorePlan) -> Result<RestoreReport, StoreError> {
         self.run(move |c| {
             c.transaction(|c| {
-                let mut report = RestoreReport::default();
-                for f in &plan.folders {
-                    let what = format!("folder {:?}", f.name);
-                    let existing: Option<i64> = folders::table
-                        .filter(folders::name.eq(&f.name))
-                        .select(folders::id)
-                        .first(c)
-                        .optional()?;
-                    match existing {
-                        Some(_) if add_only => report.skipped += 1,
-                        Some(id) => {
-                            diesel::update(folders::table.find(id))
-                                .set((
-                                    folders::description.eq(&f.description),
-                                    folders::path.eq(&f.path),
-                                    folders::filesystem.eq(&f.filesystem),
-                                ))
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.updated += 1;
-                        }
-                        None => {
-                            diesel::insert_into(folders::table)
-                                .values(f)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.added += 1;
-                        }
-                    }
+                diesel::delete(api_keys::table).execute(c)?;
+                diesel::delete(users_groups_mapping::table).execute(c)?;
+                diesel::delete(users_folders_mapping::table).execute(c)?;
+                diesel::delete(groups_folders_mapping::table).execute(c)?;
+                diesel::delete(users::table).execute(c)?;
+                diesel::delete(user_groups::table).execute(c)?;
+                diesel::delete(folders::table).execute(c)?;
+                if !plan.admins.is_empty() {
+                    diesel::delete(admins::table).execute(c)?;
                 }
-                for a in &plan.admins {
-                    let what = format!("admin {:?}", a.username);
-                    let existing: Option<i64> = admins::table
-                        .filter(admins::username.eq(&a.username))
-                        .select(admins::id)
-                        .first(c)
-                        .optional()?;
-                    match existing {
-                        Some(_) if add_only => report.skipped += 1,
-                        Some(id) => {
-                            diesel::update(admins::table.find(id))
-                                .set(a)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.updated += 1;
-                        }
-                        None => {
-                            diesel::insert_into(admins::table)
-                                .values(a)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.added += 1;
-                        }
-                    }
-                }
-                for (u, maps) in &plan.users {
-                    let what = format!("user {:?}", u.username);
-                    let existing: Option<UserRow> = users::table
-                        .filter(users::username.eq(&u.username))
-                        .select(UserRow::as_select())
-                        .first(c)
-                        .optional()?;
-                    let id = match existing {
-                        Some(_) if add_only => {
-                            report.skipped += 1;
-                            continue;
-                        }
-                        Some(old) => {
-                            let mut data = u.clone();
-                            data.used_quota_size = old.data.used_quota_size;
-                            data.used_quota_files = old.data.used_quota_files;
-                            data.last_quota_update = old.data.last_quota_update;
-                            data.used_upload_data_transfer = old.data.used_upload_data_transfer;
-                            data.used_download_data_transfer = old.data.used_download_data_transfer;
-                            diesel::update(users::table.find(old.id))
-                                .set(&data)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.updated += 1;
-                            report.updated_users.push(u.username.clone());
-                            old.id
-                        }
-                        None => {
-                            diesel::insert_into(users::table)
-                                .values(u)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.added += 1;
-                            users::table
-                                .filter(users::username.eq(&u.username))
-                                .select(users::id)
-                                .first(c)?
-                        }
-                    };
-                    set_mappings(c, id, maps).map_err(|e| about(&what, e))?;
-                    report.restored_users.push(u.username.clone());
-                }
-                for k in &plan.api_keys {
-                    let what = format!("API key {:?}", k.data.key_id);
-                    let mut k = k.clone();
-                    api_key_owner_ids(c, &mut k).map_err(|e| about(&what, e))?;
-                    let existing: Option<i64> = api_keys::table
-                        .filter(api_keys::key_id.eq(&k.data.key_id))
-                        .select(api_keys::id)
-                        .first(c)
-                        .optional()?;
-                    match existing {
-                        Some(_) if add_only => report.skipped += 1,
-                        Some(id) => {
-                            diesel::update(api_keys::table.find(id))
-                                .set(&k.data)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.updated += 1;
-                        }
-                        None => {
-                            diesel::insert_into(api_keys::table)
-                                .values(&k.data)
-                                .execute(c)
-                                .map_err(|e| about(&what, e.into()))?;
-                            report.added += 1;
-                        }
-                    }
-                }
-                Ok(report)
+                restore_in(c, &plan, false)
             })
         })
         .await
@@ -1291,6 +1562,175 @@ impl Store {
         })
         .await
     }
+}
+
+/// Writes a validated backup inside the caller's transaction.
+fn restore_in(
+    c: &mut DbConnection,
+    plan: &RestorePlan,
+    add_only: bool,
+) -> Result<RestoreReport, StoreError> {
+    let mut report = RestoreReport::default();
+    for f in &plan.folders {
+        let what = format!("folder {:?}", f.name);
+        let existing: Option<i64> = folders::table
+            .filter(folders::name.eq(&f.name))
+            .select(folders::id)
+            .first(c)
+            .optional()?;
+        match existing {
+            Some(_) if add_only => report.skipped += 1,
+            Some(id) => {
+                diesel::update(folders::table.find(id))
+                    .set((
+                        folders::description.eq(&f.description),
+                        folders::path.eq(&f.path),
+                        folders::filesystem.eq(&f.filesystem),
+                    ))
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.updated += 1;
+            }
+            None => {
+                diesel::insert_into(folders::table)
+                    .values(f)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.added += 1;
+            }
+        }
+    }
+    for (g, maps) in &plan.groups {
+        let what = format!("group {:?}", g.name);
+        let existing: Option<i64> = user_groups::table
+            .filter(user_groups::name.eq(&g.name))
+            .select(user_groups::id)
+            .first(c)
+            .optional()?;
+        let id = match existing {
+            Some(_) if add_only => {
+                report.skipped += 1;
+                continue;
+            }
+            Some(id) => {
+                diesel::update(user_groups::table.find(id))
+                    .set(g)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.updated += 1;
+                id
+            }
+            None => {
+                diesel::insert_into(user_groups::table)
+                    .values(g)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.added += 1;
+                user_groups::table
+                    .filter(user_groups::name.eq(&g.name))
+                    .select(user_groups::id)
+                    .first(c)?
+            }
+        };
+        set_group_folders(c, id, maps).map_err(|e| about(&what, e))?;
+    }
+    for a in &plan.admins {
+        let what = format!("admin {:?}", a.username);
+        let existing: Option<i64> = admins::table
+            .filter(admins::username.eq(&a.username))
+            .select(admins::id)
+            .first(c)
+            .optional()?;
+        match existing {
+            Some(_) if add_only => report.skipped += 1,
+            Some(id) => {
+                diesel::update(admins::table.find(id))
+                    .set(a)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.updated += 1;
+            }
+            None => {
+                diesel::insert_into(admins::table)
+                    .values(a)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.added += 1;
+            }
+        }
+    }
+    for w in &plan.users {
+        let (u, maps) = (&w.data, &w.mappings);
+        let what = format!("user {:?}", u.username);
+        let existing: Option<UserRow> = users::table
+            .filter(users::username.eq(&u.username))
+            .select(UserRow::as_select())
+            .first(c)
+            .optional()?;
+        let id = match existing {
+            Some(_) if add_only => {
+                report.skipped += 1;
+                continue;
+            }
+            Some(old) => {
+                let mut data = u.clone();
+                data.used_quota_size = old.data.used_quota_size;
+                data.used_quota_files = old.data.used_quota_files;
+                data.last_quota_update = old.data.last_quota_update;
+                data.used_upload_data_transfer = old.data.used_upload_data_transfer;
+                data.used_download_data_transfer = old.data.used_download_data_transfer;
+                diesel::update(users::table.find(old.id))
+                    .set(&data)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.updated += 1;
+                report.updated_users.push(u.username.clone());
+                old.id
+            }
+            None => {
+                diesel::insert_into(users::table)
+                    .values(u)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.added += 1;
+                users::table
+                    .filter(users::username.eq(&u.username))
+                    .select(users::id)
+                    .first(c)?
+            }
+        };
+        set_mappings(c, id, maps).map_err(|e| about(&what, e))?;
+        set_user_groups(c, id, &w.groups).map_err(|e| about(&what, e))?;
+        report.restored_users.push(u.username.clone());
+    }
+    for k in &plan.api_keys {
+        let what = format!("API key {:?}", k.data.key_id);
+        let mut k = k.clone();
+        api_key_owner_ids(c, &mut k).map_err(|e| about(&what, e))?;
+        let existing: Option<i64> = api_keys::table
+            .filter(api_keys::key_id.eq(&k.data.key_id))
+            .select(api_keys::id)
+            .first(c)
+            .optional()?;
+        match existing {
+            Some(_) if add_only => report.skipped += 1,
+            Some(id) => {
+                diesel::update(api_keys::table.find(id))
+                    .set(&k.data)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.updated += 1;
+            }
+            None => {
+                diesel::insert_into(api_keys::table)
+                    .values(&k.data)
+                    .execute(c)
+                    .map_err(|e| about(&what, e.into()))?;
+                report.added += 1;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp we store.

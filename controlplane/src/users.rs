@@ -62,6 +62,9 @@ pub struct UserInput {
     pub additional_info: String,
     #[serde(default)]
     pub virtual_folders: Vec<crate::folders::VirtualFolderInput>,
+    /// `[{"name", "type"}]`: 1 primary, 2 secondary, 3 membership.
+    #[serde(default)]
+    pub groups: Vec<crate::groups::GroupRefInput>,
 }
 
 fn default_status() -> i64 {
@@ -106,6 +109,7 @@ pub struct UserView {
     pub created_at: i64,
     pub updated_at: i64,
     pub virtual_folders: Vec<Value>,
+    pub groups: Vec<Value>,
 }
 
 /// What the password column becomes after validation.
@@ -178,6 +182,7 @@ pub struct ValidUser {
     pub data: UserData,
     pub password: PasswordChange,
     pub mappings: Vec<crate::store::NewMapping>,
+    pub groups: Vec<crate::store::GroupRef>,
 }
 
 pub fn is_valid_username(name: &str) -> bool {
@@ -270,6 +275,7 @@ impl UserInput {
             Some(_) => return Err("filesystem must be a JSON object".into()),
         };
         let mappings = crate::folders::validate_mappings(self.virtual_folders)?;
+        let groups = crate::groups::validate_refs(self.groups)?;
         let password = PasswordChange::from_input(self.password)?;
         let has_stored_password = existing
             .and_then(|r| r.data.password.as_deref())
@@ -320,19 +326,24 @@ impl UserInput {
             data,
             password,
             mappings,
+            groups,
         })
     }
 }
 
 impl ValidUser {
     /// Settles the password (hashing off the async threads) into the row.
-    pub async fn into_data(self) -> Result<(UserData, Vec<crate::store::NewMapping>), String> {
+    pub async fn into_data(self) -> Result<crate::store::UserWrite, String> {
         let mut data = self.data;
         if let Some(hash) = self.password.resolve().await? {
             data.password = Some(hash);
             data.last_password_change = data.updated_at;
         }
-        Ok((data, self.mappings))
+        Ok(crate::store::UserWrite {
+            data,
+            mappings: self.mappings,
+            groups: self.groups,
+        })
     }
 }
 
@@ -379,6 +390,7 @@ impl From<&UserRow> for UserView {
             created_at: d.created_at,
             updated_at: d.updated_at,
             virtual_folders: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -394,6 +406,17 @@ impl UserView {
             .iter()
             .map(|(f, m)| crate::folders::mapping_view(f, m))
             .collect();
+        v
+    }
+
+    /// The view with the user's own folders and its groups.
+    pub fn full(
+        row: &UserRow,
+        folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+        groups: &[crate::store::GroupRef],
+    ) -> Self {
+        let mut v = Self::with_folders(row, folders);
+        v.groups = crate::groups::refs_view(groups);
         v
     }
 }

@@ -1,6 +1,7 @@
-//! One conformance suite for the store, run against every SQL backend:
-//! SQLite in a temp dir, and the real PostgreSQL and MariaDB servers of this
-//! machine, each in a fresh database created for the run and dropped after.
+//! One conformance suite for the store, run against every backend: SQLite in
+//! a temp dir, the real PostgreSQL and MariaDB servers of this machine (each
+//! in a fresh database created for the run and dropped after), and the
+//! memory provider.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, MysqlConnection, PgConnection};
@@ -82,7 +83,16 @@ fn databases() -> Vec<TestDb> {
         dir: tempfile::tempdir().unwrap(),
         drop_sql: Some(("mysql", my_name)),
     };
-    vec![sqlite, pg, my]
+    let memory = TestDb {
+        label: "memory",
+        cfg: DataProviderConfig {
+            driver: "memory".into(),
+            ..Default::default()
+        },
+        dir: tempfile::tempdir().unwrap(),
+        drop_sql: None,
+    };
+    vec![sqlite, pg, my, memory]
 }
 
 fn open(db: &TestDb) -> Store {
@@ -256,7 +266,9 @@ async fn admins_and_settings_on_every_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_lifecycle_on_every_backend() {
-    for db in databases() {
+    // The memory provider's schema lives and dies with its process: there is
+    // nothing to upgrade or find newer.
+    for db in databases().into_iter().filter(|d| d.label != "memory") {
         let l = db.label;
         // Two control planes starting at once: both succeed, the schema is
         // migrated once.
@@ -504,7 +516,7 @@ async fn folders_and_mappings_on_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_from_the_previous_schema_version_on_every_backend() {
     use diesel_migrations::MigrationHarness;
-    for db in databases() {
+    for db in databases().into_iter().filter(|d| d.label != "memory") {
         let l = db.label;
         let insert = "INSERT INTO users (username, status, public_keys, home_dir, permissions, \
                       filters, filesystem, email, description, additional_info) VALUES \
@@ -554,7 +566,7 @@ async fn upgrade_from_the_previous_schema_version_on_every_backend() {
 /// that fails half way leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_and_backup_round_trip_on_every_backend() {
-    use ferry_controlplane::store::{ApiKeyData, NewApiKey};
+    use ferry_controlplane::store::{ApiKeyData, GroupData, GroupRef, NewApiKey, UserWrite};
     let targets = databases();
     for (db, empty) in databases().iter().zip(targets.iter()) {
         let l = db.label;
@@ -563,12 +575,75 @@ async fn api_keys_and_backup_round_trip_on_every_backend() {
             .add_folder(folder("shared"))
             .await
             .unwrap_or_else(|e| panic!("{l}: {e}"));
+        let group = GroupData {
+            name: "staff".into(),
+            description: "d".into(),
+            user_settings: r#"{"quota_size":100}"#.into(),
+            created_at: 3,
+            updated_at: 4,
+        };
+        let shared = Mapping {
+            folder: "shared".into(),
+            virtual_path: "/team".into(),
+            quota_size: -1,
+            quota_files: -1,
+        };
+        let g = store
+            .add_group(group.clone(), vec![shared.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(
+            matches!(
+                store.add_group(group.clone(), vec![]).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{l}: group names are unique"
+        );
         let mut u = user("kim");
         u.used_quota_size = 42;
-        store
-            .add_user(u, vec![mapping("shared", "/s", false)])
+        let kim = store
+            .add_user_full(UserWrite {
+                data: u,
+                mappings: vec![mapping("shared", "/s", false)],
+                groups: vec![GroupRef {
+                    name: "staff".into(),
+                    group_type: 1,
+                }],
+            })
             .await
             .unwrap();
+        let member = store.member_groups(kim.id).await.unwrap();
+        assert_eq!(member.len(), 1, "{l}");
+        assert_eq!(member[0].folders[0].1, shared, "{l}");
+        let (_, members) = store.group_details(g.id).await.unwrap();
+        assert_eq!(members, ["kim"], "{l}");
+        assert!(
+            matches!(
+                store.delete_group("staff".into()).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{l}: a group with members stays"
+        );
+        assert!(
+            matches!(
+                store
+                    .add_user_full(UserWrite {
+                        data: user("lou"),
+                        mappings: vec![],
+                        groups: vec![GroupRef {
+                            name: "ghost".into(),
+                            group_type: 2
+                        }],
+                    })
+                    .await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{l}: unknown group"
+        );
+        assert!(
+            matches!(store.user("lou".into()).await, Err(StoreError::NotFound)),
+            "{l}"
+        );
         let admin = AdminData {
             username: "root".into(),
             status: 1,
@@ -652,16 +727,22 @@ async fn api_keys_and_backup_round_trip_on_every_backend() {
         let doc = ferry_controlplane::backup::render(&store.dump().await.unwrap());
         assert_eq!(doc["users"][0]["used_quota_size"], 42, "{l}");
         assert_eq!(doc["api_keys"].as_array().unwrap().len(), 2, "{l}");
+        assert_eq!(doc["groups"][0]["users"], serde_json::json!(["kim"]), "{l}");
+        assert_eq!(
+            doc["users"][0]["groups"],
+            serde_json::json!([{"name": "staff", "type": 1}]),
+            "{l}"
+        );
         let target = open(empty);
         let prepared = ferry_controlplane::backup::prepare(&doc).await.unwrap();
         let report = target.restore(prepared.plan, false).await.unwrap();
-        assert_eq!(report.added, 5, "{l}: {report:?}");
+        assert_eq!(report.added, 6, "{l}: {report:?}");
         let again = ferry_controlplane::backup::render(&target.dump().await.unwrap());
         assert_eq!(again, doc, "{l}: round trip");
         // Restoring again adds nothing in mode 1 and replaces in mode 0.
         let prepared = ferry_controlplane::backup::prepare(&doc).await.unwrap();
         let report = target.restore(prepared.plan, true).await.unwrap();
-        assert_eq!((report.added, report.skipped), (0, 5), "{l}");
+        assert_eq!((report.added, report.skipped), (0, 6), "{l}");
 
         // A failure half way writes nothing.
         let mut plan = ferry_controlplane::backup::prepare(&doc)
@@ -670,8 +751,11 @@ async fn api_keys_and_backup_round_trip_on_every_backend() {
             .plan;
         let mut extra = user("late");
         extra.home_dir = "/srv/late".into();
-        plan.users
-            .push((extra, vec![mapping("missing", "/m", false)]));
+        plan.users.push(UserWrite {
+            data: extra,
+            mappings: vec![mapping("missing", "/m", false)],
+            groups: vec![],
+        });
         plan.folders.push(folder("fresh"));
         let err = target.restore(plan, false).await.unwrap_err();
         assert!(err.to_string().contains("late"), "{l}: {err}");

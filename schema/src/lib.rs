@@ -123,6 +123,41 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    user_groups (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        user_settings -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    groups_folders_mapping (id) {
+        id -> BigInt,
+        group_id -> BigInt,
+        folder_id -> BigInt,
+        virtual_path -> Text,
+        quota_size -> BigInt,
+        quota_files -> BigInt,
+    }
+}
+
+diesel::table! {
+    users_groups_mapping (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        group_id -> BigInt,
+        group_type -> BigInt,
+    }
+}
+
+diesel::joinable!(groups_folders_mapping -> user_groups (group_id));
+diesel::joinable!(groups_folders_mapping -> folders (folder_id));
+diesel::joinable!(users_groups_mapping -> user_groups (group_id));
+diesel::joinable!(users_groups_mapping -> users (user_id));
 diesel::joinable!(users_folders_mapping -> users (user_id));
 diesel::joinable!(users_folders_mapping -> folders (folder_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -130,5 +165,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     folders,
     users_folders_mapping,
     api_keys,
-    admins
+    admins,
+    user_groups,
+    groups_folders_mapping,
+    users_groups_mapping,
 );

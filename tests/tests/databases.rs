@@ -1,7 +1,10 @@
 //! `ferry serve` on each SQL backend: the same admin, user and SFTP flow on
 //! SQLite (the other suites), PostgreSQL and MariaDB.
 
+use std::time::Duration;
+
 use ferry_tests::*;
+use serde_json::json;
 
 fn login_and_transfer(t: &Topology) {
     let api = t.api();
@@ -88,4 +91,73 @@ fn initprovider_explains_a_missing_database() {
         assert!(out.status.success(), "{}", describe(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
     }
+}
+
+#[test]
+fn memory_provider_loads_a_backup_and_reloads_it_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.json");
+    let user = |name: &str| {
+        json!({"username": name, "password": format!("{name}-pw"),
+               "home_dir": dir.path().join("homes").join(name), "permissions": {"/": ["*"]}})
+    };
+    std::fs::write(&file, json!({"users": [user("mem1")]}).to_string()).unwrap();
+    let env = [
+        (
+            "FERRY_DATA_PROVIDER__DRIVER".to_string(),
+            "memory".to_string(),
+        ),
+        (
+            "FERRY_DATA_PROVIDER__NAME".to_string(),
+            file.display().to_string(),
+        ),
+    ];
+    let t = Topology::serve_with(&env).unwrap();
+    let api = t.api();
+    let r = api.call("GET", "/api/v2/status", None);
+    assert_eq!(r.body["data_provider"]["driver"], "memory", "{:?}", r.body);
+    let (ok, out) = sftp1(t.sftp_port(), "mem1", &pw("mem1-pw"), "pwd");
+    assert!(ok, "{out}");
+    api.add_user(user_json("viaapi", "pw", &t.home("viaapi")));
+    assert!(
+        !t.dir.path().join("data/ferry.db").exists(),
+        "nothing is written to disk"
+    );
+
+    // SIGHUP: the file's content replaces what is in memory.
+    std::fs::write(&file, json!({"users": [user("mem2")]}).to_string()).unwrap();
+    t.procs[0].signal("HUP");
+    let reloaded = wait_for(Duration::from_secs(15), || {
+        (api.call("GET", "/api/v2/users/mem2", None).status == 200).then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", t.logs());
+    assert_eq!(api.call("GET", "/api/v2/users/mem1", None).status, 404);
+    assert_eq!(api.call("GET", "/api/v2/users/viaapi", None).status, 404);
+    let (ok, out) = sftp1(t.sftp_port(), "mem2", &pw("mem2-pw"), "pwd");
+    assert!(ok, "{out}");
+    // A broken file changes nothing.
+    std::fs::write(&file, "{\"users\": [{\"username\": \"x\"}]}").unwrap();
+    t.procs[0].signal("HUP");
+    let logged = wait_for(Duration::from_secs(15), || {
+        t.logs()
+            .contains("memory provider reload failed")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", t.logs());
+    assert_eq!(api.call("GET", "/api/v2/users/mem2", None).status, 200);
+    // A bad file at start stops the start, naming it.
+    let out = std::process::Command::new(bin("ferry"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .args(["--http-bind", "127.0.0.1:0", "--grpc-bind", "127.0.0.1:0"])
+        .args(["--sftp-bind", "127.0.0.1:0"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("memory provider") && err.contains("users.json"),
+        "{err}"
+    );
 }

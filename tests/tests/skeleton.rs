@@ -463,8 +463,18 @@ fn sftp_limits_extension_advertises_large_writes() {
 
 #[test]
 fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
-    let t = Topology::serve().unwrap();
+    disconnect_by_update_and_delete(&Topology::serve().unwrap());
+}
+
+#[test]
+fn updating_with_disconnect_or_deleting_a_user_ends_sessions_on_a_separate_edge() {
+    disconnect_by_update_and_delete(&Topology::split(2).unwrap());
+}
+
+fn disconnect_by_update_and_delete(t: &Topology) {
     let api = t.api();
+    // On a split topology, the last edge: the command must reach it.
+    let port = *t.sftp_ports.last().unwrap();
     let home = t.home("ivan");
     api.add_user(user_json("ivan", "ivan-pw", &home));
     let cred = Cred::Password("ivan-pw".into());
@@ -475,7 +485,7 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
             .count()
     };
 
-    let mut s = OpenSftp::start(t.sftp_port(), "ivan", &cred);
+    let mut s = OpenSftp::start(port, "ivan", &cred);
     assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
     assert!(wait_for(Duration::from_secs(15), || (live(&api) == 1).then_some(())).is_some());
     // An update without disconnect leaves the session alone.
@@ -500,7 +510,7 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
         "disconnected by the update"
     );
 
-    let mut s = OpenSftp::start(t.sftp_port(), "ivan", &cred);
+    let mut s = OpenSftp::start(port, "ivan", &cred);
     assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
     assert!(wait_for(Duration::from_secs(15), || (live(&api) == 1).then_some(())).is_some());
     assert_eq!(api.call("DELETE", "/api/v2/users/ivan", None).status, 200);
@@ -512,7 +522,7 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
         s.wait_exit(Duration::from_secs(15)).is_some(),
         "disconnected by the delete"
     );
-    let out = sftp_batch(t.sftp_port(), "ivan", &cred, "pwd\n", &[]);
+    let out = sftp_batch(port, "ivan", &cred, "pwd\n", &[]);
     assert!(!out.status.success(), "a deleted user cannot log in");
 }
 
