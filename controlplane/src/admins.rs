@@ -26,17 +26,21 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
 ];
 
 /// An admin as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AdminInput {
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._~-]{1,255}$")]
     pub username: String,
     #[serde(default = "one")]
+    #[schema(minimum = 0, maximum = 1)]
     pub status: i64,
     #[serde(default)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(required, min_items = 1)]
     pub permissions: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filters: Option<Value>,
     #[serde(default)]
     pub email: String,
@@ -51,12 +55,13 @@ fn one() -> i64 {
 }
 
 /// An admin as the API returns it: never the password.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminView {
     pub id: i64,
     pub status: i64,
     pub username: String,
     pub permissions: Vec<String>,
+    #[schema(value_type = Object)]
     pub filters: Value,
     pub email: String,
     pub description: String,

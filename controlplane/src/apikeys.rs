@@ -17,13 +17,16 @@ pub const SCOPE_USER: i64 = 2;
 /// An API key as clients send it.
 /// Unknown fields (`id`, the times of a GET reply) are ignored, as SFTPGo
 /// does, so a reply can be sent back with changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInput {
     #[serde(default)]
+    #[schema(required, min_length = 1, max_length = 255)]
     pub name: String,
     #[serde(default)]
+    #[schema(required, minimum = 1, maximum = 2)]
     pub scope: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub expires_at: i64,
     #[serde(default)]
     pub description: String,
@@ -34,7 +37,7 @@ pub struct ApiKeyInput {
 }
 
 /// An API key as the API returns it: never the key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: String,
     pub name: String,

@@ -10,6 +10,7 @@ use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData, RsaKeypair};
 use russh::keys::{Algorithm, EcdsaCurve, PrivateKey};
 use tracing::info;
 
+use crate::secrets::MasterKey;
 use crate::store::{AdminData, Store, StoreError, now_ms};
 
 /// Admin created on first start unless the environment names another.
@@ -41,16 +42,57 @@ fn generate(kind: &str) -> Result<String, StoreError> {
     encode(key)
 }
 
+/// A fleet secret from `configs`, made by `make` on first start; sealed with
+/// the master key when there is one (a clear value stored before is sealed
+/// now), opened for use.
+async fn secret<F>(
+    store: &Store,
+    name: &'static str,
+    key: Option<&MasterKey>,
+    make: F,
+) -> anyhow::Result<String>
+where
+    F: FnOnce() -> Result<String, StoreError> + Send + 'static,
+{
+    let sealer = key.cloned();
+    let stored = store
+        .config_or_insert(name, move || {
+            let plain = make()?;
+            Ok(match &sealer {
+                Some(k) => crate::secrets::seal(k, &plain, name),
+                None => plain,
+            })
+        })
+        .await?;
+    if crate::secrets::is_sealed(&stored) {
+        return crate::secrets::open(key, &stored, name).map_err(anyhow::Error::msg);
+    }
+    if let Some(k) = key {
+        let sealed = crate::secrets::seal(k, &stored, name);
+        if store.replace_config(name, stored.clone(), sealed).await? {
+            store.checkpoint().await?;
+            info!(name, "secret sealed with the master key");
+        } else {
+            // Another replica sealed it first: read theirs.
+            let again = store
+                .config_or_insert(name, || Err(StoreError::NotFound))
+                .await?;
+            return crate::secrets::open(key, &again, name).map_err(anyhow::Error::msg);
+        }
+    }
+    Ok(stored)
+}
+
 /// The fleet's host keys (ed25519, RSA 3072, ECDSA P-256), generated on
 /// first start.
-pub async fn host_keys(store: &Store) -> anyhow::Result<Vec<String>> {
+pub async fn host_keys(store: &Store, key: Option<&MasterKey>) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
     for (name, kind) in [
         ("host_key_ed25519", "ed25519"),
         ("host_key_rsa", "rsa"),
         ("host_key_ecdsa", "ecdsa"),
     ] {
-        let pem = store.config_or_insert(name, move || generate(kind)).await?;
+        let pem = secret(store, name, key, move || generate(kind)).await?;
         let key = PrivateKey::from_openssh(&pem)
             .map_err(|e| anyhow::anyhow!("stored host key {name} is not valid: {e}"))?;
         info!(
@@ -64,10 +106,11 @@ pub async fn host_keys(store: &Store) -> anyhow::Result<Vec<String>> {
 }
 
 /// The shared HS256 key for REST tokens.
-pub async fn jwt_key(store: &Store) -> anyhow::Result<Vec<u8>> {
-    let hex_key = store
-        .config_or_insert("jwt_signing_key", || Ok(crate::random_token(32)))
-        .await?;
+pub async fn jwt_key(store: &Store, key: Option<&MasterKey>) -> anyhow::Result<Vec<u8>> {
+    let hex_key = secret(store, "jwt_signing_key", key, || {
+        Ok(crate::random_token(32))
+    })
+    .await?;
     hex::decode(hex_key).map_err(|e| anyhow::anyhow!("stored token signing key is not valid: {e}"))
 }
 

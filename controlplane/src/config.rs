@@ -26,6 +26,8 @@ pub struct Settings {
     pub httpd: HttpdConfig,
     /// The gRPC service edges attach to.
     pub grpc: GrpcConfig,
+    /// Protection of the secrets stored in the database.
+    pub kms: crate::secrets::KmsConfig,
 }
 
 /// `httpd`: the REST API (also `/healthz`).

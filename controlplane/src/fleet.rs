@@ -109,7 +109,7 @@ impl Default for Fleet {
 }
 
 /// An attached edge as `/api/v2/status` would show it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EdgeSummary {
     pub edge_id: String,
     pub version: String,

@@ -15,20 +15,23 @@ fn empty_object_filesystem() -> Value {
 
 /// A folder as clients send it; counters and `users` may be present (GET-
 /// modify-PUT) and are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FolderInput {
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._~ -]{1,255}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(required, pattern = "^/")]
     pub mapped_path: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filesystem: Option<Value>,
 }
 
 /// A folder as the API returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FolderView {
     pub id: i64,
     pub name: String,
@@ -37,6 +40,7 @@ pub struct FolderView {
     pub used_quota_size: i64,
     pub used_quota_files: i64,
     pub last_quota_update: i64,
+    #[schema(value_type = Object)]
     pub filesystem: Value,
     pub users: Vec<String>,
 }
@@ -135,7 +139,7 @@ fn minus_one() -> i64 {
 }
 
 /// One entry of a user's `virtual_folders`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct VirtualFolderInput {
     #[serde(default)]
     pub name: String,

@@ -66,27 +66,31 @@ const APPENDED_FILTERS: &[&str] = &[
 ];
 
 /// A group as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GroupInput {
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._~ -]{1,255}$")]
     pub name: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub user_settings: Option<Value>,
     #[serde(default)]
     pub virtual_folders: Vec<VirtualFolderInput>,
 }
 
 /// A group as the API returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     pub id: i64,
     pub name: String,
     pub description: String,
     pub created_at: i64,
     pub updated_at: i64,
+    #[schema(value_type = Object)]
     pub user_settings: Value,
+    #[schema(value_type = Vec<Object>)]
     pub virtual_folders: Vec<Value>,
     pub users: Vec<String>,
 }
@@ -111,7 +115,7 @@ impl GroupView {
 }
 
 /// A user's reference to a group as clients send it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct GroupRefInput {
     #[serde(default)]
     pub name: String,

@@ -24,6 +24,7 @@ pub mod passwords;
 pub mod provider;
 pub mod quota;
 pub mod rest;
+pub mod secrets;
 pub mod store;
 pub mod sysusers;
 pub mod users;
@@ -89,6 +90,8 @@ pub struct ControlPlaneOptions {
     pub post_connect_hook: String,
     /// REST limits (`httpd.max_request_size`, `httpd.jwt_lifetime`).
     pub rest: rest::RestSettings,
+    /// Seals the secrets stored in the database (`kms.secrets`).
+    pub master_key: Option<secrets::MasterKey>,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -151,8 +154,8 @@ pub async fn start_controlplane(
             .map_err(|e| anyhow::anyhow!("memory provider: {e}"))?;
         info!(file = %path.display(), added = r.added, "memory provider loaded");
     }
-    let host_keys = bootstrap::host_keys(&store).await?;
-    let jwt_key = bootstrap::jwt_key(&store).await?;
+    let host_keys = bootstrap::host_keys(&store, opts.master_key.as_ref()).await?;
+    let jwt_key = bootstrap::jwt_key(&store, opts.master_key.as_ref()).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;
     let dummy_hash = passwords::hash(random_token(16))
         .await

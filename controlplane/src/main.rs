@@ -373,6 +373,7 @@ async fn run() -> anyhow::Result<()> {
             defender: settings.common.defender.clone(),
             post_connect_hook: settings.common.post_connect_hook.clone(),
             rest: settings.rest()?,
+            master_key: settings.kms.secrets.master_key()?,
         },
         stop(),
     )

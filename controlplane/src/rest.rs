@@ -8,7 +8,6 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine;
 use ferry_proto::error::ErrorCode;
@@ -27,6 +26,136 @@ const AUDIENCE_API: &str = "API";
 const API_KEY_HEADER: &str = "x-sftpgo-api-key";
 /// How often a key's `last_use_at` is written at most.
 const API_KEY_TOUCH_MS: i64 = 60_000;
+
+/// A reply that only says what happened.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+fn msg(text: &str) -> Json<Message> {
+    Json(Message {
+        message: text.to_string(),
+    })
+}
+
+/// Every error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The HTTP reason phrase.
+    pub error: String,
+}
+
+/// `GET /api/v2/token`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenReply {
+    pub access_token: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// `GET /api/v2/version`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionReply {
+    pub version: String,
+    pub build_date: String,
+    pub commit_hash: String,
+    pub features: Vec<String>,
+}
+
+/// `POST /api/v2/apikeys`: the key, shown this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyCreated {
+    pub message: String,
+    /// `<id>.<secret>`.
+    pub key: String,
+}
+
+/// `POST /api/v2/loaddata`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoadReply {
+    pub message: String,
+    pub added: usize,
+    pub updated: usize,
+    pub skipped: usize,
+    /// What was changed on the way in, and scans that did not start.
+    pub notes: Vec<String>,
+}
+
+/// A transfer in progress on a live connection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferView {
+    /// `upload` or `download`.
+    pub operation_type: String,
+    pub path: String,
+    /// Unix time in milliseconds.
+    pub start_time: i64,
+    /// Bytes so far.
+    pub size: i64,
+}
+
+/// A live connection on some edge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub username: String,
+    pub connection_id: String,
+    pub client_version: String,
+    /// The real client address (from the PROXY header when one is used).
+    pub remote_address: String,
+    pub connection_time: i64,
+    pub last_activity: i64,
+    pub protocol: String,
+    pub active_transfers: Vec<TransferView>,
+    /// The edge holding the connection.
+    pub node: String,
+}
+
+/// A running quota scan of a user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserScan {
+    pub username: String,
+    pub start_time: i64,
+}
+
+/// A running quota scan of a folder.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FolderScan {
+    pub name: String,
+    pub start_time: i64,
+}
+
+/// `GET /api/v2/status`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusReply {
+    pub data_provider: ProviderStatus,
+    pub edges: Vec<crate::fleet::EdgeSummary>,
+    pub defender: DefenderStatus,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProviderStatus {
+    pub is_active: bool,
+    pub driver: String,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DefenderStatus {
+    pub is_active: bool,
+}
+
+/// A host the defender scores or bans.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DefenderHostView {
+    /// The address, hex encoded (SFTPGo's id).
+    pub id: String,
+    pub ip: String,
+    pub score: u32,
+    /// RFC 3339 end of the ban; empty when not banned.
+    pub ban_time: String,
+}
 
 /// Largest backup `POST /api/v2/loaddata` accepts.
 pub const MAX_RESTORE_BYTES: usize = 64 * 1024 * 1024;
@@ -75,7 +204,10 @@ impl IntoResponse for ApiError {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
-            Json(json!({"message": self.message, "error": self.code.reason()})),
+            Json(ErrorBody {
+                message: self.message,
+                error: self.code.reason().to_string(),
+            }),
         )
             .into_response();
         if self.code == ErrorCode::Unauthenticated {
@@ -135,8 +267,10 @@ where
                     ApiError::bad_request(rej.body_text())
                 }
             })?;
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(de)
+        let mut value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        integral_numbers(&mut value);
+        serde_path_to_error::deserialize(value)
             .map(ApiJson)
             .map_err(|e| {
                 let path = e.path().to_string();
@@ -147,6 +281,25 @@ where
                     ApiError::bad_request(format!("invalid JSON body at {path}: {inner}"))
                 }
             })
+    }
+}
+
+/// Turns numbers like `5.0` into integers: JSON Schema (and JavaScript)
+/// treat them as integers, serde's integer fields would refuse them.
+pub fn integral_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f >= i64::MIN as f64
+                && f < i64::MAX as f64
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 
@@ -333,85 +486,177 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// The OpenAPI document's frame: title, security schemes, and the error
+/// responses every operation can give (added by [`StandardErrors`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Ferry REST API",
+        description = "SFTPGo v2-compatible administration API of Ferry's control plane. \
+                       Authenticate with a token from GET /api/v2/token (Basic) as \
+                       `Authorization: Bearer`, or with an API key in X-SFTPGO-API-KEY."
+    ),
+    components(schemas(ErrorBody, SortOrder, UsageMode))
+)]
+struct ApiDoc;
+
+/// Adds the security schemes and, to every operation, the error responses
+/// `ApiError` can produce (all with the `ErrorBody` shape).
+struct StandardErrors;
+
+impl utoipa::Modify for StandardErrors {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "BearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "APIKeyAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-SFTPGO-API-KEY"))),
+        );
+        components.add_security_scheme(
+            "BasicAuth",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let api_path = path.starts_with("/api/v2/");
+            for (method, op) in [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("put", item.put.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                let secured = op
+                    .security
+                    .as_ref()
+                    .is_none_or(|s| !s.is_empty() && path != "/api/v2/version");
+                let mut codes: Vec<(&str, &str)> = vec![("503", "the database is unavailable")];
+                if api_path && path != "/api/v2/version" {
+                    codes.push(("401", "missing, expired, revoked or invalid credentials"));
+                }
+                if secured && api_path && path != "/api/v2/token" {
+                    codes.extend([
+                        (
+                            "400",
+                            "invalid parameters or body; the message names the field",
+                        ),
+                        ("403", "a permission is missing; the message names it"),
+                        ("404", "not found"),
+                        ("500", "internal error"),
+                    ]);
+                }
+                if method == "post" || method == "put" {
+                    codes.push(("409", "already exists or already running"));
+                }
+                if op.request_body.is_some() {
+                    codes.push(("413", "request body too large"));
+                }
+                for (code, description) in codes {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(description));
+                }
+            }
+        }
+    }
+}
+
+/// The router and the OpenAPI document, both built from the handlers'
+/// annotations (a route cannot exist without its documentation).
+fn documented(max_body: usize) -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let restore = OpenApiRouter::new()
+        .routes(routes!(loaddata))
+        .layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(version))
+        .routes(routes!(token))
+        .routes(routes!(logout))
+        .routes(routes!(list_api_keys, add_api_key))
+        .routes(routes!(get_api_key, update_api_key, delete_api_key))
+        .routes(routes!(list_users, add_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_groups, add_group))
+        .routes(routes!(get_group, update_group, delete_group))
+        .routes(routes!(list_folders, add_folder))
+        .routes(routes!(get_folder, update_folder, delete_folder))
+        .routes(routes!(user_quota_usage))
+        .routes(routes!(user_scans))
+        .routes(routes!(scan_user))
+        .routes(routes!(folder_scans))
+        .routes(routes!(scan_folder))
+        .routes(routes!(folder_quota_usage))
+        .routes(routes!(list_admins, add_admin))
+        .routes(routes!(get_admin, update_admin, delete_admin))
+        .routes(routes!(change_password))
+        .routes(routes!(dumpdata))
+        .routes(routes!(status))
+        .routes(routes!(list_connections))
+        .routes(routes!(close_connection))
+        .routes(routes!(defender_hosts))
+        .routes(routes!(defender_host, defender_unban))
+        .layer(DefaultBodyLimit::max(max_body));
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .merge(rest)
+        .merge(restore)
+        .split_for_parts();
+    // After the routes are in: the modifier walks every operation.
+    utoipa::Modify::modify(&StandardErrors, &mut api);
+    (router, api)
+}
+
+/// The OpenAPI document (what `/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented(1024 * 1024).1
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.rest.max_body;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v2/version", get(version))
-        .route("/api/v2/token", get(token))
-        .route("/api/v2/logout", get(logout))
-        .route("/api/v2/apikeys", get(list_api_keys).post(add_api_key))
-        .route(
-            "/api/v2/apikeys/{id}",
-            get(get_api_key).put(update_api_key).delete(delete_api_key),
-        )
-        .route("/api/v2/users", get(list_users).post(add_user))
-        .route(
-            "/api/v2/users/{username}",
-            get(get_user).put(update_user).delete(delete_user),
-        )
-        .route("/api/v2/groups", get(list_groups).post(add_group))
-        .route(
-            "/api/v2/groups/{name}",
-            get(get_group).put(update_group).delete(delete_group),
-        )
-        .route("/api/v2/folders", get(list_folders).post(add_folder))
-        .route(
-            "/api/v2/folders/{name}",
-            get(get_folder).put(update_folder).delete(delete_folder),
-        )
-        .route(
-            "/api/v2/quotas/users/{username}/usage",
-            axum::routing::put(user_quota_usage),
-        )
-        .route("/api/v2/quotas/users/scans", get(user_scans))
-        .route(
-            "/api/v2/quotas/users/{username}/scan",
-            axum::routing::post(scan_user),
-        )
-        .route("/api/v2/quotas/folders/scans", get(folder_scans))
-        .route(
-            "/api/v2/quotas/folders/{name}/scan",
-            axum::routing::post(scan_folder),
-        )
-        .route(
-            "/api/v2/quotas/folders/{name}/usage",
-            axum::routing::put(folder_quota_usage),
-        )
-        .route("/api/v2/admins", get(list_admins).post(add_admin))
-        .route(
-            "/api/v2/admins/{username}",
-            get(get_admin).put(update_admin).delete(delete_admin),
-        )
-        .route(
-            "/api/v2/admin/changepwd",
-            axum::routing::put(change_password),
-        )
-        .route("/api/v2/dumpdata", get(dumpdata))
-        .route(
-            "/api/v2/loaddata",
-            axum::routing::post(loaddata).layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES)),
-        )
-        .route("/api/v2/status", get(status))
-        .route("/readyz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v2/connections", get(list_connections))
-        .route(
-            "/api/v2/connections/{connection_id}",
-            delete(close_connection),
-        )
-        .route("/api/v2/defender/hosts", get(defender_hosts))
-        .route(
-            "/api/v2/defender/hosts/{id}",
-            get(defender_host).delete(defender_unban),
-        )
+    let (routes, api) = documented(state.rest.max_body);
+    routes
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/openapi").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
 /// `GET /metrics`: Prometheus text, unauthenticated (as SFTPGo's).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
+    security(())
+)]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &crate::metrics::METRICS;
     m.dataprovider_availability
@@ -444,6 +689,24 @@ async fn method_not_allowed() -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, description = "ready: the database answers", body = String, content_type = "text/plain")),
+    security(())
+)]
+async fn readyz(state: State<Arc<AppState>>) -> Response {
+    healthz(state).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "the database answers", body = String, content_type = "text/plain")),
+    security(())
+)]
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
@@ -455,13 +718,30 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn version() -> Json<serde_json::Value> {
-    Json(json!({
-        "version": ferry_proto::VERSION,
-        "build_date": "",
-        "commit_hash": "",
-        "features": ["+sqlite", "-postgresql", "-mysql", "-s3", "-gcs"],
-    }))
+#[utoipa::path(
+    get,
+    path = "/api/v2/version",
+    tag = "maintenance",
+    responses((status = 200, body = VersionReply)),
+    security(())
+)]
+async fn version() -> Json<VersionReply> {
+    Json(VersionReply {
+        version: ferry_proto::VERSION.into(),
+        build_date: String::new(),
+        commit_hash: String::new(),
+        features: [
+            "+sqlite",
+            "+postgresql",
+            "+mysql",
+            "+memory",
+            "-bolt",
+            "-s3",
+            "-gcs",
+        ]
+        .map(String::from)
+        .to_vec(),
+    })
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -476,6 +756,13 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// `GET /api/v2/token`: Basic admin credentials in, JWT out.
+#[utoipa::path(
+    get,
+    path = "/api/v2/token",
+    tag = "token",
+    responses((status = 200, body = TokenReply)),
+    security(("BasicAuth" = []))
+)]
 async fn token(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -538,23 +825,42 @@ async fn token(
     let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
-    Ok(Json(json!({"access_token": jwt, "expires_at": expires_at})).into_response())
+    Ok(Json(TokenReply {
+        access_token: jwt,
+        expires_at,
+    })
+    .into_response())
 }
 
 /// `GET /api/v2/logout`: revokes the calling token on every replica.
+#[utoipa::path(
+    get,
+    path = "/api/v2/logout",
+    tag = "token",
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []))
+)]
 async fn logout(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.forbid_api_key()?;
     state
         .store
         .revoke_token(admin.0.jti.clone(), admin.0.exp)
         .await?;
     tracing::info!(admin = admin.0.username, "admin logged out");
-    Ok(Json(json!({"message": "Your token has been invalidated"})))
+    Ok(msg("Your token has been invalidated"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/apikeys",
+    tag = "API keys",
+    params(ListParams),
+    responses((status = 200, body = [crate::apikeys::ApiKeyView])),
+    security(("BearerAuth" = []))
+)]
 async fn list_api_keys(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -569,6 +875,14 @@ async fn list_api_keys(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/apikeys/{id}",
+    tag = "API keys",
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = crate::apikeys::ApiKeyView)),
+    security(("BearerAuth" = []))
+)]
 async fn get_api_key(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -580,6 +894,14 @@ async fn get_api_key(
     Ok(Json(crate::apikeys::ApiKeyView::from(&row)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/apikeys",
+    tag = "API keys",
+    request_body(content = crate::apikeys::ApiKeyInput, content_type = "application/json"),
+    responses((status = 201, body = ApiKeyCreated, headers(("Location" = String)))),
+    security(("BearerAuth" = []))
+)]
 async fn add_api_key(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -597,10 +919,12 @@ async fn add_api_key(
     tracing::info!(admin = admin.0.username, key_id, "API key added");
     let mut resp = (
         StatusCode::CREATED,
-        Json(json!({
-            "message": "API key created. This is the only time the API key is visible, please save it.",
-            "key": format!("{key_id}.{secret}"),
-        })),
+        Json(ApiKeyCreated {
+            message:
+                "API key created. This is the only time the API key is visible, please save it."
+                    .into(),
+            key: format!("{key_id}.{secret}"),
+        }),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/apikeys/{key_id}")) {
@@ -612,12 +936,21 @@ async fn add_api_key(
     Ok(resp)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/apikeys/{id}",
+    tag = "API keys",
+    params(("id" = String, Path, description = "key id")),
+    request_body(content = crate::apikeys::ApiKeyInput, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []))
+)]
 async fn update_api_key(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<crate::apikeys::ApiKeyInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.forbid_api_key()?;
     admin.require("*")?;
     let existing = state.store.api_key(id.clone()).await?;
@@ -626,32 +959,55 @@ async fn update_api_key(
         .map_err(ApiError::bad_request)?;
     state.store.update_api_key(key).await?;
     tracing::info!(admin = admin.0.username, key_id = id, "API key updated");
-    Ok(Json(json!({"message": "API key updated"})))
+    Ok(msg("API key updated"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/apikeys/{id}",
+    tag = "API keys",
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []))
+)]
 async fn delete_api_key(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.forbid_api_key()?;
     admin.require("*")?;
     state.store.delete_api_key(id.clone()).await?;
     tracing::info!(admin = admin.0.username, key_id = id, "API key deleted");
-    Ok(Json(json!({"message": "API key deleted"})))
+    Ok(msg("API key deleted"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DumpParams {
+    /// File name (no directories) written in the backups directory; required
+    /// unless output-data=1.
     #[serde(rename = "output-file")]
     output_file: Option<String>,
+    /// 1: return the backup in the reply instead of writing a file.
     #[serde(rename = "output-data")]
+    #[param(minimum = 0, maximum = 1)]
     output_data: Option<u8>,
+    /// 1: indent the JSON.
+    #[param(minimum = 0, maximum = 1)]
     indent: Option<u8>,
 }
 
 /// `GET /api/v2/dumpdata`: the backup in the reply (`output-data=1`) or
 /// written to the backups directory as `output-file` (a plain file name).
+#[utoipa::path(
+    get,
+    path = "/api/v2/dumpdata",
+    tag = "maintenance",
+    params(DumpParams),
+    responses((status = 200, description = "the backup (output-data=1), else {\"message\"}", body = Object)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn dumpdata(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -693,25 +1049,40 @@ async fn dumpdata(
                     .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
                     .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
             tracing::info!(admin = admin.0.username, path = %path.display(), "backup saved");
-            Ok(Json(json!({"message": "Data saved"})).into_response())
+            Ok(msg("Data saved").into_response())
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LoadParams {
+    /// 0: no scan, 1: scan every restored user, 2: only users with quota limits.
     #[serde(rename = "scan-quota")]
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 2)]
     scan_quota: Option<String>,
+    /// 0: add and replace, 1: add new objects only, 2: as 0 and disconnect
+    /// replaced users.
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 2)]
     mode: Option<String>,
 }
 
 /// `POST /api/v2/loaddata`: restores a backup (the body) all or nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v2/loaddata",
+    tag = "maintenance",
+    params(LoadParams),
+    request_body(content = Object, description = "a backup in SFTPGo's format (v2 or 1.x)", content_type = "application/json"),
+    responses((status = 200, body = LoadReply)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn loaddata(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     params: Result<Query<LoadParams>, axum::extract::rejection::QueryRejection>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LoadReply>, ApiError> {
     admin.require("*")?;
     let params = query(params)?;
     let mode = crate::backup::Mode::parse(params.mode.as_deref()).map_err(ApiError::bad_request)?;
@@ -727,8 +1098,9 @@ async fn loaddata(
             ApiError::bad_request(rej.body_text())
         }
     })?;
-    let doc: serde_json::Value = serde_json::from_slice(&body)
+    let mut doc: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the backup is not valid JSON: {e}")))?;
+    integral_numbers(&mut doc);
     let outcome = crate::backup::restore(&state, &doc, mode, scan)
         .await
         .map_err(|e| match e {
@@ -742,19 +1114,32 @@ async fn loaddata(
         skipped = outcome.report.skipped,
         "backup restored"
     );
-    Ok(Json(json!({
-        "message": "Data restored",
-        "added": outcome.report.added,
-        "updated": outcome.report.updated,
-        "skipped": outcome.report.skipped,
-        "notes": outcome.notes,
-    })))
+    Ok(Json(LoadReply {
+        message: "Data restored".into(),
+        added: outcome.report.added,
+        updated: outcome.report.updated,
+        skipped: outcome.report.skipped,
+        notes: outcome.notes,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Sort order of lists (by name).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(clippy::upper_case_acronyms, dead_code)]
+enum SortOrder {
+    ASC,
+    DESC,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// At most 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    #[param(value_type = Option<SortOrder>)]
     order: Option<String>,
 }
 
@@ -786,6 +1171,14 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/users",
+    tag = "users",
+    params(ListParams),
+    responses((status = 200, body = [UserView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn list_users(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -803,6 +1196,14 @@ async fn list_users(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "user name")),
+    responses((status = 200, body = UserView)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn get_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -815,6 +1216,14 @@ async fn get_user(
     Ok(Json(UserView::full(&row, &folders, &groups)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/users",
+    tag = "users",
+    request_body(content = UserInput, content_type = "application/json"),
+    responses((status = 201, body = UserView, headers(("Location" = String)))),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn add_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -854,18 +1263,30 @@ async fn add_user(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UpdateParams {
+    /// 1: disconnect the user's live sessions on every edge.
+    #[param(minimum = 0, maximum = 1)]
     disconnect: Option<u8>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "user name"), UpdateParams),
+    request_body(content = UserInput, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn update_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
     params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
     ApiJson(input): ApiJson<UserInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("edit_users")?;
     let params = query(params)?;
     let existing = state.store.user(username.clone()).await?;
@@ -878,20 +1299,28 @@ async fn update_user(
     if params.disconnect == Some(1) {
         state.fleet.disconnect_user(&username);
     }
-    Ok(Json(json!({"message": "User updated"})))
+    Ok(msg("User updated"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "user name")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn delete_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("del_users")?;
     state.store.delete_user(username.clone()).await?;
     state.verified.forget(&username);
     tracing::info!(admin = admin.0.username, username, "user deleted");
     state.fleet.disconnect_user(&username);
-    Ok(Json(json!({"message": "User deleted"})))
+    Ok(msg("User deleted"))
 }
 
 async fn group_view(
@@ -902,6 +1331,14 @@ async fn group_view(
     Ok(crate::groups::GroupView::new(row, &folders, users))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/groups",
+    tag = "groups",
+    params(ListParams),
+    responses((status = 200, body = [crate::groups::GroupView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn list_groups(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -917,6 +1354,14 @@ async fn list_groups(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/groups/{name}",
+    tag = "groups",
+    params(("name" = String, Path, description = "group name")),
+    responses((status = 200, body = crate::groups::GroupView)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn get_group(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -927,6 +1372,14 @@ async fn get_group(
     Ok(Json(group_view(&state, &row).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/groups",
+    tag = "groups",
+    request_body(content = crate::groups::GroupInput, content_type = "application/json"),
+    responses((status = 201, body = crate::groups::GroupView, headers(("Location" = String)))),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn add_group(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -957,12 +1410,21 @@ async fn add_group(
     Ok(resp)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/groups/{name}",
+    tag = "groups",
+    params(("name" = String, Path, description = "group name")),
+    request_body(content = crate::groups::GroupInput, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn update_group(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(name): Path<String>,
     ApiJson(input): ApiJson<crate::groups::GroupInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("manage_groups")?;
     let existing = state.store.group(name.clone()).await?;
     let (data, mappings) = input
@@ -973,20 +1435,36 @@ async fn update_group(
         .update_group(existing.id, data, mappings)
         .await?;
     tracing::info!(admin = admin.0.username, group = name, "group updated");
-    Ok(Json(json!({"message": "Group updated"})))
+    Ok(msg("Group updated"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/groups/{name}",
+    tag = "groups",
+    params(("name" = String, Path, description = "group name")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn delete_group(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("manage_groups")?;
     state.store.delete_group(name.clone()).await?;
     tracing::info!(admin = admin.0.username, group = name, "group deleted");
-    Ok(Json(json!({"message": "Group deleted"})))
+    Ok(msg("Group deleted"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/folders",
+    tag = "folders",
+    params(ListParams),
+    responses((status = 200, body = [FolderView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn list_folders(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1003,6 +1481,14 @@ async fn list_folders(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/folders/{name}",
+    tag = "folders",
+    params(("name" = String, Path, description = "folder name")),
+    responses((status = 200, body = FolderView)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn get_folder(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1014,6 +1500,14 @@ async fn get_folder(
     Ok(Json(FolderView::new(&row, users)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/folders",
+    tag = "folders",
+    request_body(content = FolderInput, content_type = "application/json"),
+    responses((status = 201, body = FolderView, headers(("Location" = String)))),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn add_folder(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1041,12 +1535,21 @@ async fn add_folder(
     Ok(resp)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/folders/{name}",
+    tag = "folders",
+    params(("name" = String, Path, description = "folder name")),
+    request_body(content = FolderInput, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn update_folder(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(name): Path<String>,
     ApiJson(input): ApiJson<FolderInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("manage_folders")?;
     let existing = state.store.folder(name.clone()).await?;
     let data = input
@@ -1057,64 +1560,85 @@ async fn update_folder(
         .update_folder(existing.id, data.description, data.path, data.filesystem)
         .await?;
     tracing::info!(admin = admin.0.username, folder = name, "folder updated");
-    Ok(Json(json!({"message": "Folder updated"})))
+    Ok(msg("Folder updated"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/folders/{name}",
+    tag = "folders",
+    params(("name" = String, Path, description = "folder name")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn delete_folder(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("manage_folders")?;
     state.store.delete_folder(name.clone()).await?;
     tracing::info!(admin = admin.0.username, folder = name, "folder deleted");
-    Ok(Json(json!({"message": "Folder deleted"})))
+    Ok(msg("Folder deleted"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/connections",
+    tag = "connections",
+    responses((status = 200, body = [ConnectionView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn list_connections(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<ConnectionView>>, ApiError> {
     admin.require("view_conns")?;
     let out = state
         .fleet
         .connections()
         .into_iter()
         .map(|c| {
-            let transfers: Vec<_> = c
+            let active_transfers = c
                 .status
                 .active_transfers
                 .iter()
-                .map(|t| {
-                    json!({
-                        "operation_type": t.operation_type,
-                        "path": t.path,
-                        "start_time": t.start_time_ms,
-                        "size": t.size,
-                    })
+                .map(|t| TransferView {
+                    operation_type: t.operation_type.clone(),
+                    path: t.path.clone(),
+                    start_time: t.start_time_ms,
+                    size: t.size,
                 })
                 .collect();
-            json!({
-                "username": c.opened.username,
-                "connection_id": c.opened.connection_id,
-                "client_version": c.opened.client_version,
-                "remote_address": c.opened.remote_address,
-                "connection_time": c.opened.connection_time_ms,
-                "last_activity": c.status.last_activity_ms,
-                "protocol": c.opened.protocol,
-                "active_transfers": transfers,
-                "node": c.edge_id,
-            })
+            ConnectionView {
+                username: c.opened.username.clone(),
+                connection_id: c.opened.connection_id.clone(),
+                client_version: c.opened.client_version.clone(),
+                remote_address: c.opened.remote_address.clone(),
+                connection_time: c.opened.connection_time_ms,
+                last_activity: c.status.last_activity_ms,
+                protocol: c.opened.protocol.clone(),
+                active_transfers,
+                node: c.edge_id.clone(),
+            }
         })
         .collect();
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/connections/{connection_id}",
+    tag = "connections",
+    params(("connection_id" = String, Path, description = "connection id")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn close_connection(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(connection_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("close_conns")?;
     if state.fleet.disconnect(&connection_id) {
         tracing::info!(
@@ -1122,7 +1646,7 @@ async fn close_connection(
             connection_id,
             "connection close requested"
         );
-        Ok(Json(json!({"message": "Connection closed"})))
+        Ok(msg("Connection closed"))
     } else {
         Err(ApiError::new(
             ErrorCode::NotFound,
@@ -1131,6 +1655,14 @@ async fn close_connection(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/admins",
+    tag = "admins",
+    params(ListParams),
+    responses((status = 200, body = [crate::admins::AdminView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn list_admins(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1144,6 +1676,14 @@ async fn list_admins(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/admins/{username}",
+    tag = "admins",
+    params(("username" = String, Path, description = "admin name")),
+    responses((status = 200, body = crate::admins::AdminView)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn get_admin(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1154,6 +1694,14 @@ async fn get_admin(
     Ok(Json(crate::admins::AdminView::from(&row)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/admins",
+    tag = "admins",
+    request_body(content = crate::admins::AdminInput, content_type = "application/json"),
+    responses((status = 201, body = crate::admins::AdminView, headers(("Location" = String)))),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn add_admin(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1183,12 +1731,21 @@ async fn add_admin(
     Ok(resp)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/admins/{username}",
+    tag = "admins",
+    params(("username" = String, Path, description = "admin name")),
+    request_body(content = crate::admins::AdminInput, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn update_admin(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
     ApiJson(input): ApiJson<crate::admins::AdminInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("*")?;
     if !admin.0.api_key.is_empty() && username == admin.0.username {
         return Err(ApiError::new(
@@ -1211,35 +1768,52 @@ async fn update_admin(
     let data = valid.into_data().await.map_err(ApiError::bad_request)?;
     state.store.update_admin(existing.id, data).await?;
     tracing::info!(admin = admin.0.username, username, "admin updated");
-    Ok(Json(json!({"message": "Admin updated"})))
+    Ok(msg("Admin updated"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/admins/{username}",
+    tag = "admins",
+    params(("username" = String, Path, description = "admin name")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn delete_admin(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("*")?;
     if username == admin.0.username {
         return Err(ApiError::bad_request("you cannot delete yourself"));
     }
     state.store.delete_admin(username.clone()).await?;
     tracing::info!(admin = admin.0.username, username, "admin deleted");
-    Ok(Json(json!({"message": "Admin deleted"})))
+    Ok(msg("Admin deleted"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ChangePassword {
     current_password: String,
+    #[schema(min_length = 1)]
     new_password: String,
 }
 
 /// `PUT /api/v2/admin/changepwd`: the calling admin changes their password.
+#[utoipa::path(
+    put,
+    path = "/api/v2/admin/changepwd",
+    tag = "admins",
+    request_body(content = ChangePassword, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []))
+)]
 async fn change_password(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     ApiJson(body): ApiJson<ChangePassword>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.forbid_api_key()?;
     if body.new_password.is_empty() {
         return Err(ApiError::bad_request("the new password cannot be empty"));
@@ -1254,15 +1828,27 @@ async fn change_password(
     row.data.updated_at = now_ms();
     state.store.update_admin(row.id, row.data).await?;
     tracing::info!(admin = admin.0.username, "admin password changed");
-    Ok(Json(json!({"message": "Password updated"})))
+    Ok(msg("Password updated"))
 }
 
-#[derive(Debug, Deserialize)]
+/// How quota usage is changed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum UsageMode {
+    Reset,
+    Add,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageParams {
+    /// `reset` (default) sets the counters, `add` adds to them.
+    #[param(value_type = Option<UsageMode>)]
     mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct UsageBody {
     #[serde(default)]
     used_quota_size: i64,
@@ -1292,13 +1878,22 @@ fn usage_mode(
     Ok(reset)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/quotas/users/{username}/usage",
+    tag = "quota",
+    params(("username" = String, Path, description = "user name"), UsageParams),
+    request_body(content = UsageBody, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn user_quota_usage(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
     ApiJson(body): ApiJson<UsageBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("quota_scans")?;
     let reset = usage_mode(params, &body)?;
     crate::quota::admin_usage(
@@ -1316,16 +1911,25 @@ async fn user_quota_usage(
         reset,
         "user quota usage updated"
     );
-    Ok(Json(json!({"message": "Quota updated"})))
+    Ok(msg("Quota updated"))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v2/quotas/folders/{name}/usage",
+    tag = "quota",
+    params(("name" = String, Path, description = "folder name"), UsageParams),
+    request_body(content = UsageBody, content_type = "application/json"),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn folder_quota_usage(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(name): Path<String>,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
     ApiJson(body): ApiJson<UsageBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("quota_scans")?;
     let reset = usage_mode(params, &body)?;
     crate::quota::admin_usage(
@@ -1343,17 +1947,13 @@ async fn folder_quota_usage(
         reset,
         "folder quota usage updated"
     );
-    Ok(Json(json!({"message": "Quota updated"})))
+    Ok(msg("Quota updated"))
 }
 
 fn scan_reply(r: Result<(), crate::quota::ScanError>) -> Result<Response, ApiError> {
     use crate::quota::ScanError;
     match r {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"message": "Scan started"})),
-        )
-            .into_response()),
+        Ok(()) => Ok((StatusCode::ACCEPTED, msg("Scan started")).into_response()),
         Err(ScanError::Running) => Err(ApiError::new(
             ErrorCode::AlreadyExists,
             "a quota scan is already running",
@@ -1366,6 +1966,14 @@ fn scan_reply(r: Result<(), crate::quota::ScanError>) -> Result<Response, ApiErr
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/quotas/users/{username}/scan",
+    tag = "quota",
+    params(("username" = String, Path, description = "user name")),
+    responses((status = 202, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn scan_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1375,6 +1983,14 @@ async fn scan_user(
     scan_reply(crate::quota::start_scan(&state, username, String::new()).await)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/quotas/folders/{name}/scan",
+    tag = "quota",
+    params(("name" = String, Path, description = "folder name")),
+    responses((status = 202, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn scan_folder(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -1384,35 +2000,62 @@ async fn scan_folder(
     scan_reply(crate::quota::start_scan(&state, String::new(), name).await)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/quotas/users/scans",
+    tag = "quota",
+    responses((status = 200, body = [UserScan])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn user_scans(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<UserScan>>, ApiError> {
     admin.require("quota_scans")?;
-    let list: Vec<serde_json::Value> = crate::quota::scans(&state, false)
+    let list: Vec<UserScan> = crate::quota::scans(&state, false)
         .into_iter()
-        .map(|s| json!({"username": s.username, "start_time": s.start_time_ms}))
+        .map(|s| UserScan {
+            username: s.username,
+            start_time: s.start_time_ms,
+        })
         .collect();
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/quotas/folders/scans",
+    tag = "quota",
+    responses((status = 200, body = [FolderScan])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn folder_scans(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<FolderScan>>, ApiError> {
     admin.require("quota_scans")?;
-    let list: Vec<serde_json::Value> = crate::quota::scans(&state, true)
+    let list: Vec<FolderScan> = crate::quota::scans(&state, true)
         .into_iter()
-        .map(|s| json!({"name": s.folder, "start_time": s.start_time_ms}))
+        .map(|s| FolderScan {
+            name: s.folder,
+            start_time: s.start_time_ms,
+        })
         .collect();
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
 /// `GET /api/v2/status`: the database and the attached edges.
+#[utoipa::path(
+    get,
+    path = "/api/v2/status",
+    tag = "maintenance",
+    responses((status = 200, body = StatusReply)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn status(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusReply>, ApiError> {
     admin.require("view_status")?;
     let driver = match state.store.backend() {
         crate::provider::Backend::Sqlite => "sqlite",
@@ -1424,14 +2067,20 @@ async fn status(
         Ok(()) => (true, String::new()),
         Err(e) => (false, e.to_string()),
     };
-    Ok(Json(json!({
-        "data_provider": {"is_active": active, "driver": driver, "error": error},
-        "edges": state.fleet.edges(),
-        "defender": {"is_active": state.defender.enabled()},
-    })))
+    Ok(Json(StatusReply {
+        data_provider: ProviderStatus {
+            is_active: active,
+            driver: driver.into(),
+            error,
+        },
+        edges: state.fleet.edges(),
+        defender: DefenderStatus {
+            is_active: state.defender.enabled(),
+        },
+    }))
 }
 
-fn defender_view(h: &crate::defender::HostView) -> serde_json::Value {
+fn defender_view(h: &crate::defender::HostView) -> DefenderHostView {
     let ban_time = if h.ban_until_ms > 0 {
         chrono::DateTime::from_timestamp_millis(h.ban_until_ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -1439,22 +2088,29 @@ fn defender_view(h: &crate::defender::HostView) -> serde_json::Value {
     } else {
         String::new()
     };
-    json!({
-        "id": crate::defender::host_id(h.ip),
-        "ip": h.ip.to_string(),
-        "score": h.score,
-        "ban_time": ban_time,
-    })
+    DefenderHostView {
+        id: crate::defender::host_id(h.ip),
+        ip: h.ip.to_string(),
+        score: h.score,
+        ban_time,
+    }
 }
 
 /// `GET /api/v2/defender/hosts`: addresses with a score or a ban.
+#[utoipa::path(
+    get,
+    path = "/api/v2/defender/hosts",
+    tag = "defender",
+    responses((status = 200, body = [DefenderHostView])),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn defender_hosts(
     State(state): State<Arc<AppState>>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<DefenderHostView>>, ApiError> {
     admin.require("view_defender")?;
     let hosts: Vec<_> = state.defender.hosts().iter().map(defender_view).collect();
-    Ok(Json(json!(hosts)))
+    Ok(Json(hosts))
 }
 
 fn defender_lookup(
@@ -1473,11 +2129,19 @@ fn defender_lookup(
 }
 
 /// `GET /api/v2/defender/hosts/{id}` (id: the address, hex encoded).
+#[utoipa::path(
+    get,
+    path = "/api/v2/defender/hosts/{id}",
+    tag = "defender",
+    params(("id" = String, Path, description = "the address, hex encoded")),
+    responses((status = 200, body = DefenderHostView)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn defender_host(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DefenderHostView>, ApiError> {
     admin.require("view_defender")?;
     let (_, host) = defender_lookup(&state, &id)?;
     Ok(Json(defender_view(&host)))
@@ -1485,15 +2149,23 @@ async fn defender_host(
 
 /// `DELETE /api/v2/defender/hosts/{id}`: lifts the ban and forgets the
 /// score, on every edge.
+#[utoipa::path(
+    delete,
+    path = "/api/v2/defender/hosts/{id}",
+    tag = "defender",
+    params(("id" = String, Path, description = "the address, hex encoded")),
+    responses((status = 200, body = Message)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
 async fn defender_unban(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     admin.require("manage_defender")?;
     let (ip, _) = defender_lookup(&state, &id)?;
     state.defender.remove(ip);
     state.fleet.broadcast(&state.defender.bans_message());
     tracing::info!(admin = admin.0.username, %ip, "defender entry removed");
-    Ok(Json(json!({"message": "OK"})))
+    Ok(msg("OK"))
 }

@@ -533,9 +533,12 @@ impl diesel::r2d2::ManageConnection for Manager {
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets REST reads run while a login writes last_login;
                 // busy_timeout turns short write contention into waiting.
+                // secure_delete: replaced values (a secret sealed in place)
+                // do not linger in free space.
                 c.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA secure_delete = ON;",
                 )
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(c)
@@ -1521,6 +1524,40 @@ impl Store {
                 .count()
                 .get_result(c)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Replaces a fleet setting only if it still holds `old` (replicas
+    /// sealing the same clear value at once agree on one).
+    pub async fn replace_config(
+        &self,
+        name: &'static str,
+        old: String,
+        new: String,
+    ) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            let n = diesel::update(
+                configs::table
+                    .filter(configs::name.eq(name))
+                    .filter(configs::value.eq(old)),
+            )
+            .set(configs::value.eq(new))
+            .execute(c)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// SQLite: moves the write-ahead log into the database file and empties
+    /// it, so pages holding replaced values are gone from disk.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        self.run(|c| {
+            c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            Ok(())
         })
         .await
     }

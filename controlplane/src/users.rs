@@ -14,45 +14,62 @@ use crate::store::{UserData, UserRow, now_ms};
 /// A user as clients send it (POST/PUT). Server-maintained fields (id, used
 /// quota, timestamps) may be present — GET-modify-PUT is the common flow —
 /// and are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UserInput {
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._~-]{1,255}$")]
     pub username: String,
     #[serde(default = "default_status")]
+    #[schema(minimum = 0, maximum = 1)]
     pub status: i64,
     #[serde(default)]
     pub password: Option<String>,
     #[serde(default)]
     pub public_keys: Vec<String>,
     #[serde(default)]
+    #[schema(required, pattern = "^/")]
     pub home_dir: String,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 4294967295.0)]
     pub uid: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 4294967295.0)]
     pub gid: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub max_sessions: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub quota_size: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub quota_files: i64,
     #[serde(default)]
+    #[schema(required)]
     pub permissions: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub upload_bandwidth: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub download_bandwidth: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub upload_data_transfer: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub download_data_transfer: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub total_data_transfer: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub expiration_date: i64,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filters: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filesystem: Option<Value>,
     #[serde(default)]
     pub email: String,
@@ -72,7 +89,7 @@ fn default_status() -> i64 {
 }
 
 /// A user as the API returns it: never the password.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub status: i64,
@@ -101,14 +118,18 @@ pub struct UserView {
     pub first_download: i64,
     pub first_upload: i64,
     pub last_password_change: i64,
+    #[schema(value_type = Object)]
     pub filters: Value,
+    #[schema(value_type = Object)]
     pub filesystem: Value,
     pub email: String,
     pub description: String,
     pub additional_info: String,
     pub created_at: i64,
     pub updated_at: i64,
+    #[schema(value_type = Vec<Object>)]
     pub virtual_folders: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     pub groups: Vec<Value>,
 }
 

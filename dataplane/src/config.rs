@@ -25,7 +25,16 @@ pub const ENV_PREFIX: &str = "FERRY_";
 /// Sections some Ferry binary reads: variables naming one of them that the
 /// running binary does not have are ignored (one environment can serve both
 /// binaries); other `FERRY_X__…` variables are errors (a typo).
-pub const ALL_SECTIONS: &[&str] = &["common", "sftpd", "data_provider", "httpd", "grpc", "edge"];
+pub const ALL_SECTIONS: &[&str] = &[
+    "common",
+    "sftpd",
+    "data_provider",
+    "httpd",
+    "grpc",
+    "kms",
+    "edge",
+    "telemetry",
+];
 
 /// The file formats `--config-file` accepts, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -725,7 +725,7 @@ pub fn describe(out: &Output) -> String {
 /// server and dropped when the value is dropped.
 pub struct TempDatabase {
     driver: &'static str,
-    name: String,
+    pub name: String,
 }
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";

@@ -161,3 +161,41 @@ fn memory_provider_loads_a_backup_and_reloads_it_on_sighup() {
         "{err}"
     );
 }
+
+#[test]
+fn a_database_outage_gives_503_and_the_service_recovers() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let db = TempDatabase::postgres();
+    let t = Topology::serve_with(&db.env()).unwrap();
+    let api = t.api();
+    api.add_user(user_json("outage", "pw", &t.home("outage")));
+    let admin =
+        || diesel::PgConnection::establish("postgres://postgres@127.0.0.1:5432/test").unwrap();
+    // Cut the control plane off: no new connections, existing ones killed.
+    admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+            db.name
+        ))
+        .unwrap();
+    let r = api.call("GET", "/api/v2/users/outage", None);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["error"], "Service Unavailable");
+    assert_eq!(r.body["message"], "the database is unavailable");
+    let health = reqwest::blocking::get(format!("{}/healthz", t.base())).unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    // Back: the next requests succeed without a restart.
+    admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .unwrap();
+    let back = wait_for(Duration::from_secs(30), || {
+        (api.call("GET", "/api/v2/users/outage", None).status == 200).then_some(())
+    });
+    assert!(back.is_some(), "{}", t.logs());
+    assert!(!t.logs().contains("panicked"), "{}", t.logs());
+}

@@ -1,0 +1,144 @@
+//! Secrets at rest: with `kms.secrets.master_key` the host keys and the token
+//! signing key are stored sealed, clear values are sealed at the next start,
+//! and a missing or wrong key stops the start with a message.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use ferry_schema::configs;
+use ferry_tests::*;
+
+const KEY: &str = "correct horse battery staple, 32+ chars";
+
+/// `ferry serve` on `data` with `env`; returns the process, its REST base
+/// URL and its SFTP port once the embedded edge is serving.
+fn serve(dir: &Path, data: &Path, env: &[(&str, &str)], log: &str) -> (Proc, String, u16) {
+    let sftp = free_port();
+    let http = free_port();
+    let mut cmd = Command::new(bin("ferry"));
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http-bind", &format!("127.0.0.1:{http}")])
+        .args(["--grpc-bind", &format!("127.0.0.1:{}", free_port())])
+        .args(["--sftp-bind", &format!("127.0.0.1:{sftp}")])
+        .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("FERRY_EDGE_TOKEN")
+        .envs(env.iter().copied());
+    let proc = Proc::spawn(cmd, dir.join(log)).unwrap();
+    let ready = wait_for(Duration::from_secs(60), || {
+        proc.log_text()
+            .contains("configuration received from the control plane")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "{}", proc.log_text());
+    (proc, format!("http://127.0.0.1:{http}"), sftp)
+}
+
+/// `ferry serve` that must fail at start; returns its stderr.
+fn refused(data: &Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(bin("ferry"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http-bind", "127.0.0.1:0", "--grpc-bind", "127.0.0.1:0"])
+        .args(["--sftp-bind", "127.0.0.1:0"])
+        .env_remove("FERRY_EDGE_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the start was refused");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn stored(data: &Path) -> Vec<(String, String)> {
+    let mut c = SqliteConnection::establish(data.join("ferry.db").to_str().unwrap()).unwrap();
+    configs::table
+        .select((configs::name, configs::value))
+        .load(&mut c)
+        .unwrap()
+}
+
+fn host_key_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("fingerprint"))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["fingerprint"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_master_key_seals_the_stored_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // First start in the clear, then with a key: the same keys, now sealed.
+    let (mut clear, _, _) = serve(dir.path(), &data, &[], "clear.log");
+    let clear_prints = host_key_lines(&clear.log_text());
+    assert_eq!(clear_prints.len(), 3);
+    clear.kill();
+    assert!(
+        stored(&data)
+            .iter()
+            .any(|(n, v)| n == "host_key_ed25519" && v.contains("OPENSSH PRIVATE KEY"))
+    );
+    let env = [("FERRY_KMS__SECRETS__MASTER_KEY", KEY)];
+    let (mut sealed, base, port) = serve(dir.path(), &data, &env, "sealed.log");
+    assert_eq!(
+        host_key_lines(&sealed.log_text()),
+        clear_prints,
+        "same host keys"
+    );
+    let values = stored(&data);
+    for name in [
+        "host_key_ed25519",
+        "host_key_rsa",
+        "host_key_ecdsa",
+        "jwt_signing_key",
+    ] {
+        let v = &values.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(v.starts_with("$aes-256-gcm$v1$"), "{name} sealed: {v}");
+    }
+    let db_bytes = std::fs::read(data.join("ferry.db")).unwrap();
+    let text = String::from_utf8_lossy(&db_bytes);
+    assert!(
+        !text.contains("OPENSSH PRIVATE KEY"),
+        "no clear private key left"
+    );
+    // It serves: the edge got working host keys, tokens verify.
+    let api = Api::login(&base, "admin", ADMIN_PASSWORD).unwrap();
+    api.add_user(user_json("sealy", "pw-1", &dir.path().join("sealy")));
+    let (ok, out) = sftp1(port, "sealy", &pw("pw-1"), "pwd");
+    assert!(ok, "{out}");
+    sealed.kill();
+
+    // Without the key, or with another, the start stops and says why.
+    let err = refused(&data, &[]);
+    assert!(err.contains("stored encrypted"), "{err}");
+    let err = refused(
+        &data,
+        &[(
+            "FERRY_KMS__SECRETS__MASTER_KEY",
+            "another key that is long enough!!",
+        )],
+    );
+    assert!(err.contains("not the one it was sealed with"), "{err}");
+    let err = refused(&data, &[("FERRY_KMS__SECRETS__MASTER_KEY", "short")]);
+    assert!(err.contains("at least 32"), "{err}");
+    // The key from a file works the same.
+    let key_file = dir.path().join("master.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let (again, _, _) = serve(
+        dir.path(),
+        &data,
+        &[(
+            "FERRY_KMS__SECRETS__MASTER_KEY_PATH",
+            key_file.to_str().unwrap(),
+        )],
+        "file.log",
+    );
+    assert_eq!(host_key_lines(&again.log_text()), clear_prints);
+}
