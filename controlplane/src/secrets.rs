@@ -56,7 +56,7 @@ impl SecretsConfig {
         );
         let from_file = !self.master_key_path.as_os_str().is_empty();
         anyhow::ensure!(
-            !(from_file && !self.master_key.is_empty()),
+            !from_file || self.master_key.is_empty(),
             "kms.secrets: set master_key or master_key_path, not both"
         );
         let text = if from_file {
