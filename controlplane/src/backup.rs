@@ -91,7 +91,7 @@ impl ScanQuota {
 pub fn render(rows: &DumpRows) -> Value {
     let strip_id = |mut v: Value| {
         if let Some(o) = v.as_object_mut() {
-            o.remove("id");
+            o.shift_remove("id");
         }
         v
     };
@@ -102,8 +102,8 @@ pub fn render(rows: &DumpRows) -> Value {
             let mut v = serde_json::to_value(crate::users::UserView::full(row, maps, groups))
                 .unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
-                o.remove("id");
-                o.remove("has_password");
+                o.shift_remove("id");
+                o.shift_remove("has_password");
                 if let Some(p) = row.data.password.as_ref().filter(|p| !p.is_empty()) {
                     o.insert("password".into(), Value::String(p.clone()));
                 }
