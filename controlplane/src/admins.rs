@@ -71,6 +71,14 @@ pub struct AdminView {
     pub last_login: i64,
 }
 
+impl AdminView {
+    /// The view with secrets hidden.
+    pub fn redacted(mut self) -> Self {
+        crate::confidential::redact(&mut self.filters);
+        self
+    }
+}
+
 impl From<&AdminRow> for AdminView {
     fn from(row: &AdminRow) -> Self {
         let d = &row.data;
@@ -143,11 +151,18 @@ impl AdminInput {
         if perms.iter().any(|p| p == "*") {
             perms = vec!["*".into()];
         }
-        let filters = match self.filters {
+        let mut filters = match self.filters {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(v @ Value::Object(_)) => v,
             Some(_) => return Err("filters must be a JSON object".into()),
         };
+        crate::confidential::prepare(
+            &mut filters,
+            existing
+                .and_then(|r| serde_json::from_str::<Value>(&r.data.filters).ok())
+                .as_ref(),
+            "filters",
+        )?;
         allow_list(&filters)?;
         match filters.get("allow_api_key_auth") {
             None | Some(Value::Null) | Some(Value::Bool(_)) => {}

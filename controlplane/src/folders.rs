@@ -46,6 +46,12 @@ pub struct FolderView {
 }
 
 impl FolderView {
+    /// The view with secrets hidden.
+    pub fn redacted(mut self) -> Self {
+        crate::confidential::redact(&mut self.filesystem);
+        self
+    }
+
     pub fn new(row: &FolderRow, users: Vec<String>) -> Self {
         let d = &row.data;
         Self {
@@ -120,7 +126,14 @@ impl FolderInput {
             }
         };
         validate_mapped_path(&self.mapped_path)?;
-        let filesystem = validate_filesystem(self.filesystem)?;
+        let mut filesystem = validate_filesystem(self.filesystem)?;
+        crate::confidential::prepare(
+            &mut filesystem,
+            existing
+                .and_then(|r| serde_json::from_str::<Value>(&r.data.filesystem).ok())
+                .as_ref(),
+            "filesystem",
+        )?;
         let carried = existing.map(|r| &r.data);
         Ok(FolderData {
             name,

@@ -96,6 +96,15 @@ pub struct GroupView {
 }
 
 impl GroupView {
+    /// The view with secrets hidden.
+    pub fn redacted(mut self) -> Self {
+        crate::confidential::redact(&mut self.user_settings);
+        for f in &mut self.virtual_folders {
+            crate::confidential::redact(f);
+        }
+        self
+    }
+
     pub fn new(row: &GroupRow, folders: &[(FolderRow, Mapping)], users: Vec<String>) -> Self {
         GroupView {
             id: row.id,
@@ -236,7 +245,14 @@ impl GroupInput {
                 self.name
             }
         };
-        let settings = validate_settings(self.user_settings)?;
+        let mut settings = Value::Object(validate_settings(self.user_settings)?);
+        crate::confidential::prepare(
+            &mut settings,
+            existing
+                .and_then(|r| serde_json::from_str::<Value>(&r.data.user_settings).ok())
+                .as_ref(),
+            "user_settings",
+        )?;
         let mappings = crate::folders::validate_mappings(self.virtual_folders)?
             .into_iter()
             .map(|m| m.mapping)
@@ -246,7 +262,7 @@ impl GroupInput {
             GroupData {
                 name,
                 description: self.description,
-                user_settings: Value::Object(settings).to_string(),
+                user_settings: settings.to_string(),
                 created_at: existing.map_or(now, |r| r.data.created_at),
                 updated_at: now,
             },

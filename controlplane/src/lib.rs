@@ -8,6 +8,7 @@ pub mod apikeys;
 pub mod auth;
 pub mod backup;
 pub mod bootstrap;
+pub mod confidential;
 pub mod config;
 pub mod defender;
 pub mod filters;
@@ -154,6 +155,7 @@ pub async fn start_controlplane(
             .map_err(|e| anyhow::anyhow!("memory provider: {e}"))?;
         info!(file = %path.display(), added = r.added, "memory provider loaded");
     }
+    confidential::install(opts.master_key.clone());
     let host_keys = bootstrap::host_keys(&store, opts.master_key.as_ref()).await?;
     let jwt_key = bootstrap::jwt_key(&store, opts.master_key.as_ref()).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;

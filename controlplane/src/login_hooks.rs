@@ -78,7 +78,8 @@ async fn user_json(state: &AppState, user: Option<&UserRow>, username: &str) -> 
         Some(row) => {
             let folders = state.store.user_folders(row.id).await.unwrap_or_default();
             let groups = state.store.user_groups(row.id).await.unwrap_or_default();
-            serde_json::to_value(UserView::full(row, &folders, &groups)).unwrap_or(Value::Null)
+            serde_json::to_value(UserView::full(row, &folders, &groups).redacted())
+                .unwrap_or(Value::Null)
         }
         None => json!({"id": 0, "username": username}),
     }

@@ -1191,7 +1191,7 @@ async fn list_users(
     for row in &rows {
         let folders = state.store.user_folders(row.id).await?;
         let groups = state.store.user_groups(row.id).await?;
-        out.push(UserView::full(row, &folders, &groups));
+        out.push(UserView::full(row, &folders, &groups).redacted());
     }
     Ok(Json(out))
 }
@@ -1200,7 +1200,7 @@ async fn list_users(
     get,
     path = "/api/v2/users/{username}",
     tag = "users",
-    params(("username" = String, Path, description = "user name")),
+    params(("username" = String, Path, description = "user name"), ConfidentialParams),
     responses((status = 200, body = UserView)),
     security(("BearerAuth" = []), ("APIKeyAuth" = []))
 )]
@@ -1208,12 +1208,38 @@ async fn get_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(username): Path<String>,
+    params: Result<Query<ConfidentialParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UserView>, ApiError> {
     admin.require("view_users")?;
+    let reveal = match query(params)?.confidential_data {
+        None | Some(0) => false,
+        Some(1) => {
+            admin.require("*")?;
+            true
+        }
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid confidential_data {o}: use 0 or 1"
+            )));
+        }
+    };
     let row = state.store.user(username).await?;
     let folders = state.store.user_folders(row.id).await?;
     let groups = state.store.user_groups(row.id).await?;
-    Ok(Json(UserView::full(&row, &folders, &groups)))
+    let view = UserView::full(&row, &folders, &groups);
+    Ok(Json(if reveal {
+        view.revealed()
+    } else {
+        view.redacted()
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ConfidentialParams {
+    /// 1: show secrets sealed by Ferry in the clear (needs the "*" permission).
+    #[param(minimum = 0, maximum = 1)]
+    confidential_data: Option<u8>,
 }
 
 #[utoipa::path(
@@ -1254,7 +1280,7 @@ async fn add_user(
     let groups = state.store.user_groups(row.id).await?;
     let mut resp = (
         StatusCode::CREATED,
-        Json(UserView::full(&row, &folders, &groups)),
+        Json(UserView::full(&row, &folders, &groups).redacted()),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -1328,7 +1354,7 @@ async fn group_view(
     row: &crate::store::GroupRow,
 ) -> Result<crate::groups::GroupView, ApiError> {
     let (folders, users) = state.store.group_details(row.id).await?;
-    Ok(crate::groups::GroupView::new(row, &folders, users))
+    Ok(crate::groups::GroupView::new(row, &folders, users).redacted())
 }
 
 #[utoipa::path(
@@ -1476,7 +1502,7 @@ async fn list_folders(
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let users = state.store.folder_users(row.id).await?;
-        out.push(FolderView::new(row, users));
+        out.push(FolderView::new(row, users).redacted());
     }
     Ok(Json(out))
 }
@@ -1497,7 +1523,7 @@ async fn get_folder(
     admin.require("manage_folders")?;
     let row = state.store.folder(name).await?;
     let users = state.store.folder_users(row.id).await?;
-    Ok(Json(FolderView::new(&row, users)))
+    Ok(Json(FolderView::new(&row, users).redacted()))
 }
 
 #[utoipa::path(
@@ -1528,7 +1554,11 @@ async fn add_folder(
         "folder added"
     );
     let location = format!("/api/v2/folders/{}", row.data.name);
-    let mut resp = (StatusCode::CREATED, Json(FolderView::new(&row, Vec::new()))).into_response();
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(FolderView::new(&row, Vec::new()).redacted()),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -1672,7 +1702,9 @@ async fn list_admins(
     let (offset, limit, order) = query(params)?.parse()?;
     let rows = state.store.admins(offset, limit, order).await?;
     Ok(Json(
-        rows.iter().map(crate::admins::AdminView::from).collect(),
+        rows.iter()
+            .map(|r| crate::admins::AdminView::from(r).redacted())
+            .collect(),
     ))
 }
 
@@ -1691,7 +1723,7 @@ async fn get_admin(
 ) -> Result<Json<crate::admins::AdminView>, ApiError> {
     admin.require("*")?;
     let row = state.store.admin(username).await?;
-    Ok(Json(crate::admins::AdminView::from(&row)))
+    Ok(Json(crate::admins::AdminView::from(&row).redacted()))
 }
 
 #[utoipa::path(
@@ -1722,7 +1754,7 @@ async fn add_admin(
     let row = state.store.admin(username.clone()).await?;
     let mut resp = (
         StatusCode::CREATED,
-        Json(crate::admins::AdminView::from(&row)),
+        Json(crate::admins::AdminView::from(&row).redacted()),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/admins/{username}")) {

@@ -274,14 +274,20 @@ impl UserInput {
             let key = parse_public_key(line)?;
             keys.push(key.to_openssh().map_err(|e| e.to_string())?);
         }
-        let filters = match self.filters {
+        let mut filters = match self.filters {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(v @ Value::Object(_)) => v,
             Some(_) => return Err("filters must be a JSON object".into()),
         };
+        let stored = |text: &str| serde_json::from_str::<Value>(text).ok();
+        crate::confidential::prepare(
+            &mut filters,
+            existing.and_then(|r| stored(&r.data.filters)).as_ref(),
+            "filters",
+        )?;
         crate::filters::LoginFilters::parse(&filters)?;
         crate::filters::SessionFilters::parse(&filters)?;
-        let filesystem = match self.filesystem {
+        let mut filesystem = match self.filesystem {
             None | Some(Value::Null) => serde_json::json!({"provider": 0}),
             Some(Value::Object(obj)) => {
                 match obj.get("provider").and_then(Value::as_i64).unwrap_or(0) {
@@ -295,6 +301,11 @@ impl UserInput {
             }
             Some(_) => return Err("filesystem must be a JSON object".into()),
         };
+        crate::confidential::prepare(
+            &mut filesystem,
+            existing.and_then(|r| stored(&r.data.filesystem)).as_ref(),
+            "filesystem",
+        )?;
         let mappings = crate::folders::validate_mappings(self.virtual_folders)?;
         let groups = crate::groups::validate_refs(self.groups)?;
         let password = PasswordChange::from_input(self.password)?;
@@ -428,6 +439,27 @@ impl UserView {
             .map(|(f, m)| crate::folders::mapping_view(f, m))
             .collect();
         v
+    }
+
+    /// The view with secrets hidden (what replies show).
+    pub fn redacted(mut self) -> Self {
+        crate::confidential::redact(&mut self.filters);
+        crate::confidential::redact(&mut self.filesystem);
+        for f in &mut self.virtual_folders {
+            crate::confidential::redact(f);
+        }
+        self
+    }
+
+    /// The view with secrets sealed by Ferry shown in the clear
+    /// (`confidential_data=1`).
+    pub fn revealed(mut self) -> Self {
+        crate::confidential::reveal(&mut self.filters);
+        crate::confidential::reveal(&mut self.filesystem);
+        for f in &mut self.virtual_folders {
+            crate::confidential::reveal(f);
+        }
+        self
     }
 
     /// The view with the user's own folders and its groups.

@@ -142,3 +142,66 @@ fn a_master_key_seals_the_stored_secrets() {
     );
     assert_eq!(host_key_lines(&again.log_text()), clear_prints);
 }
+
+#[test]
+fn object_secrets_are_sealed_redacted_and_kept_on_update() {
+    let t = Topology::serve_with(&[("FERRY_KMS__SECRETS__MASTER_KEY".into(), KEY.into())]).unwrap();
+    let api = t.api();
+    let mut u = user_json("tina", "pw-1", &t.home("tina"));
+    u["filters"] = serde_json::json!({"totp_config": {"enabled": true, "config_name": "Default",
+        "secret": {"status": "Plain", "payload": "JBSWY3DPEHPK3PXP"}}});
+    let created = api.add_user(u);
+    let redacted = serde_json::json!({"status": "Redacted"});
+    assert_eq!(created["filters"]["totp_config"]["secret"], redacted);
+    // Stored sealed, never in the clear.
+    let db = t.dir.path().join("data/ferry.db");
+    let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    let filters: String = ferry_schema::users::table
+        .filter(ferry_schema::users::username.eq("tina"))
+        .select(ferry_schema::users::filters)
+        .first(&mut c)
+        .unwrap();
+    assert!(
+        filters.contains("$aes-256-gcm$v1$") && !filters.contains("JBSWY3DPEHPK3PXP"),
+        "{filters}"
+    );
+    // Replies redact; GET-modify-PUT keeps the secret.
+    let mut got = api.call("GET", "/api/v2/users/tina", None).body;
+    assert_eq!(got["filters"]["totp_config"]["secret"], redacted);
+    let listed = api.call("GET", "/api/v2/users", None).body;
+    assert!(!listed.to_string().contains("aes-256-gcm$v1"), "{listed}");
+    got["description"] = serde_json::json!("changed");
+    let r = api.call("PUT", "/api/v2/users/tina", Some(&got));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // confidential_data=1: the secret in the clear, for "*" only.
+    let r = api.call("GET", "/api/v2/users/tina?confidential_data=1", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["filters"]["totp_config"]["secret"],
+        serde_json::json!({"status": "Plain", "payload": "JBSWY3DPEHPK3PXP"})
+    );
+    assert_eq!(r.body["description"], "changed");
+    let r = api.call(
+        "POST",
+        "/api/v2/admins",
+        Some(
+            &serde_json::json!({"username": "viewer", "password": "pw-12345",
+                                 "permissions": ["view_users", "edit_users"]}),
+        ),
+    );
+    assert_eq!(r.status, 201);
+    let viewer = Api::login(&t.base(), "viewer", "pw-12345").unwrap();
+    let r = viewer.call("GET", "/api/v2/users/tina?confidential_data=1", None);
+    assert_eq!(r.status, 403);
+    // A redacted secret where none is stored is refused.
+    let mut other = user_json("omar", "pw-1", &t.home("omar"));
+    other["filters"] = serde_json::json!({"totp_config": {"secret": {"status": "Redacted"}}});
+    let r = api.call("POST", "/api/v2/users", Some(&other));
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("redacted"));
+    // Backups carry the sealed value (restorable with the same key).
+    let dump = api.call("GET", "/api/v2/dumpdata?output-data=1", None).body;
+    let secret = &dump["users"][0]["filters"]["totp_config"]["secret"];
+    assert_eq!(secret["status"], "AES-256-GCM", "{secret}");
+    assert!(!dump.to_string().contains("JBSWY3DPEHPK3PXP"));
+}

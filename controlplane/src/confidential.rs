@@ -1,0 +1,160 @@
+//! Secrets inside objects (SFTPGo's `Secret`: `{"status", "payload", "key",
+//! "additional_data", "mode"}`, e.g. `filters.totp_config.secret` or a
+//! storage backend's credentials). Plain secrets sent by clients are sealed
+//! with the master key before they are stored; replies show them as
+//! `{"status": "Redacted"}` unless an admin with `*` asks for
+//! `confidential_data=1`; a redacted secret sent back (GET-modify-PUT) keeps
+//! the stored one.
+
+use serde_json::{Map, Value};
+
+/// Status of a secret in a reply that hides it.
+pub const REDACTED: &str = "Redacted";
+/// Status of a secret sealed with Ferry's master key.
+pub const SEALED_STATUS: &str = "AES-256-GCM";
+/// Status of a secret sent in the clear.
+pub const PLAIN: &str = "Plain";
+/// Associated data of sealed object secrets.
+const AAD: &str = "ferry object secret";
+
+static MASTER_KEY: std::sync::OnceLock<Option<crate::secrets::MasterKey>> =
+    std::sync::OnceLock::new();
+
+/// Makes `key` the process's key for object secrets (first call wins).
+pub fn install(key: Option<crate::secrets::MasterKey>) {
+    let _ = MASTER_KEY.set(key);
+}
+
+fn master_key() -> Option<&'static crate::secrets::MasterKey> {
+    MASTER_KEY.get().and_then(Option::as_ref)
+}
+
+/// True for an object shaped like SFTPGo's `Secret`.
+fn is_secret(m: &Map<String, Value>) -> bool {
+    m.get("status").is_some_and(Value::is_string)
+        && m.keys().all(|k| {
+            matches!(
+                k.as_str(),
+                "status" | "payload" | "key" | "additional_data" | "mode"
+            )
+        })
+}
+
+fn status(m: &Map<String, Value>) -> &str {
+    m.get("status").and_then(Value::as_str).unwrap_or("")
+}
+
+fn payload(m: &Map<String, Value>) -> &str {
+    m.get("payload").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Calls `f` on every secret in `v` with its JSON pointer.
+fn walk(v: &mut Value, path: &mut String, f: &mut dyn FnMut(&str, &mut Map<String, Value>)) {
+    match v {
+        Value::Object(m) if is_secret(m) => f(path, m),
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                walk(child, path, f);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                walk(child, path, f);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Hides every secret with a payload.
+pub fn redact(v: &mut Value) {
+    walk(v, &mut String::new(), &mut |_, m| {
+        if !payload(m).is_empty() || status(m) == SEALED_STATUS {
+            m.clear();
+            m.insert("status".into(), Value::String(REDACTED.into()));
+        }
+    });
+}
+
+/// Shows secrets sealed with Ferry's key as `Plain` (for
+/// `confidential_data=1`); others stay as stored.
+pub fn reveal(v: &mut Value) {
+    let Some(key) = master_key() else { return };
+    walk(v, &mut String::new(), &mut |_, m| {
+        if status(m) == SEALED_STATUS
+            && crate::secrets::is_sealed(payload(m))
+            && let Ok(plain) = crate::secrets::open(Some(key), payload(m), AAD)
+        {
+            m.insert("status".into(), Value::String(PLAIN.into()));
+            m.insert("payload".into(), Value::String(plain));
+        }
+    });
+}
+
+/// Readies secrets sent by a client for storage: a redacted one takes the
+/// stored value at the same place (`old`), a plain one is sealed with the
+/// master key when there is one.
+pub fn prepare(new: &mut Value, old: Option<&Value>, field: &str) -> Result<(), String> {
+    let mut err = None;
+    walk(new, &mut String::new(), &mut |path, m| {
+        if status(m) == REDACTED {
+            match old.and_then(|o| o.pointer(path)).and_then(Value::as_object) {
+                Some(stored) if is_secret(stored) && status(stored) != REDACTED => {
+                    *m = stored.clone();
+                }
+                _ => {
+                    err = Some(format!(
+                        "{field}{path}: a redacted secret can only be sent back where one is stored"
+                    ));
+                }
+            }
+        } else if status(m) == PLAIN
+            && !payload(m).is_empty()
+            && let Some(key) = master_key()
+        {
+            let sealed = crate::secrets::seal(key, payload(m), AAD);
+            m.clear();
+            m.insert("status".into(), Value::String(SEALED_STATUS.into()));
+            m.insert("payload".into(), Value::String(sealed));
+        }
+    });
+    err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn redact_keep_and_refuse() {
+        let stored = json!({"totp_config": {"enabled": true,
+                             "secret": {"status": "Plain", "payload": "JBSWY3DP"}},
+                            "allowed_ip": ["10.0.0.0/8"]});
+        let mut view = stored.clone();
+        redact(&mut view);
+        assert_eq!(view["totp_config"]["secret"], json!({"status": "Redacted"}));
+        assert_eq!(
+            view["allowed_ip"], stored["allowed_ip"],
+            "only secrets change"
+        );
+        let mut back = view.clone();
+        prepare(&mut back, Some(&stored), "filters").unwrap();
+        assert_eq!(back, stored, "a redacted secret keeps the stored one");
+        let err = prepare(&mut view.clone(), None, "filters").unwrap_err();
+        assert!(err.contains("filters/totp_config/secret"), "{err}");
+        // Not secrets: objects with other keys, empty payloads.
+        let mut other =
+            json!({"x": {"status": "Plain", "note": "n"}, "y": {"status": "", "payload": ""}});
+        let before = other.clone();
+        redact(&mut other);
+        assert_eq!(other, before);
+    }
+}
