@@ -83,9 +83,49 @@ where
     Ok(stored)
 }
 
-/// The fleet's host keys (ed25519, RSA 3072, ECDSA P-256), generated on
-/// first start.
-pub async fn host_keys(store: &Store, key: Option<&MasterKey>) -> anyhow::Result<Vec<String>> {
+/// Host keys from files (`sftpd.host_keys`), checked.
+fn host_key_files(files: &[std::path::PathBuf], data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    files
+        .iter()
+        .map(|f| {
+            let path = data_dir.join(f);
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("sftpd.host_keys: cannot read {}: {e}", path.display())
+            })?;
+            let key = PrivateKey::from_openssh(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "sftpd.host_keys: {} is not an unencrypted OpenSSH private key: {e}",
+                    path.display()
+                )
+            })?;
+            anyhow::ensure!(
+                !key.is_encrypted(),
+                "sftpd.host_keys: {} is encrypted with a passphrase",
+                path.display()
+            );
+            info!(
+                algorithm = %key.algorithm(),
+                fingerprint = %key.public_key().fingerprint(Default::default()),
+                file = %path.display(),
+                "host key"
+            );
+            Ok(pem)
+        })
+        .collect()
+}
+
+/// The fleet's host keys: from `sftpd.host_keys` files when set, else
+/// ed25519, RSA 3072 and ECDSA P-256 keys generated on first start and kept
+/// in the database.
+pub async fn host_keys(
+    store: &Store,
+    key: Option<&MasterKey>,
+    files: &[std::path::PathBuf],
+    data_dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    if !files.is_empty() {
+        return host_key_files(files, data_dir);
+    }
     let mut keys = Vec::new();
     for (name, kind) in [
         ("host_key_ed25519", "ed25519"),

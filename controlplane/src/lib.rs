@@ -156,7 +156,13 @@ pub async fn start_controlplane(
         info!(file = %path.display(), added = r.added, "memory provider loaded");
     }
     confidential::install(opts.master_key.clone());
-    let host_keys = bootstrap::host_keys(&store, opts.master_key.as_ref()).await?;
+    let host_keys = bootstrap::host_keys(
+        &store,
+        opts.master_key.as_ref(),
+        &opts.sftpd.host_keys,
+        &opts.data_dir,
+    )
+    .await?;
     let jwt_key = bootstrap::jwt_key(&store, opts.master_key.as_ref()).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;
     let dummy_hash = passwords::hash(random_token(16))

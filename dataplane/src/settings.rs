@@ -175,6 +175,12 @@ pub struct SftpdConfig {
     /// JSON file listing revoked certificates by SHA256 fingerprint
     /// ("SHA256:..."), re-read when it changes. Read by the control plane.
     pub revoked_user_certs_file: PathBuf,
+    /// Private host key files (OpenSSH format, e.g. SFTPGo's id_ed25519,
+    /// id_ecdsa, id_rsa; relative to the data directory). When set they are
+    /// the fleet's host keys instead of the generated ones kept in the
+    /// database, so clients of a previous server see the same keys. Read by
+    /// the control plane.
+    pub host_keys: Vec<PathBuf>,
 }
 
 impl Default for SftpdConfig {
@@ -191,6 +197,7 @@ impl Default for SftpdConfig {
             max_auth_tries: 0,
             trusted_user_ca_keys: Vec::new(),
             revoked_user_certs_file: PathBuf::new(),
+            host_keys: Vec::new(),
         }
     }
 }

@@ -205,3 +205,57 @@ fn object_secrets_are_sealed_redacted_and_kept_on_update() {
     assert_eq!(secret["status"], "AES-256-GCM", "{secret}");
     assert!(!dump.to_string().contains("JBSWY3DPEHPK3PXP"));
 }
+
+#[test]
+fn host_key_files_replace_the_generated_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for kind in ["ed25519", "ecdsa"] {
+        let path = dir.path().join(format!("id_{kind}"));
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        files.push(path);
+    }
+    let list = files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (_proc, _, port) = serve(
+        dir.path(),
+        &dir.path().join("data"),
+        &[("FERRY_SFTPD__HOST_KEYS", &list)],
+        "files.log",
+    );
+    // What a client sees is exactly the keys of those files.
+    let out = Command::new("ssh-keyscan")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "ed25519,ecdsa,rsa",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
+    for f in &files {
+        let public = std::fs::read_to_string(format!("{}.pub", f.display())).unwrap();
+        let blob = public.split_whitespace().nth(1).unwrap();
+        assert!(seen.contains(blob), "{} offered: {seen}", f.display());
+    }
+    assert!(!seen.contains("ssh-rsa"), "no generated RSA key: {seen}");
+    let err = refused(
+        &dir.path().join("data2"),
+        &[("FERRY_SFTPD__HOST_KEYS", "/nonexistent/id_rsa")],
+    );
+    assert!(
+        err.contains("sftpd.host_keys") && err.contains("/nonexistent/id_rsa"),
+        "{err}"
+    );
+}
