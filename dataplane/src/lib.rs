@@ -105,9 +105,15 @@ impl RunningEdge {
 /// stderr or in a rotated file; `FERRY_LOG` (or `RUST_LOG`) filters,
 /// default `info`.
 pub fn init_logging(args: &logging::LogArgs) -> anyhow::Result<()> {
+    init_logging_at(args, "info")
+}
+
+/// Like [`init_logging`] with another default level (one-shot commands log
+/// only warnings unless `FERRY_LOG`/`RUST_LOG` asks for more).
+pub fn init_logging_at(args: &logging::LogArgs, default_level: &str) -> anyhow::Result<()> {
     let filter = std::env::var("FERRY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .event_format(logging::JsonLines)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
