@@ -184,7 +184,10 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     // One-shot commands print their result; their logs are warnings only.
-    let one_shot = !matches!(cli.command, Command::Serve { .. } | Command::Controlplane { .. });
+    let one_shot = !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Controlplane { .. }
+    );
     ferry_dataplane::init_logging_at(&cli.log, if one_shot { "warn" } else { "info" })?;
     let mut settings: Settings = ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     let mut grace_time = 0;

@@ -593,7 +593,7 @@ fn documented(max_body: usize) -> (Router<Arc<AppState>>, utoipa::openapi::OpenA
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
     let restore = OpenApiRouter::new()
-        .routes(routes!(loaddata))
+        .routes(routes!(loaddata, loaddata_file))
         .layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES));
     let rest = OpenApiRouter::new()
         .routes(routes!(version))
@@ -1098,10 +1098,21 @@ async fn loaddata(
             ApiError::bad_request(rej.body_text())
         }
     })?;
-    let mut doc: serde_json::Value = serde_json::from_slice(&body)
+    restore_bytes(&state, &admin, &body, mode, scan).await
+}
+
+/// Restores a backup given as bytes (request body or backup file).
+async fn restore_bytes(
+    state: &AppState,
+    admin: &Admin,
+    body: &[u8],
+    mode: crate::backup::Mode,
+    scan: crate::backup::ScanQuota,
+) -> Result<Json<LoadReply>, ApiError> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the backup is not valid JSON: {e}")))?;
     integral_numbers(&mut doc);
-    let outcome = crate::backup::restore(&state, &doc, mode, scan)
+    let outcome = crate::backup::restore(state, &doc, mode, scan)
         .await
         .map_err(|e| match e {
             crate::backup::RestoreError::Invalid(m) => ApiError::bad_request(m),
@@ -1121,6 +1132,84 @@ async fn loaddata(
         skipped: outcome.report.skipped,
         notes: outcome.notes,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LoadFileParams {
+    /// A backup in the backups directory: its file name, or its absolute
+    /// path there.
+    #[serde(rename = "input-file")]
+    input_file: Option<String>,
+    /// 0: no scan, 1: scan every restored user, 2: only users with quota limits.
+    #[serde(rename = "scan-quota")]
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 2)]
+    scan_quota: Option<String>,
+    /// 0: add and replace, 1: add new objects only, 2: as 0 and disconnect
+    /// replaced users.
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 2)]
+    mode: Option<String>,
+}
+
+/// `GET /api/v2/loaddata?input-file=`: restores a backup file from the
+/// backups directory (SFTPGo reads any absolute path; Ferry only its backups
+/// directory, so the API cannot be made to read other server files).
+#[utoipa::path(
+    get,
+    path = "/api/v2/loaddata",
+    tag = "maintenance",
+    params(LoadFileParams),
+    responses((status = 200, body = LoadReply)),
+    security(("BearerAuth" = []), ("APIKeyAuth" = []))
+)]
+async fn loaddata_file(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    params: Result<Query<LoadFileParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LoadReply>, ApiError> {
+    admin.require("*")?;
+    let params = query(params)?;
+    let mode = crate::backup::Mode::parse(params.mode.as_deref()).map_err(ApiError::bad_request)?;
+    let scan = crate::backup::ScanQuota::parse(params.scan_quota.as_deref())
+        .map_err(ApiError::bad_request)?;
+    let given = params.input_file.unwrap_or_default();
+    if given.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "missing input-file: the name of a backup in the backups directory",
+        ));
+    }
+    let name = match std::path::Path::new(&given) {
+        p if p.is_absolute() => p
+            .strip_prefix(&state.backups_dir)
+            .ok()
+            .and_then(|rest| rest.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "input-file {given:?} is not in the backups directory {}",
+                    state.backups_dir.display()
+                ))
+            })?,
+        _ => given.clone(),
+    };
+    crate::backup::check_file_name(&name)
+        .map_err(|e| ApiError::bad_request(e.replace("output-file", "input-file")))?;
+    let path = state.backups_dir.join(&name);
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("backup {name:?} not found")))?;
+    if meta.len() > MAX_RESTORE_BYTES as u64 {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "backups larger than {MAX_RESTORE_BYTES} bytes cannot be restored over HTTP: use ferry loaddata"
+            ),
+        ));
+    }
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot read {name:?}: {e}")))?;
+    restore_bytes(&state, &admin, &bytes, mode, scan).await
 }
 
 /// Sort order of lists (by name).

@@ -121,6 +121,32 @@ fn dump_load_round_trip_is_identical_and_keeps_credentials() {
         assert_eq!(r.status, 400, "{bad:?}: {:?}", r.body);
     }
     assert!(!a.dir.path().join("data/escape.json").exists());
+    // GET loaddata reads backups from that directory only.
+    let r = api.call(
+        "GET",
+        "/api/v2/loaddata?input-file=nightly.json&mode=1",
+        None,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (r.body["added"].as_u64(), r.body["skipped"].as_u64()),
+        (Some(0), Some(5))
+    );
+    let r = api.call(
+        "GET",
+        &format!("/api/v2/loaddata?input-file={}&mode=1", file.display()),
+        None,
+    );
+    assert_eq!(r.status, 200, "an absolute path inside works: {:?}", r.body);
+    for bad in ["/etc/passwd", "../ferry.db", ""] {
+        let r = api.call("GET", &format!("/api/v2/loaddata?input-file={bad}"), None);
+        assert_eq!(r.status, 400, "{bad:?}: {:?}", r.body);
+    }
+    assert_eq!(
+        api.call("GET", "/api/v2/loaddata?input-file=none.json", None)
+            .status,
+        404
+    );
 
     // Restore into a fresh instance: the dump comes back identical.
     let b = Topology::serve().unwrap();

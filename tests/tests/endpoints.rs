@@ -317,11 +317,14 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
             200,
             "quota_scans",
         ),
-        case("GET", "/api/v2/dumpdata?output-data=1", None, 200, "*").invalid(
-            "/api/v2/dumpdata?output-file=../x",
+        case(
+            "GET",
+            "/api/v2/dumpdata?output-file=saved.json",
             None,
-            "output-file",
-        ),
+            200,
+            "*",
+        )
+        .invalid("/api/v2/dumpdata?output-file=../x", None, "output-file"),
         case(
             "POST",
             "/api/v2/loaddata",
@@ -334,6 +337,19 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
             Some(json!({"users": [{"username": "x"}]})),
             "users[0]",
         ),
+        case(
+            "GET",
+            "/api/v2/loaddata?input-file=saved.json",
+            None,
+            200,
+            "*",
+        )
+        .invalid(
+            "/api/v2/loaddata?input-file=/etc/passwd",
+            None,
+            "backups directory",
+        )
+        .missing("/api/v2/loaddata?input-file=nope.json", None),
         case("GET", "/api/v2/status", None, 200, "view_status"),
         case("GET", "/api/v2/connections", None, 200, "view_conns"),
         case(
