@@ -477,11 +477,13 @@ fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
         temp_uploads(&home).is_empty().then_some(())
     });
     assert!(cleaned.is_some(), "temporary upload left:\n{}", t.logs());
-    assert!(
-        t.logs().contains("upload of a vanished edge recovered"),
-        "{}",
+    // The edge removes the file, then settles and logs: wait for the log.
+    let settled = wait_for(Duration::from_secs(15), || {
         t.logs()
-    );
+            .contains("upload of a vanished edge recovered")
+            .then_some(())
+    });
+    assert!(settled.is_some(), "{}", t.logs());
     assert_eq!(api.usage("kim"), (0, 0));
     assert_eq!(disk_usage(&home), (0, 0));
 
