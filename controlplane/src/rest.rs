@@ -33,6 +33,18 @@ pub struct Message {
     pub message: String,
 }
 
+/// A 201 reply with `Location` (and SFTPGo's `X-Object-ID` when given).
+fn created(body: impl Serialize, location: &str, object_id: Option<&str>) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(Ok(v)) = object_id.map(HeaderValue::from_str) {
+        resp.headers_mut().insert("x-object-id", v);
+    }
+    resp
+}
+
 fn msg(text: &str) -> Json<Message> {
     Json(Message {
         message: text.to_string(),
@@ -917,23 +929,16 @@ async fn add_api_key(
         .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     state.store.add_api_key(key).await?;
     tracing::info!(admin = admin.0.username, key_id, "API key added");
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(ApiKeyCreated {
+    Ok(created(
+        ApiKeyCreated {
             message:
                 "API key created. This is the only time the API key is visible, please save it."
                     .into(),
             key: format!("{key_id}.{secret}"),
-        }),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/apikeys/{key_id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&key_id) {
-        resp.headers_mut().insert("x-object-id", v);
-    }
-    Ok(resp)
+        },
+        &format!("/api/v2/apikeys/{key_id}"),
+        Some(&key_id),
+    ))
 }
 
 #[utoipa::path(
@@ -1364,18 +1369,13 @@ async fn add_user(
         username = row.data.username,
         "user added"
     );
-    let location = format!("/api/v2/users/{}", row.data.username);
     let folders = state.store.user_folders(row.id).await?;
     let groups = state.store.user_groups(row.id).await?;
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(UserView::full(&row, &folders, &groups).redacted()),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(created(
+        UserView::full(&row, &folders, &groups).redacted(),
+        &format!("/api/v2/users/{}", row.data.username),
+        None,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -1518,11 +1518,11 @@ async fn add_group(
         group = row.data.name,
         "group added"
     );
-    let mut resp = (StatusCode::CREATED, Json(group_view(&state, &row).await?)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/groups/{}", row.data.name)) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(created(
+        group_view(&state, &row).await?,
+        &format!("/api/v2/groups/{}", row.data.name),
+        None,
+    ))
 }
 
 #[utoipa::path(
@@ -1642,16 +1642,11 @@ async fn add_folder(
         folder = row.data.name,
         "folder added"
     );
-    let location = format!("/api/v2/folders/{}", row.data.name);
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(FolderView::new(&row, Vec::new()).redacted()),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(created(
+        FolderView::new(&row, Vec::new()).redacted(),
+        &format!("/api/v2/folders/{}", row.data.name),
+        None,
+    ))
 }
 
 #[utoipa::path(
@@ -1841,15 +1836,11 @@ async fn add_admin(
     })?;
     tracing::info!(admin = admin.0.username, username, "admin added");
     let row = state.store.admin(username.clone()).await?;
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(crate::admins::AdminView::from(&row).redacted()),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v2/admins/{username}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(created(
+        crate::admins::AdminView::from(&row).redacted(),
+        &format!("/api/v2/admins/{username}"),
+        None,
+    ))
 }
 
 #[utoipa::path(

@@ -341,21 +341,29 @@ fn group_folders_of(
             ),
         ))
         .load(c)?;
-    Ok(rows
-        .into_iter()
-        .map(|(f, (virtual_path, quota_size, quota_files))| {
-            let folder = f.data.name.clone();
-            (
-                f,
-                Mapping {
-                    folder,
-                    virtual_path,
-                    quota_size,
-                    quota_files,
-                },
-            )
-        })
-        .collect())
+    Ok(mounts(rows))
+}
+
+/// A mapping row as queried (folder, then virtual path and limits) as a
+/// mount.
+fn mount(
+    f: FolderRow,
+    (virtual_path, quota_size, quota_files): (String, i64, i64),
+) -> (FolderRow, Mapping) {
+    let folder = f.data.name.clone();
+    (
+        f,
+        Mapping {
+            folder,
+            virtual_path,
+            quota_size,
+            quota_files,
+        },
+    )
+}
+
+fn mounts(rows: Vec<(FolderRow, (String, i64, i64))>) -> Mounts {
+    rows.into_iter().map(|(f, m)| mount(f, m)).collect()
 }
 
 /// A user's memberships, primary first.
@@ -924,21 +932,7 @@ impl Store {
                     ),
                 ))
                 .load(c)?;
-            Ok(rows
-                .into_iter()
-                .map(|(f, (virtual_path, quota_size, quota_files))| {
-                    let folder = f.data.name.clone();
-                    (
-                        f,
-                        Mapping {
-                            folder,
-                            virtual_path,
-                            quota_size,
-                            quota_files,
-                        },
-                    )
-                })
-                .collect())
+            Ok(mounts(rows))
         })
         .await
     }
@@ -1400,20 +1394,11 @@ impl Store {
                     Default::default();
                 let mut user_maps: std::collections::HashMap<i64, Vec<(FolderRow, Mapping)>> =
                     Default::default();
-                for (user_id, f, (virtual_path, quota_size, quota_files)) in mappings {
+                for (user_id, f, m) in mappings {
                     if let Some(n) = name_of.get(&user_id) {
                         folder_users.entry(f.id).or_default().push(n.clone());
                     }
-                    let folder = f.data.name.clone();
-                    user_maps.entry(user_id).or_default().push((
-                        f,
-                        Mapping {
-                            folder,
-                            virtual_path,
-                            quota_size,
-                            quota_files,
-                        },
-                    ));
+                    user_maps.entry(user_id).or_default().push(mount(f, m));
                 }
                 let users = user_rows
                     .into_iter()

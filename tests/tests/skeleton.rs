@@ -623,10 +623,21 @@ fn times_and_ownership_of_uploads() {
     }
 }
 
-#[test]
-fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
+/// A user's password column in a serve topology's SQLite database.
+fn stored_password(db: &std::path::Path, name: &str) -> String {
     use diesel::prelude::*;
     use ferry_schema::users;
+    let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    users::table
+        .filter(users::username.eq(name))
+        .select(users::password)
+        .first::<Option<String>>(&mut c)
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[test]
+fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
     let t = Topology::serve().unwrap();
     let api = t.api();
     // sha512crypt from glibc, md5crypt from OpenSSL, pbkdf2 from Python.
@@ -644,15 +655,7 @@ fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
         ),
     ];
     let db = t.dir.path().join("data/ferry.db");
-    let stored = |name: &str| -> String {
-        let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-        users::table
-            .filter(users::username.eq(name))
-            .select(users::password)
-            .first::<Option<String>>(&mut c)
-            .unwrap()
-            .unwrap_or_default()
-    };
+    let stored = |name: &str| stored_password(&db, name);
     for (name, plain, hash) in cases {
         let mut u = user_json(name, plain, &t.home(name));
         u["password"] = json!(hash);
@@ -701,8 +704,6 @@ fn legacy_hashes_log_in_and_are_upgraded_to_argon2id() {
 
 #[test]
 fn bcrypt_can_be_the_preferred_hash_and_argon2_parameters_are_checked() {
-    use diesel::prelude::*;
-    use ferry_schema::users;
     let t = Topology::serve_with(&[
         (
             "FERRY_DATA_PROVIDER__PASSWORD_HASHING__ALGO".into(),
@@ -716,15 +717,7 @@ fn bcrypt_can_be_the_preferred_hash_and_argon2_parameters_are_checked() {
     .unwrap();
     let api = t.api();
     let db = t.dir.path().join("data/ferry.db");
-    let stored = |name: &str| -> String {
-        let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-        users::table
-            .filter(users::username.eq(name))
-            .select(users::password)
-            .first::<Option<String>>(&mut c)
-            .unwrap()
-            .unwrap_or_default()
-    };
+    let stored = |name: &str| stored_password(&db, name);
     api.add_user(user_json("bea", "bea-pw", &t.home("bea")));
     assert!(stored("bea").starts_with("$2b$05$"), "{}", stored("bea"));
     let (ok, out) = sftp1(t.sftp_port(), "bea", &pw("bea-pw"), "pwd");
