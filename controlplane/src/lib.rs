@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod passwords;
 pub mod provider;
 pub mod quota;
+pub mod redb_store;
 pub mod rest;
 pub mod secrets;
 pub mod store;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Which SQL backend a store talks to.
+/// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -13,6 +13,21 @@ pub enum Backend {
     Mysql,
     /// SQLite in memory: nothing is kept across restarts.
     Memory,
+    /// redb, an embedded key/value file (the role bbolt plays for SFTPGo).
+    Redb,
+}
+
+impl Backend {
+    /// The `data_provider.driver` value naming this backend.
+    pub fn driver(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgresql => "postgresql",
+            Backend::Mysql => "mysql",
+            Backend::Memory => "memory",
+            Backend::Redb => "redb",
+        }
+    }
 }
 
 /// `data_provider`: the database holding users, folders, admins.
@@ -21,11 +36,13 @@ pub enum Backend {
 )]
 #[serde(deny_unknown_fields, default)]
 pub struct DataProviderConfig {
-    /// `sqlite` (default), `postgresql`, `mysql` (MySQL and MariaDB) or
-    /// `memory` (nothing kept across restarts).
+    /// `sqlite` (default), `postgresql`, `mysql` (MySQL and MariaDB),
+    /// `redb` (embedded key/value file) or `memory` (nothing kept across
+    /// restarts).
     pub driver: String,
-    /// SQLite: database file, relative to the data directory (default
-    /// `ferry.db`). PostgreSQL/MySQL: database name (default `ferry`).
+    /// SQLite/redb: database file, relative to the data directory (default
+    /// `ferry.db` / `ferry.redb`). PostgreSQL/MySQL: database name (default
+    /// `ferry`).
     /// Memory: an optional backup file loaded at start and on SIGHUP.
     pub name: String,
     /// Server host (default 127.0.0.1).
@@ -108,8 +125,13 @@ impl DataProviderConfig {
             "postgresql" | "postgres" => Ok(Backend::Postgresql),
             "mysql" | "mariadb" => Ok(Backend::Mysql),
             "memory" => Ok(Backend::Memory),
+            "redb" => Ok(Backend::Redb),
+            "bolt" => anyhow::bail!(
+                "data_provider.driver \"bolt\": ferry cannot read bbolt files; use driver \"redb\" \
+                 (ferry's embedded store) and move the data with SFTPGo's dumpdata and `ferry loaddata`"
+            ),
             other => anyhow::bail!(
-                "data_provider.driver {other:?} is not supported: use sqlite, postgresql, mysql or memory"
+                "data_provider.driver {other:?} is not supported: use sqlite, postgresql, mysql, redb or memory"
             ),
         }
     }
@@ -151,11 +173,11 @@ impl DataProviderConfig {
                 pool_size: 1,
             });
         }
-        if backend == Backend::Sqlite {
-            let name = if self.name.is_empty() {
-                "ferry.db"
-            } else {
-                &self.name
+        if matches!(backend, Backend::Sqlite | Backend::Redb) {
+            let name = match (self.name.is_empty(), backend) {
+                (false, _) => &self.name,
+                (true, Backend::Sqlite) => "ferry.db",
+                (true, _) => "ferry.redb",
             };
             let path = if Path::new(name).is_absolute() {
                 Path::new(name).to_path_buf()
@@ -168,7 +190,7 @@ impl DataProviderConfig {
                 .to_string();
             return Ok(Target {
                 backend,
-                describe: format!("sqlite database {url}"),
+                describe: format!("{} database {url}", backend.driver()),
                 url,
                 pool_size,
             });
@@ -300,5 +322,14 @@ mod tests {
         assert!(format!("{:#}", seven.target(Path::new("/d")).err().unwrap()).contains("sslmode"));
         let bad = cfg(&[("FERRY_DATA_PROVIDER__DRIVER", "oracle")]).unwrap();
         assert!(bad.target(Path::new("/d")).is_err());
+        let bolt = cfg(&[("FERRY_DATA_PROVIDER__DRIVER", "bolt")]).unwrap();
+        let msg = format!("{:#}", bolt.target(Path::new("/d")).err().unwrap());
+        assert!(msg.contains("redb") && msg.contains("loaddata"), "{msg}");
+        let redb = cfg(&[("FERRY_DATA_PROVIDER__DRIVER", "redb")]).unwrap();
+        let t = redb.target(Path::new("/d")).unwrap();
+        assert_eq!(
+            (t.backend, t.url.as_str()),
+            (Backend::Redb, "/d/ferry.redb")
+        );
     }
 }

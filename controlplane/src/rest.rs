@@ -2169,12 +2169,7 @@ async fn status(
     admin: Admin,
 ) -> Result<Json<StatusReply>, ApiError> {
     admin.require("view_status")?;
-    let driver = match state.store.backend() {
-        crate::provider::Backend::Sqlite => "sqlite",
-        crate::provider::Backend::Postgresql => "postgresql",
-        crate::provider::Backend::Mysql => "mysql",
-        crate::provider::Backend::Memory => "memory",
-    };
+    let driver = state.store.backend().driver();
     let (active, error) = match state.store.ping().await {
         Ok(()) => (true, String::new()),
         Err(e) => (false, e.to_string()),

@@ -1,6 +1,10 @@
-//! The store: users, admins and fleet settings in SQLite through diesel and an
-//! r2d2 pool. diesel is synchronous, so every query runs on the blocking pool
-//! via [`Store::run`]; async code never touches a connection directly.
+//! The store: users, groups, folders, admins, API keys and fleet settings.
+//! [`Store`] forwards each operation to the configured backend: [`SqlStore`]
+//! (SQLite, PostgreSQL, MySQL/MariaDB and the in-memory SQLite of the memory
+//! provider, through diesel and an r2d2 pool) or the redb file
+//! ([`crate::redb_store`]). Both are synchronous underneath, so every
+//! operation runs on the blocking pool; async code never touches a
+//! connection or transaction directly.
 
 use std::path::Path;
 use std::time::Duration;
@@ -46,7 +50,16 @@ impl From<DieselError> for StoreError {
 }
 
 /// The columns of a user except its id, as stored.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(table_name = users, treat_none_as_null = true)]
 pub struct UserData {
     pub username: String,
@@ -84,6 +97,21 @@ pub struct UserData {
     pub updated_at: i64,
 }
 
+impl UserData {
+    /// This user with `live`'s usage counters (a restore replacing a user
+    /// keeps what it has used).
+    pub fn with_usage_of(&self, live: &UserData) -> UserData {
+        UserData {
+            used_quota_size: live.used_quota_size,
+            used_quota_files: live.used_quota_files,
+            last_quota_update: live.last_quota_update,
+            used_upload_data_transfer: live.used_upload_data_transfer,
+            used_download_data_transfer: live.used_download_data_transfer,
+            ..self.clone()
+        }
+    }
+}
+
 /// A stored user.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -94,7 +122,16 @@ pub struct UserRow {
 }
 
 /// The columns of an admin except its id.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(table_name = admins)]
 pub struct AdminData {
     pub username: String,
@@ -120,7 +157,16 @@ pub struct AdminRow {
 }
 
 /// The columns of a virtual folder except its id.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(table_name = folders)]
 pub struct FolderData {
     pub name: String,
@@ -143,7 +189,16 @@ pub struct FolderRow {
 }
 
 /// The columns of an API key except its id; `api_key` is the hash.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(table_name = api_keys, treat_none_as_null = true)]
 pub struct ApiKeyData {
     pub key_id: String,
@@ -220,7 +275,16 @@ fn api_key_rows(c: &mut DbConnection, keys: Vec<ApiKeyData>) -> Result<Vec<ApiKe
 }
 
 /// The columns of a group except its id.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(table_name = user_groups)]
 pub struct GroupData {
     pub name: String,
@@ -496,7 +560,7 @@ pub struct RestoreReport {
 }
 
 /// Prefixes a store error with the object it concerns.
-fn about(what: &str, e: StoreError) -> StoreError {
+pub(crate) fn about(what: &str, e: StoreError) -> StoreError {
     match e {
         StoreError::Invalid(m) => StoreError::Invalid(format!("{what}: {m}")),
         StoreError::AlreadyExists(m) => {
@@ -568,6 +632,11 @@ impl diesel::r2d2::ManageConnection for Manager {
                 diesel::MysqlConnection::establish(&self.url)
                     .map_err(diesel::r2d2::Error::ConnectionError)?,
             ),
+            Backend::Redb => {
+                return Err(diesel::r2d2::Error::ConnectionError(
+                    diesel::ConnectionError::BadConnection("redb is not an SQL backend".into()),
+                ));
+            }
         };
         Ok(conn)
     }
@@ -583,9 +652,10 @@ impl diesel::r2d2::ManageConnection for Manager {
     }
 }
 
-/// Handle to the database; cheap to clone.
+/// The SQL backends (and the memory provider) through diesel; cheap to
+/// clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqlStore {
     pool: Pool<Manager>,
     backend: Backend,
     /// The memory provider's first connection, held so the in-memory
@@ -593,11 +663,10 @@ pub struct Store {
     _anchor: Option<std::sync::Arc<std::sync::Mutex<DbConnection>>>,
 }
 
-impl Store {
+impl SqlStore {
     /// Connects to the configured database and brings its schema to this
     /// binary's version (refusing a schema newer than the binary).
-    pub fn open(cfg: &DataProviderConfig, data_dir: &Path) -> anyhow::Result<Self> {
-        let target = cfg.target(data_dir)?;
+    fn open(target: crate::provider::Target) -> anyhow::Result<Self> {
         let manager = Manager {
             backend: target.backend,
             url: target.url,
@@ -1586,6 +1655,151 @@ impl Store {
     }
 }
 
+/// Handle to the configured database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Sql(SqlStore),
+    Redb(crate::redb_store::RedbStore),
+}
+
+impl Store {
+    /// Connects to the configured database and brings its schema to this
+    /// binary's version (refusing a schema newer than the binary).
+    pub fn open(cfg: &DataProviderConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let target = cfg.target(data_dir)?;
+        if matches!(target.backend, Backend::Sqlite | Backend::Redb) {
+            create_private(Path::new(&target.url))?;
+        }
+        let inner = match target.backend {
+            Backend::Redb => Inner::Redb(crate::redb_store::RedbStore::open(
+                target.url.into(),
+                &target.describe,
+            )?),
+            _ => Inner::Sql(SqlStore::open(target)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match &self.inner {
+            Inner::Sql(s) => s.backend(),
+            Inner::Redb(_) => Backend::Redb,
+        }
+    }
+
+    /// Returns the stored value of a fleet setting, creating it with `make`
+    /// when absent. Racing replicas agree: the first insert wins and everyone
+    /// reads it back.
+    pub async fn config_or_insert<F>(
+        &self,
+        name: &'static str,
+        make: F,
+    ) -> Result<String, StoreError>
+    where
+        F: FnOnce() -> Result<String, StoreError> + Send + 'static,
+    {
+        match &self.inner {
+            Inner::Sql(s) => s.config_or_insert(name, make).await,
+            Inner::Redb(s) => s.config_or_insert(name, make).await,
+        }
+    }
+}
+
+/// Creates a database file that does not exist yet as an empty file only
+/// its owner may read (it holds password hashes and, without a master key,
+/// host keys); both SQLite and redb start a new database in an empty file.
+/// An existing file keeps its mode.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot create the database file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// The store's operations, each forwarded to the backend in use (see the
+/// SQL and redb implementations for what each does).
+macro_rules! forward {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Store {
+            $(
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    match &self.inner {
+                        Inner::Sql(s) => s.$name($($arg),*).await,
+                        Inner::Redb(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    fn ping(&self) -> ();
+    fn user(&self, username: String) -> UserRow;
+    fn users(&self, offset: i64, limit: i64, order: Order) -> Vec<UserRow>;
+    fn add_user(&self, data: UserData, mappings: Vec<NewMapping>) -> UserRow;
+    fn update_user(&self, id: i64, data: UserData, mappings: Vec<NewMapping>) -> ();
+    fn add_user_full(&self, w: UserWrite) -> UserRow;
+    fn update_user_full(&self, id: i64, w: UserWrite) -> ();
+    fn user_groups(&self, user_id: i64) -> Vec<GroupRef>;
+    fn member_groups(&self, user_id: i64) -> Vec<MemberGroup>;
+    fn group(&self, name: String) -> GroupRow;
+    fn groups(&self, offset: i64, limit: i64, order: Order) -> Vec<GroupRow>;
+    fn group_details(&self, group_id: i64) -> (Mounts, Vec<String>);
+    fn add_group(&self, data: GroupData, mappings: Vec<Mapping>) -> GroupRow;
+    fn update_group(&self, id: i64, data: GroupData, mappings: Vec<Mapping>) -> ();
+    fn delete_group(&self, name: String) -> ();
+    fn user_folders(&self, user_id: i64) -> Mounts;
+    fn folder(&self, name: String) -> FolderRow;
+    fn folders(&self, offset: i64, limit: i64, order: Order) -> Vec<FolderRow>;
+    fn folder_users(&self, folder_id: i64) -> Vec<String>;
+    fn add_folder(&self, data: FolderData) -> FolderRow;
+    fn update_folder(&self, id: i64, description: String, path: String, filesystem: String) -> ();
+    fn delete_folder(&self, name: String) -> ();
+    fn set_quota_usage(&self, username: String, folder: String, size: i64, files: i64, when_ms: i64) -> ();
+    fn add_folder_quota_usage(&self, name: String, size_delta: i64, files_delta: i64, when_ms: i64) -> ();
+    fn delete_user(&self, username: String) -> ();
+    fn set_last_login(&self, username: String, when_ms: i64) -> ();
+    fn replace_password(&self, username: String, old: String, new: String) -> bool;
+    fn add_quota_usage(&self, username: String, size_delta: i64, files_delta: i64, when_ms: i64) -> ();
+    fn admin(&self, username: String) -> AdminRow;
+    fn count_admins(&self) -> i64;
+    fn add_admin(&self, data: AdminData) -> ();
+    fn admins(&self, offset: i64, limit: i64, order: Order) -> Vec<AdminRow>;
+    fn update_admin(&self, id: i64, data: AdminData) -> ();
+    fn delete_admin(&self, username: String) -> ();
+    fn set_admin_last_login(&self, username: String, when_ms: i64) -> ();
+    fn api_key(&self, key_id: String) -> ApiKeyRow;
+    fn api_keys(&self, offset: i64, limit: i64, order: Order) -> Vec<ApiKeyRow>;
+    fn add_api_key(&self, key: NewApiKey) -> ();
+    fn update_api_key(&self, key: NewApiKey) -> ();
+    fn delete_api_key(&self, key_id: String) -> ();
+    fn touch_api_key(&self, key_id: String, when_ms: i64) -> ();
+    fn dump(&self) -> DumpRows;
+    fn restore(&self, plan: RestorePlan, add_only: bool) -> RestoreReport;
+    fn replace_all(&self, plan: RestorePlan) -> RestoreReport;
+    fn revoke_token(&self, jti: String, expires_at: i64) -> ();
+    fn is_token_revoked(&self, jti: String) -> bool;
+    fn replace_config(&self, name: &'static str, old: String, new: String) -> bool;
+    fn checkpoint(&self) -> ();
+}
+
 /// Writes a validated backup inside the caller's transaction.
 fn restore_in(
     c: &mut DbConnection,
@@ -1695,12 +1909,7 @@ fn restore_in(
                 continue;
             }
             Some(old) => {
-                let mut data = u.clone();
-                data.used_quota_size = old.data.used_quota_size;
-                data.used_quota_files = old.data.used_quota_files;
-                data.last_quota_update = old.data.last_quota_update;
-                data.used_upload_data_transfer = old.data.used_upload_data_transfer;
-                data.used_download_data_transfer = old.data.used_download_data_transfer;
+                let data = u.with_usage_of(&old.data);
                 diesel::update(users::table.find(old.id))
                     .set(&data)
                     .execute(c)

@@ -1,5 +1,5 @@
-//! `ferry serve` on each SQL backend: the same admin, user and SFTP flow on
-//! SQLite (the other suites), PostgreSQL and MariaDB.
+//! `ferry serve` on each backend: the same admin, user and SFTP flow on
+//! SQLite (the other suites), PostgreSQL, MariaDB and redb.
 
 use std::time::Duration;
 
@@ -58,6 +58,62 @@ fn serve_on_mariadb() {
     assert!(t.logs().contains("Mysql"), "{}", t.logs());
     login_and_transfer(&t);
     drop(t);
+}
+
+/// redb: the flow, the file kept across a hard kill, and a second process
+/// refused while the server owns the file.
+#[test]
+fn serve_on_redb() {
+    let keep = tempfile::tempdir().unwrap();
+    let file = keep.path().join("fleet.redb");
+    let env = vec![
+        (
+            "FERRY_DATA_PROVIDER__DRIVER".to_string(),
+            "redb".to_string(),
+        ),
+        (
+            "FERRY_DATA_PROVIDER__NAME".to_string(),
+            file.display().to_string(),
+        ),
+    ];
+    let dump = |data_dir: &std::path::Path| {
+        std::process::Command::new(bin("ferry"))
+            .arg("dumpdata")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let t = Topology::serve_with(&env).unwrap();
+    let r = t.api().call("GET", "/api/v2/status", None);
+    assert_eq!(r.body["data_provider"]["driver"], "redb", "{:?}", r.body);
+    login_and_transfer(&t);
+    assert!(file.exists() && !t.dir.path().join("data/ferry.db").exists());
+    let out = dump(&t.dir.path().join("data"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("open in another process"), "{err}");
+    let before = t.api().call("GET", "/api/v2/users/dora", None).body;
+    let mut first = t;
+    first.procs[0].kill(); // SIGKILL: no clean shutdown; the homes stay
+
+    // Everything committed survived; the next server serves it.
+    let t = Topology::serve_with(&env).unwrap();
+    let after = t.api().call("GET", "/api/v2/users/dora", None).body;
+    assert!(before["last_login"].as_i64().unwrap() > 0, "{before}");
+    assert_eq!(after, before);
+    let (ok, out) = sftp1(t.sftp_port(), "dora", &pw("dora-pw"), "ls -l");
+    assert!(ok && out.contains("f.bin"), "{out}");
+    let data_dir = t.dir.path().join("data");
+    let mut t = t;
+    t.procs[0].terminate();
+    assert!(t.procs[0].wait_exit(Duration::from_secs(20)).is_some());
+    let out = dump(&data_dir);
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["users"][0]["username"], "dora", "{doc}");
+    drop(first);
 }
 
 #[test]
