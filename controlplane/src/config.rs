@@ -28,6 +28,8 @@ pub struct Settings {
     pub grpc: GrpcConfig,
     /// Protection of the secrets stored in the database.
     pub kms: crate::secrets::KmsConfig,
+    /// How HTTP(S) hooks are called.
+    pub http: crate::hooks::HttpClientConfig,
 }
 
 /// `httpd`: the REST API (also `/healthz`).

@@ -1,13 +1,24 @@
 //! Running SFTPGo-style hooks: a setting is either an absolute program path
 //! (run without a shell, hook data in `SFTPGO_*` environment variables,
-//! output on stdout) or an `http://` URL (JSON over HTTP). Every run has a
-//! deadline; a hook that hangs is killed, one that crashes or prints garbage
-//! is an error the caller turns into a refusal — never a hang of the login
-//! path.
+//! output on stdout) or an `http://`/`https://` URL (JSON over HTTP). Every
+//! run has a deadline; a hook that hangs is killed, one that crashes or
+//! prints garbage is an error the caller turns into a refusal — never a hang
+//! of the login path.
+//!
+//! HTTP hooks share one client (connections are reused) whose TLS trusts the
+//! system's certificate authorities plus `http.ca_certificates` (SFTPGo's
+//! `http` section); `http.skip_tls_verify` accepts any certificate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use anyhow::Context;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use tokio::io::AsyncReadExt;
 use tracing::warn;
@@ -28,19 +39,16 @@ impl Hook {
         if value.is_empty() {
             return Ok(None);
         }
-        if value.starts_with("http://") {
+        if value.starts_with("http://") || value.starts_with("https://") {
+            let url = reqwest::Url::parse(value)
+                .map_err(|e| anyhow::anyhow!("{key}: {value:?} is not a valid URL: {e}"))?;
+            anyhow::ensure!(url.host().is_some(), "{key}: {value:?} names no host");
             return Ok(Some(Hook::Http(value.to_string())));
-        }
-        if value.starts_with("https://") {
-            anyhow::bail!(
-                "{key}: https hook URLs are not supported yet; use an http:// URL on a trusted \
-                 network or a program"
-            );
         }
         let path = PathBuf::from(value);
         anyhow::ensure!(
             path.is_absolute(),
-            "{key}: {value:?} must be an absolute program path or an http:// URL"
+            "{key}: {value:?} must be an absolute program path or an http(s):// URL"
         );
         Ok(Some(Hook::Program(path)))
     }
@@ -129,6 +137,147 @@ pub async fn run_program(
     }
 }
 
+/// `http`: how HTTP hooks are called (SFTPGo's `http` section).
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpClientConfig {
+    /// PEM files of certificate authorities trusted for https hooks besides
+    /// the system's (relative paths are under the data directory).
+    pub ca_certificates: Vec<PathBuf>,
+    /// Accept any certificate from https hooks. Only for test setups: anyone
+    /// on the network path can then answer in the hook's place.
+    pub skip_tls_verify: bool,
+}
+
+static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+
+/// Builds the hooks' HTTP client from the settings (once per process: the
+/// first call wins). Unreadable CA files stop the start.
+pub fn install_http_client(cfg: &HttpClientConfig, data_dir: &Path) -> anyhow::Result<()> {
+    let client = build_client(cfg, data_dir)?;
+    let _ = CLIENT.set(client);
+    Ok(())
+}
+
+fn client() -> Result<&'static reqwest::Client, String> {
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let c =
+        build_client(&HttpClientConfig::default(), Path::new(".")).map_err(|e| format!("{e:#}"))?;
+    Ok(CLIENT.get_or_init(|| c))
+}
+
+fn build_client(cfg: &HttpClientConfig, data_dir: &Path) -> anyhow::Result<reqwest::Client> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS settings")?;
+    let tls = if cfg.skip_tls_verify {
+        warn!("http.skip_tls_verify is on: https hooks accept any certificate");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            warn!(error = %e, "cannot read some system certificate authorities");
+        }
+        roots.add_parsable_certificates(native.certs);
+        for path in &cfg.ca_certificates {
+            let file = data_dir.join(path);
+            let certs = CertificateDer::pem_file_iter(&file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!("http.ca_certificates: cannot read {}: {e}", file.display())
+                })?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "http.ca_certificates: {} holds no PEM certificate",
+                file.display()
+            );
+            for c in certs {
+                roots.add(c).map_err(|e| {
+                    anyhow::anyhow!("http.ca_certificates: {}: {e}", file.display())
+                })?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("HTTP client for hooks")
+}
+
+/// `http.skip_tls_verify`: any certificate is accepted, but the handshake's
+/// signatures are still checked (the peer holds the key it presents).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The chain of causes of an HTTP error (reqwest's own text hides why a
+/// TLS handshake failed).
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Calls an HTTP hook: `body` as JSON (POST) or none (GET), `query` appended.
 pub async fn call_http(
     name: &str,
@@ -137,27 +286,24 @@ pub async fn call_http(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("{name}: {e}"))?;
+    let client = client().map_err(|e| format!("{name}: {e}"))?;
     let req = match body {
         Some(b) => client.post(url).json(b),
         None => client.get(url),
     };
     let resp = req
         .query(query)
+        .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("{name}: {url}: {e}"))?;
+        .map_err(|e| format!("{name}: {url}: {}", causes(&e)))?;
     let status = resp.status().as_u16() as i32;
     let mut body = Vec::new();
     let mut resp = resp;
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| format!("{name}: {url}: {e}"))?
+        .map_err(|e| format!("{name}: {url}: {}", causes(&e)))?
     {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > MAX_OUTPUT {
@@ -183,6 +329,11 @@ mod tests {
             Hook::parse("k", "http://127.0.0.1:9/auth").unwrap(),
             Some(Hook::Http("http://127.0.0.1:9/auth".into()))
         );
+        assert_eq!(
+            Hook::parse("k", "https://hooks.example/auth").unwrap(),
+            Some(Hook::Http("https://hooks.example/auth".into()))
+        );
+        assert!(Hook::parse("k", "https://").is_err());
         assert!(
             Hook::parse("data_provider.external_auth_hook", "hooks/auth.sh")
                 .unwrap_err()

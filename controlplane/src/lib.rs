@@ -94,6 +94,8 @@ pub struct ControlPlaneOptions {
     pub rest: rest::RestSettings,
     /// Seals the secrets stored in the database (`kms.secrets`).
     pub master_key: Option<secrets::MasterKey>,
+    /// How HTTP(S) hooks are called (`http`).
+    pub http: hooks::HttpClientConfig,
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -146,6 +148,7 @@ pub async fn start_controlplane(
     let auth =
         auth::AuthSettings::from_config(&opts.sftpd, &opts.data_provider, &opts.post_connect_hook)?;
     let defender = defender::Defender::new(opts.defender.clone())?;
+    hooks::install_http_client(&opts.http, &opts.data_dir)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let store = open_store(&opts.data_provider, &opts.data_dir).await?;

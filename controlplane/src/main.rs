@@ -379,6 +379,7 @@ async fn run() -> anyhow::Result<()> {
             post_connect_hook: settings.common.post_connect_hook.clone(),
             rest: settings.rest()?,
             master_key: settings.kms.secrets.master_key()?,
+            http: settings.http.clone(),
         },
         stop(),
     )

@@ -32,6 +32,7 @@ pub const ALL_SECTIONS: &[&str] = &[
     "httpd",
     "grpc",
     "kms",
+    "http",
     "edge",
     "telemetry",
 ];

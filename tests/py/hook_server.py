@@ -2,7 +2,8 @@
 protocol: POST /auth (external auth), GET /connect (post-connect),
 POST /login (post-login, recorded). Prints its port, then serves.
 
-usage: hook_server.py HOME_ROOT RECORD_FILE
+usage: hook_server.py HOME_ROOT RECORD_FILE [CERT_FILE KEY_FILE]
+(with a certificate and key it serves HTTPS)
 """
 import json
 import sys
@@ -75,5 +76,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 4:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -48,19 +48,58 @@ fn ki_login(port: u16, user: &str, answers: &str) -> bool {
 
 /// Starts tests/py/hook_server.py; returns it and its base URL.
 fn hook_server(dir: &Path, record: &Path) -> (std::process::Child, String) {
+    hook_server_tls(dir, record, None)
+}
+
+/// The hook server, over HTTPS with `(cert, key)`.
+fn hook_server_tls(
+    dir: &Path,
+    record: &Path,
+    tls: Option<(&Path, &Path)>,
+) -> (std::process::Child, String) {
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/hook_server.py");
-    let mut child = Command::new("python3")
-        .arg(server)
-        .arg(dir.join("homes"))
-        .arg(record)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(server).arg(dir.join("homes")).arg(record);
+    if let Some((cert, key)) = tls {
+        cmd.arg(cert).arg(key);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut first)
         .unwrap();
-    (child, format!("http://127.0.0.1:{}", first.trim()))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    (child, format!("{scheme}://127.0.0.1:{}", first.trim()))
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 signed
+/// by it, made with openssl: returns (ca.pem, server cert, server key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &str| {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {}", describe(&out));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    run(&format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=ferry-test-ca"
+    ));
+    run(&format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+         -days 2 -extfile san.ext",
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }
 
 /// Steps with paramiko (tests/py/ssh_auth.py), optionally from `src`.
@@ -284,6 +323,62 @@ fn hooks_over_http() {
     );
     assert_eq!(connect_from(port, "127.0.0.2")["result"], "closed");
     assert_eq!(connect_from(port, "127.0.0.3")["result"], "ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// https hooks: trusted through `http.ca_certificates`, refused (and the
+/// login with them) when the certificate is not trusted, accepted blindly
+/// with `http.skip_tls_verify`.
+#[test]
+fn hooks_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let record = dir.path().join("logins.txt");
+    let (mut child, base) = hook_server_tls(dir.path(), &record, Some((&cert, &key)));
+    assert!(base.starts_with("https://"));
+    let hook = (
+        "FERRY_DATA_PROVIDER__EXTERNAL_AUTH_HOOK".to_string(),
+        format!("{base}/auth"),
+    );
+    let trusted = [
+        hook.clone(),
+        (
+            "FERRY_HTTP__CA_CERTIFICATES".to_string(),
+            ca.display().to_string(),
+        ),
+    ];
+    let t = Topology::serve_with(&trusted).unwrap();
+    assert!(login(t.sftp_port(), "web", "web-pw"), "{}", t.logs());
+    assert!(!login(t.sftp_port(), "web", "nope"));
+    drop(t);
+
+    // Without the CA the hook's certificate is unknown: no login, and the
+    // log says why.
+    let t = Topology::serve_with(std::slice::from_ref(&hook)).unwrap();
+    assert!(!login(t.sftp_port(), "web", "web-pw"));
+    let logs = t.logs();
+    assert!(logs.contains("UnknownIssuer"), "{logs}");
+    drop(t);
+
+    let blind = [
+        hook,
+        (
+            "FERRY_HTTP__SKIP_TLS_VERIFY".to_string(),
+            "true".to_string(),
+        ),
+    ];
+    let t = Topology::serve_with(&blind).unwrap();
+    assert!(login(t.sftp_port(), "web", "web-pw"), "{}", t.logs());
+    assert!(t.logs().contains("skip_tls_verify is on"));
+    drop(t);
+
+    // A CA file that is not one stops the start with its name.
+    let not_pem = dir.path().join("san.ext");
+    let out = serve_with_setting("FERRY_HTTP__CA_CERTIFICATES", not_pem.to_str().unwrap());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.ca_certificates"), "{err}");
     let _ = child.kill();
     let _ = child.wait();
 }
