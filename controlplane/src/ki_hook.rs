@@ -183,14 +183,30 @@ async fn exchange(
     inbound: &mut Streaming<KiEdgeMessage>,
     tx: &Outbound,
 ) -> Result<(), String> {
-    let user = match state.store.user(start.username.clone()).await {
-        Ok(u) => u,
-        Err(StoreError::NotFound) => return Err("no such user".into()),
+    let stored = match state.store.user(start.username.clone()).await {
+        Ok(u) => Some(u),
+        Err(StoreError::NotFound) => None,
         Err(e) => return Err(e.to_string()),
     };
-    let ip = crate::auth::client_ip(&start.remote_address)
-        .map(|i| i.to_string())
-        .unwrap_or_default();
+    let ip = crate::auth::client_ip(&start.remote_address);
+    // As SFTPGo does, the pre-login hook runs before the exchange: it may
+    // create, change or disable the user the exchange is about (a disabled
+    // user is refused when the result is applied).
+    let user = match &state.auth.hooks.pre_login {
+        Some(pre) => crate::login_hooks::pre_login(
+            state,
+            pre,
+            &start.username,
+            stored,
+            "keyboard-interactive",
+            ip,
+        )
+        .await
+        .map_err(|e| format!("pre-login hook: {e}"))?,
+        None => stored,
+    }
+    .ok_or_else(|| "no such user".to_string())?;
+    let ip = ip.map(|i| i.to_string()).unwrap_or_default();
     let hash = user.data.password.clone().unwrap_or_default();
     match hook {
         Hook::Program(path) => {

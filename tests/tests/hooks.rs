@@ -438,15 +438,36 @@ echo '{"instruction":"one-time code","questions":["Code: "],"echos":[true]}'
 read code
 if [ "$code" = 424242 ]; then echo '{"auth_result":1}'; else echo '{"auth_result":-1}'; fi"#,
     );
-    let t = Topology::serve_with(&env(&[(
-        "FERRY_SFTPD__KEYBOARD_INTERACTIVE_AUTH_HOOK",
-        &ki,
-    )]))
+    // The pre-login hook runs before the exchange, as in SFTPGo: it can
+    // create the user the exchange checks the password of, or disable one.
+    let pre = script(
+        hooks.path(),
+        "pre.sh",
+        &format!(
+            r#"[ "$SFTPGO_LOGIND_METHOD" = keyboard-interactive ] || exit 1
+case "$SFTPGO_LOGIND_USER" in
+  '{{"id":0,"username":"late"}}') echo '{{"home_dir":"{h}/late","password":"late-pw","permissions":{{"/":["*"]}}}}' ;;
+  *'"username":"frozen"'*) echo '{{"status":0}}' ;;
+esac"#,
+            h = hooks.path().join("homes").display()
+        ),
+    );
+    let t = Topology::serve_with(&env(&[
+        ("FERRY_SFTPD__KEYBOARD_INTERACTIVE_AUTH_HOOK", &ki),
+        ("FERRY_DATA_PROVIDER__PRE_LOGIN_HOOK", &pre),
+    ]))
     .unwrap();
     let api = t.api();
     api.add_user(user_json("kira", "kira-pw", &t.home("kira")));
     api.add_user(user_json("garbled", "garbled-pw", &t.home("garbled")));
+    api.add_user(user_json("frozen", "frozen-pw", &t.home("frozen")));
     let port = t.sftp_port();
+    assert!(ki_login(port, "late", "late-pw|424242"), "{}", t.logs());
+    assert!(!ki_login(port, "frozen", "frozen-pw|424242"));
+    assert_eq!(
+        api.call("GET", "/api/v2/users/frozen", None).body["status"],
+        0
+    );
     assert!(ki_login(port, "kira", "kira-pw|424242"));
     assert!(!ki_login(port, "kira", "kira-pw|000000"), "wrong code");
     assert!(!ki_login(port, "kira", "wrong|424242"), "wrong password");
