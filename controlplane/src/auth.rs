@@ -457,6 +457,35 @@ pub async fn login_with(
     }
 }
 
+/// A connection that ended without trying a credential (SFTPGo's
+/// `no_auth_tried`): the failed-connection line, the metric, the defender's
+/// `score_no_auth`, and the post-login hook with an empty user.
+pub fn no_auth(state: &std::sync::Arc<AppState>, n: &ferry_proto::edge::v1::ConnectionWithoutAuth) {
+    const METHOD: &str = "no_auth_tried";
+    let ip = client_ip(&n.remote_address);
+    crate::metrics::METRICS.no_auth.inc();
+    info!(
+        sender = "connection_failed",
+        client_ip = ip.map(|i| i.to_string()).unwrap_or_default(),
+        username = "",
+        login_type = METHOD,
+        protocol = "SSH",
+        error = n.reason,
+        remote_address = n.remote_address,
+        "login failed"
+    );
+    if let Some(ip) = ip
+        && state.defender.record(ip, crate::defender::Event::NoAuth)
+    {
+        warn!(
+            remote_address = n.remote_address,
+            "client address banned by the defender"
+        );
+        state.fleet.broadcast(&state.defender.bans_message());
+    }
+    crate::login_hooks::post_login(state, "", None, METHOD, ip, false);
+}
+
 /// The rules, in order (the caller has refused banned addresses): method
 /// switches, the user, their filters and methods, the credential, the
 /// account.

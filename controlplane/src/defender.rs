@@ -23,6 +23,8 @@ pub enum Event {
     LoginFailed,
     /// A limit such as max_sessions was reached.
     LimitExceeded,
+    /// A connection ended without trying to log in.
+    NoAuth,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +133,7 @@ impl Defender {
             Event::NoSuchUser => self.cfg.score_invalid,
             Event::LoginFailed => self.cfg.score_valid,
             Event::LimitExceeded => self.cfg.score_limit_exceeded,
+            Event::NoAuth => self.cfg.score_no_auth,
         };
         if score == 0 {
             return false;

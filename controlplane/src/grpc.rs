@@ -266,6 +266,7 @@ fn handle_edge_message(state: &Arc<AppState>, edge_id: &str, msg: EdgeMessage) {
             state.fleet.connection_closed(&c.connection_id)
         }
         Some(edge_message::Kind::SessionEnded(s)) => state.fleet.release_lease(&s.lease_id),
+        Some(edge_message::Kind::NoAuth(n)) => crate::auth::no_auth(state, &n),
         Some(edge_message::Kind::QuotaScanned(done)) => {
             let state = state.clone();
             tokio::spawn(async move { crate::quota::scan_done(&state, done).await });

@@ -11,6 +11,8 @@ pub struct ControlMetrics {
     /// `keyboard-interactive`, `publickey+password`, …) and outcome (`ok`,
     /// `ko`).
     pub logins: IntCounterVec,
+    /// Connections that ended without trying to log in.
+    pub no_auth: prometheus::IntCounter,
     pub dataprovider_availability: IntGauge,
     pub edges_attached: IntGauge,
     pub defender_banned_hosts: IntGauge,
@@ -43,8 +45,15 @@ pub static METRICS: LazyLock<ControlMetrics> = LazyLock::new(|| {
     };
     prometheus::register(Box::new(logins.clone())).expect("registered once");
     prometheus::register(Box::new(reserve_wait.clone())).expect("registered once");
+    let no_auth = prometheus::IntCounter::with_opts(Opts::new(
+        "ferry_no_auth_total",
+        "Connections that ended without trying to log in.",
+    ))
+    .expect("valid metric");
+    prometheus::register(Box::new(no_auth.clone())).expect("registered once");
     ControlMetrics {
         logins,
+        no_auth,
         dataprovider_availability: gauge(
             "ferry_dataprovider_availability",
             "1 when the database answered the last check.",

@@ -69,6 +69,9 @@ pub struct DefenderConfig {
     pub score_valid: u32,
     /// Score of a login refused because a limit (max_sessions) was reached.
     pub score_limit_exceeded: u32,
+    /// Score of a connection that ended without trying to log in (port
+    /// scanners, `ssh-keyscan`); 0 (the default) ignores them.
+    pub score_no_auth: u32,
     /// Minutes over which scores add up.
     pub observation_time: u64,
     /// Addresses tracked before old entries are dropped.
@@ -88,6 +91,7 @@ impl Default for DefenderConfig {
             score_invalid: 2,
             score_valid: 1,
             score_limit_exceeded: 3,
+            score_no_auth: 0,
             observation_time: 30,
             entries_soft_limit: 100,
             entries_hard_limit: 150,

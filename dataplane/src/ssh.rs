@@ -222,8 +222,19 @@ pub async fn accept_loop(
                     }
                 }
             }
-            let handler = SshHandler::new(ctx, client);
+            let handler = SshHandler::new(ctx.clone(), client);
             let authenticated = handler.authenticated.clone();
+            let tried = handler.tried.clone();
+            // SFTPGo's `no_auth_tried`: the control plane logs it, scores it
+            // (`score_no_auth`) and tells the post-login hook.
+            let no_auth = |reason: String| {
+                ctx.control.send_event(edge_message::Kind::NoAuth(
+                    ferry_proto::edge::v1::ConnectionWithoutAuth {
+                        remote_address: client.to_string(),
+                        reason,
+                    },
+                ));
+            };
             let started = tokio::time::timeout_at(
                 deadline,
                 russh::server::run_stream(config, stream, handler),
@@ -233,10 +244,12 @@ pub async fn accept_loop(
                 Ok(Ok(running)) => running,
                 Ok(Err(e)) => {
                     debug!(%client, error = %e, "ssh handshake failed");
+                    no_auth(format!("ssh handshake failed: {e}"));
                     return;
                 }
                 Err(_) => {
                     info!(%client, "connection closed: no SSH handshake within the deadline");
+                    no_auth("no SSH handshake within the deadline".into());
                     return;
                 }
             };
@@ -261,8 +274,14 @@ pub async fn accept_loop(
                     running.await
                 }
             };
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 debug!(%client, error = %e, "ssh session ended with an error");
+            }
+            if !tried.load(Ordering::Relaxed) {
+                no_auth(match result {
+                    Err(e) => format!("closed without trying to log in: {e}"),
+                    Ok(()) => "closed without trying to log in".into(),
+                });
             }
         });
     }
@@ -322,6 +341,8 @@ pub struct SshHandler {
     )>,
     /// Set once authentication succeeded (the 2-minute deadline).
     authenticated: Arc<std::sync::atomic::AtomicBool>,
+    /// Set at the first credential the client tries ("none" aside).
+    tried: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SshHandler {
@@ -349,6 +370,7 @@ impl SshHandler {
             ki_state: String::new(),
             ki_stream: None,
             authenticated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tried: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -384,6 +406,7 @@ impl SshHandler {
     }
 
     async fn login(&mut self, user: &str, credential: login_request::Credential) -> Auth {
+        self.tried.store(true, Ordering::Relaxed);
         let offer_only =
             matches!(&credential, login_request::Credential::PublicKey(k) if !k.verified);
         let Some(req) = self.login_request(user, credential) else {
@@ -402,6 +425,7 @@ impl SshHandler {
     /// One keyboard-interactive round through the control plane's hook
     /// stream: `answers` None starts the attempt.
     async fn ki_hook_round(&mut self, user: &str, answers: Option<Vec<String>>) -> Auth {
+        self.tried.store(true, Ordering::Relaxed);
         use ferry_proto::edge::v1::{KiEdgeMessage, ki_control_message, ki_edge_message};
         match answers {
             None => {

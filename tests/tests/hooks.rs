@@ -289,6 +289,76 @@ echo "$SFTPGO_LOGIND_STATUS $SFTPGO_LOGIND_METHOD $SFTPGO_LOGIND_IP $SFTPGO_LOGI
     assert_eq!(connect_from(port, "127.0.0.3")["result"], "ok");
 }
 
+/// A connection that ends without trying to log in (a scanner, a
+/// handshake-only client) is SFTPGo's `no_auth_tried`: logged as a failed
+/// connection, counted, scored by the defender (`score_no_auth`) and passed
+/// to the post-login hook with an empty user.
+#[test]
+fn connections_without_a_login_attempt() {
+    let hooks = tempfile::tempdir().unwrap();
+    let record = hooks.path().join("logins.txt");
+    let post_login = script(
+        hooks.path(),
+        "post-login.sh",
+        &format!(
+            r#"echo "$SFTPGO_LOGIND_STATUS $SFTPGO_LOGIND_METHOD $SFTPGO_LOGIND_IP $SFTPGO_LOGIND_USER" >> {}"#,
+            record.display()
+        ),
+    );
+    let mut vars = env(&[("FERRY_DATA_PROVIDER__POST_LOGIN_HOOK", &post_login)]);
+    for (k, v) in [
+        ("FERRY_COMMON__DEFENDER__ENABLED", "true"),
+        ("FERRY_COMMON__DEFENDER__THRESHOLD", "10"),
+        ("FERRY_COMMON__DEFENDER__SCORE_NO_AUTH", "5"),
+    ] {
+        vars.push((k.to_string(), v.to_string()));
+    }
+    let t = Topology::serve_with(&vars).unwrap();
+    let port = t.sftp_port();
+    // A handshake and nothing else, twice: 5 + 5 reaches the threshold.
+    assert_eq!(connect_from(port, "127.0.0.4")["result"], "ok");
+    assert_eq!(connect_from(port, "127.0.0.4")["result"], "ok");
+    // A TCP connection that never speaks SSH.
+    let raw = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    drop(raw);
+    let lines = wait_for(Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        (text.lines().count() >= 3).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("post-login hook calls\n{}", t.logs()));
+    assert!(lines.contains("0 no_auth_tried 127.0.0.4 "), "{lines}");
+    assert!(lines.contains("0 no_auth_tried 127.0.0.1 "), "{lines}");
+    assert!(lines.contains(r#""username":"""#), "{lines}");
+    let logs = t.logs();
+    assert!(
+        logs.contains(r#""sender":"connection_failed""#)
+            && logs.contains(r#""login_type":"no_auth_tried""#)
+            && logs.contains(r#""client_ip":"127.0.0.4""#),
+        "{logs}"
+    );
+    assert!(logs.contains("ssh handshake failed"), "{logs}");
+    let api = t.api();
+    let banned = wait_for(Duration::from_secs(10), || {
+        let hosts = api.call("GET", "/api/v2/defender/hosts", None).body;
+        hosts
+            .as_array()
+            .is_some_and(|l| l.iter().any(|h| h["ip"] == "127.0.0.4"))
+            .then_some(())
+    });
+    assert!(banned.is_some(), "{logs}");
+    assert_eq!(connect_from(port, "127.0.0.4")["result"], "closed");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", t.base()))
+        .unwrap()
+        .text()
+        .unwrap();
+    let count: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_no_auth_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 3.0, "{metrics}");
+}
+
 /// The HTTP variants, against a small Python service.
 #[test]
 fn hooks_over_http() {
