@@ -112,6 +112,7 @@ pub async fn open_store(
     data_dir: &std::path::Path,
 ) -> anyhow::Result<store::Store> {
     cfg.password_hashing.install().map_err(anyhow::Error::msg)?;
+    users::install_users_base_dir(&cfg.users_base_dir).map_err(anyhow::Error::msg)?;
     let (cfg, dir) = (cfg.clone(), data_dir.to_path_buf());
     let store = tokio::task::spawn_blocking(move || store::Store::open(&cfg, &dir)).await??;
     info!(backend = ?store.backend(), "database ready");

@@ -81,6 +81,10 @@ pub struct DataProviderConfig {
     /// Where `dumpdata` writes backup files (relative paths are under the
     /// data directory; default `backups`).
     pub backups_path: PathBuf,
+    /// Absolute directory under which a user without a `home_dir` gets
+    /// `<users_base_dir>/<username>` (SFTPGo's setting; empty: `home_dir`
+    /// is mandatory).
+    pub users_base_dir: String,
     /// How new password hashes are made.
     pub password_hashing: crate::passwords::HashingConfig,
 }
@@ -105,6 +109,7 @@ impl Default for DataProviderConfig {
             post_login_hook: String::new(),
             post_login_scope: 0,
             backups_path: PathBuf::from("backups"),
+            users_base_dir: String::new(),
             password_hashing: Default::default(),
         }
     }

@@ -229,6 +229,24 @@ fn abbreviate(s: &str) -> String {
     }
 }
 
+static USERS_BASE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets `data_provider.users_base_dir` for this process (the first call
+/// wins); empty leaves `home_dir` mandatory.
+pub fn install_users_base_dir(dir: &str) -> Result<(), String> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let path = std::path::PathBuf::from(dir);
+    if !path.is_absolute() {
+        return Err(format!(
+            "data_provider.users_base_dir {dir:?} must be an absolute path"
+        ));
+    }
+    let _ = USERS_BASE_DIR.set(path);
+    Ok(())
+}
+
 impl UserInput {
     /// Validates the input. `existing` is the stored user on update: the
     /// username cannot change, a missing password keeps the stored hash, and
@@ -236,14 +254,17 @@ impl UserInput {
     pub fn validate(self, existing: Option<&UserRow>) -> Result<ValidUser, String> {
         let username = settle_username(self.username, existing.map(|r| r.data.username.as_str()))?;
         validate_status(self.status)?;
-        if self.home_dir.is_empty() {
-            return Err("home_dir is mandatory".into());
+        let mut home_dir = self.home_dir;
+        if home_dir.is_empty()
+            && let Some(base) = USERS_BASE_DIR.get()
+        {
+            home_dir = base.join(&username).to_string_lossy().into_owned();
         }
-        if !std::path::Path::new(&self.home_dir).is_absolute() {
-            return Err(format!(
-                "home_dir {:?} must be an absolute path",
-                self.home_dir
-            ));
+        if home_dir.is_empty() {
+            return Err("home_dir is mandatory (or set data_provider.users_base_dir)".into());
+        }
+        if !std::path::Path::new(&home_dir).is_absolute() {
+            return Err(format!("home_dir {home_dir:?} must be an absolute path"));
         }
         for (name, v) in [
             ("uid", self.uid),
@@ -322,7 +343,7 @@ impl UserInput {
             status: self.status,
             password: carried.as_ref().and_then(|c| c.password.clone()),
             public_keys: serde_json::to_string(&keys).map_err(|e| e.to_string())?,
-            home_dir: self.home_dir,
+            home_dir,
             uid: self.uid,
             gid: self.gid,
             max_sessions: self.max_sessions,

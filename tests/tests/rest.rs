@@ -675,3 +675,46 @@ fn body_limit_and_token_lifetime_are_configurable() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("httpd.max_request_size"));
 }
+
+/// `data_provider.users_base_dir`: a user created without `home_dir` lives
+/// in `<base>/<username>` and can log in and upload there; a relative base
+/// stops the start.
+#[test]
+fn users_base_dir_gives_homes_to_users_without_one() {
+    let keep = tempfile::tempdir().unwrap();
+    let base = keep.path().join("base");
+    let t = Topology::serve_with(&[(
+        "FERRY_DATA_PROVIDER__USERS_BASE_DIR".to_string(),
+        base.display().to_string(),
+    )])
+    .unwrap();
+    let api = t.api();
+    let r = api.call(
+        "POST",
+        "/api/v2/users",
+        Some(&json!({"username": "basil", "password": "basil-pw",
+                     "permissions": {"/": ["*"]}})),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["home_dir"], base.join("basil").display().to_string());
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("f.txt");
+    std::fs::write(&src, "hello").unwrap();
+    let out = sftp_batch(
+        t.sftp_port(),
+        "basil",
+        &pw("basil-pw"),
+        &format!("put {} f.txt\n", src.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(base.join("basil/f.txt")).unwrap(),
+        "hello"
+    );
+
+    let out = serve_with_setting("FERRY_DATA_PROVIDER__USERS_BASE_DIR", "relative/base");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("users_base_dir"), "{err}");
+}
