@@ -111,6 +111,7 @@ impl EdgeControl for EdgeService {
                 max_auth_tries: self.state.auth.max_auth_tries,
                 post_connect_hook: self.state.auth.hooks.post_connect.is_some(),
                 keyboard_interactive_hook: self.state.auth.keyboard_interactive_hook.is_some(),
+                login_banner: self.state.login_banner.clone(),
             })),
         };
         for msg in [config, self.state.defender.bans_message()] {

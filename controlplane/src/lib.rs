@@ -50,6 +50,8 @@ pub struct AppState {
     pub host_keys: Vec<String>,
     /// SSH identification sent by edges (after `SSH-2.0-`).
     pub server_version: String,
+    /// `sftpd.login_banner_file`'s text (empty: none).
+    pub login_banner: String,
     /// HS256 key for REST tokens; stored in the database so every replica
     /// signs and verifies with the same one.
     pub jwt_key: Vec<u8>,
@@ -90,12 +92,51 @@ pub struct ControlPlaneOptions {
     pub defender: ferry_dataplane::settings::DefenderConfig,
     /// `common.post_connect_hook`.
     pub post_connect_hook: String,
+    /// `common.server_version` (empty: `Ferry_<version>`).
+    pub server_version: String,
     /// REST limits (`httpd.max_request_size`, `httpd.jwt_lifetime`).
     pub rest: rest::RestSettings,
     /// Seals the secrets stored in the database (`kms.secrets`).
     pub master_key: Option<secrets::MasterKey>,
     /// How HTTP(S) hooks are called (`http`).
     pub http: hooks::HttpClientConfig,
+}
+
+/// The SSH identification's software part: the setting, checked against
+/// RFC 4253 (printable ASCII, no spaces or '-'), or `Ferry_<version>`.
+fn server_version(setting: &str) -> anyhow::Result<String> {
+    if setting.is_empty() {
+        return Ok(format!("Ferry_{}", ferry_proto::VERSION));
+    }
+    anyhow::ensure!(
+        setting.len() <= 200 && setting.bytes().all(|b| b.is_ascii_graphic() && b != b'-'),
+        "common.server_version {setting:?}: use printable ASCII without spaces or '-' \
+         (at most 200 characters), e.g. \"SFTP_1.0\""
+    );
+    Ok(setting.to_string())
+}
+
+/// `sftpd.login_banner_file`'s text (relative paths under the data
+/// directory); empty setting: no banner.
+fn login_banner(file: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    const MAX: u64 = 64 * 1024;
+    if file.as_os_str().is_empty() {
+        return Ok(String::new());
+    }
+    let path = data_dir.join(file);
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("sftpd.login_banner_file: cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        meta.len() <= MAX,
+        "sftpd.login_banner_file: {} is larger than 64 KiB",
+        path.display()
+    );
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "sftpd.login_banner_file: {} is not UTF-8 text",
+            path.display()
+        )
+    })
 }
 
 /// A random URL-safe token of `bytes` random bytes.
@@ -150,6 +191,8 @@ pub async fn start_controlplane(
         auth::AuthSettings::from_config(&opts.sftpd, &opts.data_provider, &opts.post_connect_hook)?;
     let defender = defender::Defender::new(opts.defender.clone())?;
     hooks::install_http_client(&opts.http, &opts.data_dir)?;
+    let server_version = server_version(&opts.server_version)?;
+    let login_banner = login_banner(&opts.sftpd.login_banner_file, &opts.data_dir)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let store = open_store(&opts.data_provider, &opts.data_dir).await?;
@@ -177,7 +220,8 @@ pub async fn start_controlplane(
         store,
         fleet: fleet::Fleet::new(opts.lease_ttl),
         host_keys,
-        server_version: format!("Ferry_{}", ferry_proto::VERSION),
+        server_version,
+        login_banner,
         jwt_key,
         dummy_hash,
         verified: passwords::VerifiedCache::default(),

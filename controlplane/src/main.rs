@@ -377,6 +377,7 @@ async fn run() -> anyhow::Result<()> {
             sftpd: settings.sftpd.clone(),
             defender: settings.common.defender.clone(),
             post_connect_hook: settings.common.post_connect_hook.clone(),
+            server_version: settings.common.server_version.clone(),
             rest: settings.rest()?,
             master_key: settings.kms.secrets.master_key()?,
             http: settings.http.clone(),

@@ -604,11 +604,13 @@ impl diesel::r2d2::ManageConnection for Manager {
                 let mut c = diesel::SqliteConnection::establish(&self.url)
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets REST reads run while a login writes last_login;
-                // busy_timeout turns short write contention into waiting.
+                // busy_timeout turns short write contention into waiting
+                // (set first: switching to WAL needs a lock another
+                // process starting at the same time may hold).
                 // secure_delete: replaced values (a secret sealed in place)
                 // do not linger in free space.
                 c.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
                      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                      PRAGMA secure_delete = ON;",
                 )

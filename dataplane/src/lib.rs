@@ -8,6 +8,7 @@ pub mod bandwidth;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
@@ -204,6 +205,7 @@ pub async fn start_edge(
         config,
         runtime.fs,
         runtime.commands,
+        runtime.limits,
     ));
     let proxy = Arc::new(runtime.proxy);
     // Every listener stops when `shutdown` resolves.

@@ -299,6 +299,7 @@ impl EdgeControl for PortableControl {
                 max_auth_tries: 6,
                 post_connect_hook: false,
                 keyboard_interactive_hook: false,
+                login_banner: String::new(),
             })),
         };
         tx.send(Ok(config))

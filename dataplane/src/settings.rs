@@ -43,6 +43,15 @@ pub struct CommonConfig {
     /// Bans client addresses that fail to log in too often (read by the
     /// control plane; bans reach every edge).
     pub defender: DefenderConfig,
+    /// Connections one edge serves at once; 0: no limit.
+    pub max_total_connections: u32,
+    /// The software part of the SSH identification string clients see
+    /// (`SSH-2.0-<server_version>`); empty: `Ferry_<version>`. Read by the
+    /// control plane.
+    pub server_version: String,
+    /// Connections one edge serves at once from one client address
+    /// (default 20, as SFTPGo); 0: no limit.
+    pub max_per_host_connections: u32,
 }
 
 /// `common.defender`: failed logins scored per client address; an address
@@ -103,6 +112,9 @@ impl Default for CommonConfig {
     fn default() -> Self {
         Self {
             idle_timeout: 15,
+            max_total_connections: 0,
+            max_per_host_connections: 20,
+            server_version: String::new(),
             upload_mode: 0,
             setstat_mode: 0,
             umask: String::new(),
@@ -185,6 +197,10 @@ pub struct SftpdConfig {
     /// database, so clients of a previous server see the same keys. Read by
     /// the control plane.
     pub host_keys: Vec<PathBuf>,
+    /// A text file sent to clients before they authenticate (relative paths
+    /// are under the data directory; at most 64 KiB). Read by the control
+    /// plane.
+    pub login_banner_file: PathBuf,
 }
 
 impl Default for SftpdConfig {
@@ -202,6 +218,7 @@ impl Default for SftpdConfig {
             trusted_user_ca_keys: Vec::new(),
             revoked_user_certs_file: PathBuf::new(),
             host_keys: Vec::new(),
+            login_banner_file: PathBuf::new(),
         }
     }
 }
@@ -316,6 +333,7 @@ pub struct EdgeRuntime {
     pub fs: sftp::FsSettings,
     pub idle_timeout: Option<std::time::Duration>,
     pub commands: commands::EnabledCommands,
+    pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
 }
 
 impl CommonConfig {
@@ -347,6 +365,10 @@ impl CommonConfig {
             commands: sftpd
                 .enabled_commands()
                 .map_err(|e| anyhow::anyhow!("sftpd.{e}"))?,
+            limits: crate::limits::ConnectionLimits::new(
+                self.max_total_connections,
+                self.max_per_host_connections,
+            ),
         })
     }
 }

@@ -44,6 +44,7 @@ pub struct EdgeContext {
     as_root: bool,
     fs: crate::sftp::FsSettings,
     commands: crate::commands::EnabledCommands,
+    limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 impl EdgeContext {
@@ -53,6 +54,7 @@ impl EdgeContext {
         config: watch::Receiver<Option<Arc<EdgeConfig>>>,
         fs: crate::sftp::FsSettings,
         commands: crate::commands::EnabledCommands,
+        limits: Arc<crate::limits::ConnectionLimits>,
     ) -> Self {
         Self {
             control,
@@ -63,6 +65,7 @@ impl EdgeContext {
             as_root: crate::sftp::running_as_root(),
             fs,
             commands,
+            limits,
         }
     }
 
@@ -202,6 +205,15 @@ pub async fn accept_loop(
                 crate::metrics::METRICS.connections_refused.inc();
                 return;
             }
+            // Held until this task ends, whatever ends it.
+            let _slot = match ctx.limits.acquire(client.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    info!(%client, reason = %refusal, "connection refused");
+                    crate::metrics::METRICS.connections_refused.inc();
+                    return;
+                }
+            };
             let deadline = tokio::time::Instant::now() + AUTH_DEADLINE;
             let post_connect = ctx
                 .config
@@ -724,6 +736,17 @@ impl Drop for SshHandler {
 
 impl russh::server::Handler for SshHandler {
     type Error = russh::Error;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        let banner = self
+            .ctx
+            .config
+            .borrow()
+            .as_ref()
+            .map(|c| c.login_banner.clone())
+            .unwrap_or_default();
+        Ok((!banner.is_empty()).then_some(banner))
+    }
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(self.reject())

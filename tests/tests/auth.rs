@@ -434,3 +434,87 @@ print(round(time.time() - start), t.is_active())
     assert_eq!(parts.next(), Some("False"), "{}", describe(&out));
     assert!((110..=130).contains(&secs), "closed after {secs} s");
 }
+
+/// `common.max_per_host_connections` and `common.max_total_connections`: a
+/// connection over either limit is closed before the SSH handshake, and a
+/// place frees when a connection ends.
+#[test]
+fn connection_limits_per_address_and_in_total() {
+    let env = [
+        ("FERRY_COMMON__MAX_PER_HOST_CONNECTIONS", "2"),
+        ("FERRY_COMMON__MAX_TOTAL_CONNECTIONS", "3"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let t = Topology::serve_with(&env).unwrap();
+    t.api()
+        .add_user(user_json("dora", "dora-pw", &t.home("dora")));
+    let port = t.sftp_port();
+    let cred = pw("dora-pw");
+    let open = |src: &str| {
+        let mut s = OpenSftp::start_with(port, "dora", &cred, &[&format!("-oBindAddress={src}")]);
+        assert!(s.run_until("pwd", "Remote working directory", Duration::from_secs(30)));
+        s
+    };
+    let first = open("127.0.0.2");
+    let _second = open("127.0.0.2");
+    let attempt = |src: &str| auth_steps(port, "dora", &[password("dora-pw")], Some(src));
+    let s = attempt("127.0.0.2");
+    assert_eq!(s[0]["result"], "closed", "a third from one address: {s:?}");
+    let _third = open("127.0.0.3");
+    let s = attempt("127.0.0.4");
+    assert_eq!(s[0]["result"], "closed", "a fourth in all: {s:?}");
+    assert!(t.logs().contains("max_total_connections"), "{}", t.logs());
+    assert!(t.logs().contains("max_per_host_connections"));
+    // A connection that ends gives its place back.
+    drop(first);
+    let back = wait_for(Duration::from_secs(10), || {
+        authenticated(&attempt("127.0.0.4")).then_some(())
+    });
+    assert!(back.is_some(), "{}", t.logs());
+}
+
+/// `common.server_version` replaces the identification clients see, and
+/// `sftpd.login_banner_file` is shown before authentication; a version that
+/// SSH cannot carry stops the start.
+#[test]
+fn server_version_and_login_banner() {
+    let dir = tempfile::tempdir().unwrap();
+    let banner = dir.path().join("banner.txt");
+    std::fs::write(&banner, "Authorized use only.\nActivity is logged.\n").unwrap();
+    let env = [
+        ("FERRY_COMMON__SERVER_VERSION", "Acme_SFTP_2"),
+        ("FERRY_SFTPD__LOGIN_BANNER_FILE", banner.to_str().unwrap()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let t = Topology::serve_with(&env).unwrap();
+    t.api()
+        .add_user(user_json("dora", "dora-pw", &t.home("dora")));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import socket, sys, paramiko
+t = paramiko.Transport(socket.create_connection(("127.0.0.1", int(sys.argv[1])), 30))
+t.start_client(timeout=30)
+print(t.remote_version)
+t.auth_password("dora", "dora-pw")
+print(repr((t.get_banner() or b"").decode()))
+print(t.is_authenticated())
+"#,
+        )
+        .arg(t.sftp_port().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", describe(&out));
+    assert_eq!(lines[0], "SSH-2.0-Acme_SFTP_2");
+    assert_eq!(lines[1], r"'Authorized use only.\nActivity is logged.\n'");
+    assert_eq!(lines[2], "True");
+    drop(t);
+
+    let out = serve_with_setting("FERRY_COMMON__SERVER_VERSION", "Acme SFTP-2");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("common.server_version"), "{err}");
+}
