@@ -749,3 +749,62 @@ fn bcrypt_can_be_the_preferred_hash_and_argon2_parameters_are_checked() {
         assert!(err.contains(expected), "{key}={value}: {err}");
     }
 }
+
+/// A home whose path has spaces and non-ASCII letters works end to end; a
+/// file renamed onto an existing directory is refused and both stay as they
+/// were; two SFTP channels on one SSH connection work side by side.
+#[test]
+fn odd_homes_renames_onto_directories_and_two_sftp_channels() {
+    let t = Topology::serve().unwrap();
+    let home = t.dir.path().join("homes").join("dóra with spaces");
+    t.api().add_user(user_json("dora", "dora-pw", &home));
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("f.txt");
+    std::fs::write(&src, "hello").unwrap();
+    let out = sftp_batch(
+        t.sftp_port(),
+        "dora",
+        &pw("dora-pw"),
+        &format!("put {} f.txt\nmkdir d\n-rename f.txt d\n", src.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("remote rename \"/f.txt\" to \"/d\": Failure"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("f.txt")).unwrap(),
+        "hello"
+    );
+    assert!(home.join("d").is_dir());
+    assert_eq!(std::fs::read_dir(home.join("d")).unwrap().count(), 0);
+
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, paramiko
+t = paramiko.Transport(("127.0.0.1", int(sys.argv[1])))
+t.connect(username="dora", password="dora-pw")
+a = paramiko.SFTPClient.from_transport(t)
+b = paramiko.SFTPClient.from_transport(t)
+with a.open("a.txt", "w") as f:
+    f.write("from a")
+with b.open("b.txt", "w") as f:
+    f.write("from b")
+print(sorted(b.listdir(".")), b.open("a.txt").read().decode(), a.open("b.txt").read().decode())
+"#,
+        )
+        .arg(t.sftp_port().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "['a.txt', 'b.txt', 'd', 'f.txt'] from a from b",
+        "{}",
+        describe(&out)
+    );
+}
