@@ -129,6 +129,8 @@ pub struct SessionFilters {
     pub file_patterns: Vec<PatternsSpec>,
     pub max_upload_file_size: i64,
     pub bandwidth_limits: Vec<BandwidthLimit>,
+    /// Where relative paths start (cleaned; empty: "/").
+    pub start_directory: String,
 }
 
 fn list_of<T: serde::de::DeserializeOwned>(filters: &Value, field: &str) -> Result<Vec<T>, String> {
@@ -186,10 +188,26 @@ impl SessionFilters {
                 download_bandwidth: raw.download_bandwidth,
             });
         }
+        let start_directory = match filters.get("start_directory") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) if s.is_empty() => String::new(),
+            Some(Value::String(s)) if s.starts_with('/') => {
+                match ferry_proto::vpath::clean("/", s) {
+                    root if root == "/" => String::new(),
+                    clean => clean,
+                }
+            }
+            Some(v) => {
+                return Err(format!(
+                    "filters.start_directory must be an absolute path such as \"/inbox\", got {v}"
+                ));
+            }
+        };
         Ok(Self {
             file_patterns,
             max_upload_file_size: non_negative(filters, "max_upload_file_size")?,
             bandwidth_limits,
+            start_directory,
         })
     }
 
@@ -227,6 +245,15 @@ mod tests {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         assert_eq!(f.bandwidth_for(ip("10.1.1.1"), 100, 200), (5, 6));
         assert_eq!(f.bandwidth_for(ip("192.0.2.1"), 100, 200), (100, 200));
+        let start = |v: Value| SessionFilters::parse(&json!({"start_directory": v}));
+        assert_eq!(start(json!("/a/../b/")).unwrap().start_directory, "/b");
+        assert_eq!(start(json!("/")).unwrap().start_directory, "");
+        assert!(
+            start(json!("inbox"))
+                .unwrap_err()
+                .contains("start_directory")
+        );
+        assert!(start(json!(7)).is_err());
         let err = |v: Value| SessionFilters::parse(&v).unwrap_err();
         assert!(
             err(json!({"file_patterns": [{"path": "/", "denied_patterns": ["[x"]}]}))

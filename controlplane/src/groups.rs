@@ -352,6 +352,16 @@ pub fn merge(row: &mut UserRow, folders: &mut Vec<(FolderRow, Mapping)>, groups:
             {
                 filters.insert("max_upload_file_size".into(), v.clone());
             }
+            // start_directory: the primary group's, when the user has none.
+            if primary
+                && filters
+                    .get("start_directory")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                && let Some(v) = gf.get("start_directory")
+            {
+                filters.insert("start_directory".into(), v.clone());
+            }
         }
         for (f, m) in &g.folders {
             if !folders
@@ -497,7 +507,8 @@ mod tests {
                         "home_dir": "/data/%username%",
                         "max_sessions": 9, "quota_size": 1000,
                         "permissions": {"/": ["*"], "/docs": ["list"], "/pub": ["list", "download"]},
-                        "filters": {"denied_ip": ["10.0.0.2/32"], "denied_protocols": ["SSH"]}
+                        "filters": {"denied_ip": ["10.0.0.2/32"], "denied_protocols": ["SSH"],
+                                    "start_directory": "/inbox"}
                     }),
                 ),
                 group_type: PRIMARY,
@@ -508,7 +519,8 @@ mod tests {
                     "extra",
                     serde_json::json!({"home_dir": "/nope", "quota_files": 5,
                                        "permissions": {"/": ["*"], "/x": ["list"]},
-                                       "filters": {"denied_ip": ["10.0.0.2/32", "10.0.0.3/32"]}}),
+                                       "filters": {"denied_ip": ["10.0.0.2/32", "10.0.0.3/32"],
+                                                   "start_directory": "/not-from-a-secondary"}}),
                 ),
                 group_type: SECONDARY,
                 folders: vec![folder("x", "/x")],
@@ -537,6 +549,10 @@ mod tests {
         assert_eq!(
             filters["denied_ip"],
             serde_json::json!(["10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32"])
+        );
+        assert_eq!(
+            filters["start_directory"], "/inbox",
+            "the primary's, the user had none"
         );
         assert_eq!(filters["denied_protocols"], serde_json::json!(["SSH"]));
         let mounted: Vec<(&str, &str)> = folders

@@ -552,6 +552,7 @@ pub fn session_policy(
             .collect(),
         max_upload_file_size: filters.max_upload_file_size,
         virtual_folders: virtual_folders(folders),
+        start_directory: filters.start_directory,
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_proto::permissions::Operation;
-use ferry_proto::vpath;
+
 use russh::ChannelMsg;
 use russh::server::Msg;
 use sha2::Digest;
@@ -292,7 +292,7 @@ pub async fn run(channel: russh::Channel<Msg>, command: Command, ctx: CommandCon
     let (mut rx, tx) = channel.split();
     let (stdout, stderr, status) = match command {
         Command::Cd => (String::new(), String::new(), 0),
-        Command::Pwd => ("/\n".to_string(), String::new(), 0),
+        Command::Pwd => (format!("{}\n", ctx.rules.start_dir), String::new(), 0),
         Command::Unsupported { reason } => (String::new(), format!("{reason}\n"), EXIT_UNSUPPORTED),
         Command::Scp(_) => (String::new(), "scp runs on its own path\n".into(), 1),
         Command::Hash { algo, path: None } => {
@@ -361,7 +361,7 @@ async fn blocking<T: Send + 'static>(
 /// `sftpgo-copy`: a file or a tree (symlinks skipped) to a path that does
 /// not exist yet, checked like a copy and reserved in quota first.
 async fn copy(ctx: &CommandContext, from: &str, to: &str) -> Result<(), String> {
-    let (src_v, dst_v) = (vpath::clean("/", from), vpath::clean("/", to));
+    let (src_v, dst_v) = (ctx.rules.resolve(from), ctx.rules.resolve(to));
     if src_v == "/" || dst_v == "/" || dst_v.starts_with(&format!("{src_v}/")) {
         return Err("cannot copy the root, onto it, or into itself".into());
     }
@@ -457,7 +457,7 @@ fn copy_tree(
 /// `sftpgo-remove`: a file, or a directory with everything in it; never the
 /// root or a directory holding virtual folders.
 async fn remove(ctx: &CommandContext, path: &str) -> Result<(), String> {
-    let vp = vpath::clean("/", path);
+    let vp = ctx.rules.resolve(path);
     if vp == "/" {
         return Err("removing the root directory is not allowed".into());
     }
@@ -511,7 +511,7 @@ async fn hash_file(
     algo: &'static str,
     path: &str,
 ) -> Result<(String, String), String> {
-    let vp = vpath::clean("/", path);
+    let vp = ctx.rules.resolve(path);
     // Hashing reads the file: listing it must be allowed and the filters
     // must let it be used.
     match ctx

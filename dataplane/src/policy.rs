@@ -27,6 +27,8 @@ pub struct UserPolicy {
     pub quota: Arc<QuotaAgent>,
     pub upload_bucket: Option<Arc<TokenBucket>>,
     pub download_bucket: Option<Arc<TokenBucket>>,
+    /// filters.start_directory, cleaned ("/" when unset).
+    pub start_dir: String,
 }
 
 impl UserPolicy {
@@ -67,7 +69,14 @@ impl UserPolicy {
                 policy.download_bandwidth,
             ),
             quota: Arc::new(quota),
+            start_dir: ferry_proto::vpath::clean("/", &policy.start_directory),
         })
+    }
+
+    /// A client's path as a clean virtual path: relative ones start at the
+    /// start directory.
+    pub fn resolve(&self, path: &str) -> String {
+        ferry_proto::vpath::clean(&self.start_dir, path)
     }
 
     /// The permission check of one operation.

@@ -219,7 +219,7 @@ enum Times {
 
 impl Sink<'_> {
     async fn run<R: AsyncRead + Unpin>(&self, r: &mut BufReader<R>, args: &ScpArgs) -> bool {
-        let target = vpath::clean("/", &args.paths[0]);
+        let target = self.ctx.rules.resolve(&args.paths[0]);
         let target_is_dir = match self.ctx.fs.resolve(&target) {
             Ok(real) => std::fs::metadata(real).map(|m| m.is_dir()).unwrap_or(false),
             Err(_) => false,
@@ -546,7 +546,7 @@ impl Source<'_> {
         }
         let mut ok = true;
         for p in paths {
-            let vp = vpath::clean("/", p);
+            let vp = self.ctx.rules.resolve(p);
             if let Err(e) = self.send_path(r, &vp, 0).await {
                 ok = false;
                 send_error(self.tx, &e).await;

@@ -426,7 +426,7 @@ impl SftpSession {
         flags: OpenFlags,
         attrs: FileAttributes,
     ) -> Reply {
-        let vp = vpath::clean("/", &filename);
+        let vp = self.rules.resolve(&filename);
         self.check_path(&vp)?;
         let real = self.fs.resolve(&vp)?;
         let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
@@ -702,7 +702,7 @@ impl SftpSession {
     }
 
     async fn stat(&self, id: u32, path: &str, follow: bool) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
         let real = if follow {
@@ -766,7 +766,7 @@ impl SftpSession {
         attrs: FileAttributes,
         handle: Option<Arc<OpenHandle>>,
     ) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         let mut attrs = attrs;
         if self.settings.setstat_mode == SetstatMode::Ignore {
             // Accepted and ignored; only a truncation is still applied.
@@ -831,7 +831,7 @@ impl SftpSession {
     }
 
     async fn opendir(&self, id: u32, path: &str) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::List { dir: &vp })?;
         self.rules.visible(&vp)?;
         let real = self.fs.resolve(&vp)?;
@@ -889,7 +889,7 @@ impl SftpSession {
     }
 
     async fn remove(&self, id: u32, path: &str) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::RemoveFile { path: &vp })?;
         self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
@@ -913,7 +913,7 @@ impl SftpSession {
     }
 
     async fn mkdir(&self, id: u32, path: &str, attrs: FileAttributes) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::Mkdir { path: &vp })?;
         self.check_path(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
@@ -936,7 +936,7 @@ impl SftpSession {
     }
 
     async fn rmdir(&self, id: u32, path: &str) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         if vp == "/" {
             return Err(denied());
         }
@@ -954,7 +954,7 @@ impl SftpSession {
     }
 
     async fn rename(&self, id: u32, old: &str, new: &str) -> Reply {
-        let (from, to) = (vpath::clean("/", old), vpath::clean("/", new));
+        let (from, to) = (self.rules.resolve(old), self.rules.resolve(new));
         if from == "/" || to == "/" {
             return Err(denied());
         }
@@ -1034,7 +1034,7 @@ impl SftpSession {
     }
 
     async fn readlink(&self, id: u32, path: &str) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
         let real = self.fs.resolve_nofollow(&vp)?;
@@ -1050,7 +1050,7 @@ impl SftpSession {
     /// second (the reverse of the draft); we follow OpenSSH, as every
     /// client does.
     async fn symlink(&self, id: u32, target: &str, link: &str) -> Reply {
-        let vlink = vpath::clean("/", link);
+        let vlink = self.rules.resolve(link);
         let vtarget = vpath::clean(vpath::parent(&vlink), target);
         if vlink == "/" {
             return Err(denied());
@@ -1095,7 +1095,7 @@ impl SftpSession {
     fn realpath(&self, id: u32, path: &str) -> Reply {
         Ok(Packet::Name(Name {
             id,
-            files: vec![NameEntry::dummy(vpath::clean("/", path))],
+            files: vec![NameEntry::dummy(self.rules.resolve(path))],
         }))
     }
 
@@ -1158,9 +1158,10 @@ impl SftpSession {
                 let mut buf = data.as_slice();
                 let path = read_string(&mut buf)
                     .ok_or_else(|| fail(StatusCode::BadMessage, "malformed expand-path request"))?;
-                let rest = match path.strip_prefix('~') {
-                    None => path.as_str(),
-                    Some(r) if r.is_empty() || r.starts_with('/') => r,
+                // Other paths are relative to the start directory.
+                let expanded = match path.strip_prefix('~') {
+                    None => self.rules.resolve(&path),
+                    Some(r) if r.is_empty() || r.starts_with('/') => vpath::clean("/", r),
                     Some(_) => {
                         return Err(fail(
                             StatusCode::NoSuchFile,
@@ -1170,7 +1171,7 @@ impl SftpSession {
                 };
                 Ok(Packet::Name(Name {
                     id,
-                    files: vec![NameEntry::dummy(vpath::clean("/", rest))],
+                    files: vec![NameEntry::dummy(expanded)],
                 }))
             }
             "fstatvfs@openssh.com" => {
@@ -1212,7 +1213,7 @@ impl SftpSession {
     /// `statvfs@openssh.com`: the disk's numbers, replaced by what the
     /// user's quota leaves (4 KiB blocks) where the user has limits.
     async fn statvfs(&self, id: u32, path: &str) -> Reply {
-        let vp = vpath::clean("/", path);
+        let vp = self.rules.resolve(path);
         self.check(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
         let real = self.fs.resolve(&vp)?;
@@ -1263,7 +1264,7 @@ impl SftpSession {
     /// `hardlink@openssh.com`: a new name for an existing regular file,
     /// counted in quota like a new file of that size.
     async fn hardlink(&self, id: u32, old: &str, new: &str) -> Reply {
-        let (target, link) = (vpath::clean("/", old), vpath::clean("/", new));
+        let (target, link) = (self.rules.resolve(old), self.rules.resolve(new));
         if target == "/" || link == "/" {
             return Err(denied());
         }
@@ -1374,11 +1375,11 @@ impl SftpSession {
         tracing::info!(
             sender,
             username = self.conn.opened.username,
-            file_path = vpath::clean("/", path),
+            file_path = self.rules.resolve(path),
             target_path = if target.is_empty() {
                 String::new()
             } else {
-                vpath::clean("/", target)
+                self.rules.resolve(target)
             },
             detail,
             connection_id = self.conn.opened.connection_id,

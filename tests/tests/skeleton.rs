@@ -808,3 +808,54 @@ print(sorted(b.listdir(".")), b.open("a.txt").read().decode(), a.open("b.txt").r
         describe(&out)
     );
 }
+
+/// `filters.start_directory`: relative paths of SFTP, SCP (both protocols)
+/// and `pwd` start there; absolute paths still reach the whole home; a
+/// relative start directory is refused.
+#[test]
+fn start_directory_is_where_relative_paths_begin() {
+    let t = Topology::serve().unwrap();
+    let api = t.api();
+    let home = t.home("stella");
+    let mut u = user_json("stella", "stella-pw", &home);
+    u["filters"] = json!({"start_directory": "/inbox"});
+    api.add_user(u);
+    let cred = pw("stella-pw");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("f.txt");
+    std::fs::write(&src, "hello").unwrap();
+    let out = sftp_batch(
+        t.sftp_port(),
+        "stella",
+        &cred,
+        &format!("mkdir /inbox\npwd\nput {} f.txt\ncd /\nls\n", src.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Remote working directory: /inbox"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("inbox/f.txt")).unwrap(),
+        "hello"
+    );
+    for (name, extra) in [("sftp-scp.txt", None), ("legacy-scp.txt", Some("-O"))] {
+        let mut args: Vec<String> = extra.map(String::from).into_iter().collect();
+        args.push(src.display().to_string());
+        args.push(format!("stella@127.0.0.1:{name}"));
+        let out = scp(t.sftp_port(), &cred, &args);
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+        assert!(home.join("inbox").join(name).is_file(), "{name}");
+    }
+    let out = ssh_exec(t.sftp_port(), "stella", &cred, "pwd", b"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/inbox\n");
+
+    let mut bad = user_json("stan", "stan-pw", &t.home("stan"));
+    bad["filters"] = json!({"start_directory": "inbox"});
+    let r = api.call("POST", "/api/v2/users", Some(&bad));
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body.to_string().contains("start_directory"),
+        "{:?}",
+        r.body
+    );
+}
