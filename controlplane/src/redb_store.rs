@@ -367,10 +367,14 @@ fn list<T: DeserializeOwned>(
         offset.max(0) as usize,
         limit.max(0) as usize,
     )?;
+    // The index entries hold the ids: one row read per object.
     names
         .into_iter()
-        .map(|(name, _)| {
-            by_name(kv, kind, &name)?.ok_or_else(|| ie(format!("{name:?} vanished from its index")))
+        .map(|(name, id)| {
+            let id = decimal(&id).ok_or_else(|| ie(format!("malformed id for {name:?}")))?;
+            let data = row(kv, kind, id)?
+                .ok_or_else(|| ie(format!("{name:?} is indexed but has no row")))?;
+            Ok((id, data))
         })
         .collect()
 }

@@ -98,6 +98,46 @@ pub struct UserData {
 }
 
 impl UserData {
+    /// An active user with no password, keys or limits, every permission on
+    /// `/` and empty filters: a base for tests and tools to adjust.
+    pub fn new(username: &str, home_dir: &str) -> UserData {
+        UserData {
+            username: username.into(),
+            status: 1,
+            password: None,
+            public_keys: "[]".into(),
+            home_dir: home_dir.into(),
+            uid: 0,
+            gid: 0,
+            max_sessions: 0,
+            quota_size: 0,
+            quota_files: 0,
+            permissions: r#"{"/":["*"]}"#.into(),
+            used_quota_size: 0,
+            used_quota_files: 0,
+            last_quota_update: 0,
+            upload_bandwidth: 0,
+            download_bandwidth: 0,
+            upload_data_transfer: 0,
+            download_data_transfer: 0,
+            total_data_transfer: 0,
+            used_upload_data_transfer: 0,
+            used_download_data_transfer: 0,
+            expiration_date: 0,
+            last_login: 0,
+            first_download: 0,
+            first_upload: 0,
+            last_password_change: 0,
+            filters: "{}".into(),
+            filesystem: r#"{"provider":0}"#.into(),
+            email: String::new(),
+            description: String::new(),
+            additional_info: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
     /// This user with `live`'s usage counters (a restore replacing a user
     /// keeps what it has used).
     pub fn with_usage_of(&self, live: &UserData) -> UserData {

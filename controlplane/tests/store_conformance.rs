@@ -110,39 +110,11 @@ fn open(db: &TestDb) -> Store {
 
 fn user(name: &str) -> UserData {
     UserData {
-        username: name.into(),
-        status: 1,
         password: Some("$argon2id$v=19$m=65536,t=1,p=2$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
-        public_keys: "[]".into(),
-        home_dir: format!("/srv/{name}"),
-        uid: 0,
-        gid: 0,
-        max_sessions: 0,
-        quota_size: 0,
-        quota_files: 0,
-        permissions: r#"{"/":["*"]}"#.into(),
-        used_quota_size: 0,
-        used_quota_files: 0,
-        last_quota_update: 0,
-        upload_bandwidth: 0,
-        download_bandwidth: 0,
-        upload_data_transfer: 0,
-        download_data_transfer: 0,
-        total_data_transfer: 0,
-        used_upload_data_transfer: 0,
-        used_download_data_transfer: 0,
-        expiration_date: 0,
-        last_login: 0,
-        first_download: 0,
-        first_upload: 0,
-        last_password_change: 0,
-        filters: "{}".into(),
-        filesystem: r#"{"provider":0}"#.into(),
-        email: String::new(),
         description: "héllo \u{1F600}".into(),
-        additional_info: String::new(),
         created_at: 1,
         updated_at: 1,
+        ..UserData::new(name, &format!("/srv/{name}"))
     }
 }
 
