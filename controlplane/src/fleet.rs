@@ -230,6 +230,22 @@ impl Fleet {
     }
 
     /// Sends a command to some attached edge; false when none took it.
+    /// Base names of the temporary files of every atomic upload in progress
+    /// (on live edges, or left by vanished ones and not recovered yet).
+    pub fn temp_names_in_progress(&self) -> Vec<String> {
+        let state = self.lock();
+        let live = state
+            .connections
+            .values()
+            .flat_map(|c| c.status.active_transfers.iter())
+            .filter_map(|t| t.recovery.as_ref());
+        let orphaned = state.orphans.iter().map(|o| &o.upload);
+        live.chain(orphaned)
+            .filter(|r| !r.temp_path.is_empty())
+            .map(|r| ferry_proto::vpath::base_name(&r.temp_path).to_string())
+            .collect()
+    }
+
     pub fn send_to_any_edge(&self, msg: ControlMessage) -> bool {
         let txs: Vec<_> = self.lock().edges.values().map(|e| e.tx.clone()).collect();
         txs.into_iter().any(|tx| tx.try_send(msg.clone()).is_ok())

@@ -410,6 +410,7 @@ pub async fn start_scan(
         kind: Some(control_message::Kind::ScanQuota(ScanQuota {
             scan_id: scan_id.clone(),
             paths,
+            uploads_in_progress: state.fleet.temp_names_in_progress(),
         })),
     };
     if !state.fleet.send_to_any_edge(msg) {

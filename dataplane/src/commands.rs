@@ -5,7 +5,6 @@
 //! Anything else is refused with a message on stderr and exit status 127.
 //! Paths go through the same resolver, permissions, filters and quota as SFTP.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use russh::server::Msg;
 use sha2::Digest;
 
 use crate::registry::Connection;
-use crate::vfs::{FsError, UserFs};
+use crate::vfs::{Entry, Follow, FsError, UserFs};
 
 /// Longest command line accepted.
 pub const MAX_COMMAND_LEN: usize = 8 * 1024;
@@ -350,106 +349,72 @@ fn denial(d: crate::policy::Denial) -> String {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
+/// Resolves a client path after its filters allow it (on the requested
+/// path and where links led).
+async fn entry(ctx: &CommandContext, vp: &str, follow: Follow) -> Result<Entry, String> {
+    ctx.rules.path(vp).map_err(denial)?;
+    let e = ctx
+        .fs
+        .resolve(vp, follow)
         .await
-        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(|e| e.to_string())?;
+    ctx.rules.path(e.vpath()).map_err(denial)?;
+    Ok(e)
 }
 
-/// `sftpgo-copy`: a file or a tree (symlinks skipped) to a path that does
-/// not exist yet, checked like a copy and reserved in quota first.
+/// `sftpgo-copy`: a file or a tree (links and special files skipped) to a
+/// path that does not exist yet, checked like a copy and reserved in quota
+/// first.
 async fn copy(ctx: &CommandContext, from: &str, to: &str) -> Result<(), String> {
     let (src_v, dst_v) = (ctx.rules.resolve(from), ctx.rules.resolve(to));
     if src_v == "/" || dst_v == "/" || dst_v.starts_with(&format!("{src_v}/")) {
         return Err("cannot copy the root, onto it, or into itself".into());
     }
-    ctx.rules.path(&src_v).map_err(denial)?;
-    ctx.rules.path(&dst_v).map_err(denial)?;
-    let src = ctx.fs.resolve_nofollow(&src_v).map_err(|e| e.to_string())?;
-    let dst = ctx.fs.resolve_nofollow(&dst_v).map_err(|e| e.to_string())?;
-    let (s, d) = (src.clone(), dst.clone());
-    let (meta, dst_exists) = blocking(move || {
-        let m = std::fs::symlink_metadata(&s).map_err(|e| FsError::from(e).to_string())?;
-        Ok((m, d.symlink_metadata().is_ok()))
-    })
-    .await?;
+    let src = entry(ctx, &src_v, Follow::NotLast).await?;
+    let dst = entry(ctx, &dst_v, Follow::NotLast).await?;
+    let meta = *src.meta().ok_or_else(|| FsError::NotFound.to_string())?;
     if !meta.is_dir() && !meta.is_file() {
         return Err("unsupported copy source: only files and directories are supported".into());
     }
-    if dst_exists {
+    if dst.exists() {
         return Err(format!("{dst_v}: the destination already exists"));
     }
-    if meta.is_dir() && ctx.fs.holds_mount(&src_v) {
+    if dst.vpath().starts_with(&format!("{}/", src.vpath())) {
+        return Err("cannot copy the root, onto it, or into itself".into());
+    }
+    if meta.is_dir() && (ctx.fs.holds_mount(&src_v) || ctx.fs.holds_mount(src.vpath())) {
         return Err("copying a directory that holds virtual folders is not supported".into());
     }
-    ctx.rules
-        .allows(Operation::Copy {
-            from: &src_v,
-            to: &dst_v,
-            is_dir: meta.is_dir(),
-            target_exists: false,
-        })
-        .map_err(denial)?;
-    let is_dir = meta.is_dir();
-    let s = src.clone();
-    let (size, files) = blocking(move || Ok(crate::vfs::usage_of(&s, is_dir))).await?;
-    let domain = ctx.fs.domain(&dst_v);
+    for (f, t) in [(src_v.as_str(), dst_v.as_str()), (src.vpath(), dst.vpath())] {
+        ctx.rules
+            .allows(Operation::Copy {
+                from: f,
+                to: t,
+                is_dir: meta.is_dir(),
+                target_exists: false,
+            })
+            .map_err(denial)?;
+    }
+    let (size, files) = src.usage().await.map_err(|e| e.to_string())?;
+    let domain = dst.domain();
     ctx.rules
         .quota
         .grow(&domain, size, files)
         .await
         .map_err(|e| e.to_string())?;
-    let (owner, conn) = (ctx.owner, ctx.conn.clone());
-    let d = dst.clone();
-    let copied = blocking(move || {
-        copy_tree(&src, &d, owner, &conn).map_err(|e| FsError::from(e).to_string())
-    })
-    .await;
-    if copied.is_err() {
+    let conn = ctx.conn.clone();
+    let copied = src.copy_to(&dst, move || conn.touch()).await;
+    if let Err(e) = copied {
         // What did land stays counted; the rest of the reservation goes back.
-        let d = dst.clone();
-        let (got_size, got_files) =
-            blocking(move || Ok(crate::vfs::usage_of(&d, d.is_dir()))).await?;
+        let (got_size, got_files) = match ctx.fs.resolve(&dst_v, Follow::NotLast).await {
+            Ok(landed) => landed.usage().await.unwrap_or((0, 0)),
+            Err(_) => (0, 0),
+        };
         ctx.rules
             .quota
             .release(&domain, got_size - size, got_files - files)
             .await;
-    }
-    copied
-}
-
-fn copy_tree(
-    src: &std::path::Path,
-    dst: &std::path::Path,
-    owner: Option<(u32, u32)>,
-    conn: &Connection,
-) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
-    if meta.is_dir() {
-        std::fs::create_dir(dst)?;
-        std::fs::set_permissions(dst, meta.permissions())?;
-        for entry in std::fs::read_dir(src)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_dir() || kind.is_file() {
-                copy_tree(&entry.path(), &dst.join(entry.file_name()), owner, conn)?;
-            }
-        }
-    } else {
-        // A new file only: never through an existing name or link.
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dst)?;
-        let mut input = std::fs::File::open(src)?;
-        std::io::copy(&mut input, &mut out)?;
-        out.set_permissions(meta.permissions())?;
-        conn.touch();
-    }
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dst, Some(uid), Some(gid))?;
+        return Err(e.to_string());
     }
     Ok(())
 }
@@ -461,44 +426,34 @@ async fn remove(ctx: &CommandContext, path: &str) -> Result<(), String> {
     if vp == "/" {
         return Err("removing the root directory is not allowed".into());
     }
-    ctx.rules.path(&vp).map_err(denial)?;
-    let real = ctx.fs.resolve_nofollow(&vp).map_err(|e| e.to_string())?;
-    let r = real.clone();
-    let meta =
-        blocking(move || std::fs::symlink_metadata(&r).map_err(|e| FsError::from(e).to_string()))
-            .await?;
-    let domain = ctx.fs.domain(&vp);
+    let target = entry(ctx, &vp, Follow::NotLast).await?;
+    let rv = target.vpath().to_string();
+    let meta = *target.meta().ok_or_else(|| FsError::NotFound.to_string())?;
+    let domain = target.domain();
     if meta.is_dir() {
-        if ctx.fs.holds_mount(&vp) {
+        if ctx.fs.holds_mount(&vp) || ctx.fs.holds_mount(&rv) {
             return Err("unsupported remove source: it holds virtual folders".into());
         }
-        ctx.rules
-            .allows(Operation::RemoveDir { path: &vp })
-            .map_err(denial)?;
+        for p in [vp.as_str(), rv.as_str()] {
+            ctx.rules
+                .allows(Operation::RemoveDir { path: p })
+                .map_err(denial)?;
+        }
         // What went is released, also when removal stops half way.
-        let (gone, done) = blocking(move || {
-            let before = crate::vfs::usage_of(&real, true);
-            let done = std::fs::remove_dir_all(&real).map_err(|e| FsError::from(e).to_string());
-            let after = if done.is_ok() {
-                (0, 0)
-            } else {
-                crate::vfs::usage_of(&real, real.is_dir())
-            };
-            Ok(((before.0 - after.0, before.1 - after.1), done))
-        })
-        .await?;
-        ctx.rules.quota.release(&domain, -gone.0, -gone.1).await;
-        done?;
+        let (size, files, done) = target.remove_tree().await;
+        ctx.rules.quota.release(&domain, -size, -files).await;
+        done.map_err(|e| e.to_string())?;
     } else {
-        ctx.rules
-            .allows(Operation::RemoveFile { path: &vp })
-            .map_err(denial)?;
-        blocking(move || std::fs::remove_file(&real).map_err(|e| FsError::from(e).to_string()))
-            .await?;
-        if meta.is_file() {
+        for p in [vp.as_str(), rv.as_str()] {
+            ctx.rules
+                .allows(Operation::RemoveFile { path: p })
+                .map_err(denial)?;
+        }
+        let removed = target.remove_file().await.map_err(|e| e.to_string())?;
+        if removed.is_file() {
             ctx.rules
                 .quota
-                .release(&domain, -(meta.len() as i64), -1)
+                .release(&domain, -i64::try_from(removed.size).unwrap_or(0), -1)
                 .await;
         }
     }
@@ -514,37 +469,25 @@ async fn hash_file(
     let vp = ctx.rules.resolve(path);
     // Hashing reads the file: listing it must be allowed and the filters
     // must let it be used.
-    match ctx
-        .rules
-        .path(&vp)
-        .and_then(|()| ctx.rules.allows(Operation::Stat { path: &vp }))
-    {
-        Ok(()) => {}
-        Err(crate::policy::Denial::Hidden) => return Err(FsError::NotFound.to_string()),
-        Err(crate::policy::Denial::Denied) => return Err(FsError::PermissionDenied.to_string()),
+    let target = entry(ctx, &vp, Follow::All).await?;
+    for p in [vp.as_str(), target.vpath()] {
+        ctx.rules
+            .allows(Operation::Stat { path: p })
+            .map_err(denial)?;
     }
-    let real = ctx.fs.resolve(&vp).map_err(|e| e.to_string())?;
+    if target.is_dir() {
+        return Err(FsError::IsADirectory.to_string());
+    }
+    let (file, _) = target.open_read().await.map_err(|e| e.to_string())?;
     let conn = ctx.conn.clone();
-    let hex = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let mut f = std::fs::File::open(&real).map_err(|e| FsError::from(e).to_string())?;
-        if f.metadata().map_err(|e| e.to_string())?.is_dir() {
-            return Err("is a directory".into());
-        }
-        let mut h = Hasher::new(algo);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+    let h = file
+        .fold(Hasher::new(algo), move |h, chunk| {
+            h.update(chunk);
             conn.touch();
-        }
-        Ok(h.hex())
-    })
-    .await
-    .map_err(|e| format!("internal error: {e}"))??;
-    Ok((hex, vp))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((h.hex(), vp))
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! Layers are merged as JSON trees, so an unknown key is reported with its
 //! full name and the file or variable it came from, and a bad value with the
 //! key's path, before the process does anything else.
+// Settings files are the edge's own, not user storage.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -328,26 +328,9 @@ fn handle_control_message(
             );
             let control = control.clone();
             tokio::spawn(async move {
-                let paths = scan.paths.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    let mut total = (0i64, 0i64);
-                    for p in &paths {
-                        let root = std::path::Path::new(p);
-                        match std::fs::symlink_metadata(root) {
-                            Ok(m) if m.is_dir() => {
-                                let (b, f) = crate::vfs::usage_of(root, true);
-                                total = (total.0 + b, total.1 + f);
-                            }
-                            Ok(_) => return Err(format!("{p} is not a directory")),
-                            // A home not created yet holds nothing.
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(format!("{p}: {e}")),
-                        }
-                    }
-                    Ok(total)
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("scan failed: {e}")));
+                let result =
+                    crate::vfs::scan_usage(scan.paths.clone(), scan.uploads_in_progress.clone())
+                        .await;
                 let (size, files, error) = match result {
                     Ok((s, f)) => (s, f, String::new()),
                     Err(e) => (0, 0, e),
@@ -369,7 +352,7 @@ fn handle_control_message(
                 uploads = r.uploads.len(),
                 "recovering uploads of a vanished edge"
             );
-            tokio::spawn(crate::quota::recover(control.clone(), r));
+            tokio::spawn(recover_uploads(control.clone(), r));
             None
         }
     }
@@ -431,4 +414,55 @@ fn spawn_heartbeat(
             }
         }
     })
+}
+
+/// Recovers the uploads a vanished edge left open (sent by the control
+/// plane): the temporary file of an atomic upload is removed, or moved onto
+/// the target in mode 2, and the real change of each upload is settled once.
+async fn recover_uploads(control: ControlClient, cmd: ferry_proto::edge::v1::RecoverUploads) {
+    let username = cmd.username.clone();
+    let fs = match crate::vfs::UserFs::open(
+        std::path::Path::new(&cmd.home_dir),
+        None,
+        &cmd.virtual_folders,
+        crate::vfs::FsSettings::default(),
+    )
+    .await
+    {
+        Ok(fs) => fs,
+        Err(e) => {
+            warn!(username, error = %e, "cannot open a home to recover uploads");
+            return;
+        }
+    };
+    for u in cmd.uploads {
+        let outcome =
+            match crate::vfs::recover_upload(&fs, &u.target_path, &u.temp_path, u.resume).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(username, upload = u.target_path, error = %e, "cannot recover an upload");
+                    continue;
+                }
+            };
+        let existed = u.old_size >= 0;
+        let size = outcome
+            .final_size
+            .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let req = ferry_proto::edge::v1::SettleRequest {
+            username: username.clone(),
+            reservation_id: String::new(),
+            size_delta: size - u.old_size.max(0),
+            files_delta: i64::from(outcome.final_size.is_some()) - i64::from(existed),
+            upload_id: u.upload_id.clone(),
+            folder: u.folder.clone(),
+        };
+        match control.settle(req).await {
+            Ok(()) => info!(
+                username,
+                upload = u.target_path,
+                "upload of a vanished edge recovered"
+            ),
+            Err(e) => warn!(username, error = %e, "cannot settle a recovered upload"),
+        }
+    }
 }

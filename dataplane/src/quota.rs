@@ -11,19 +11,40 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::edge::v1::{
-    QuotaStatusResponse, RecoverUploads, ReserveRequest, SettleRequest, UploadRecovery, UsageDelta,
+    QuotaStatusResponse, ReserveRequest, SettleRequest, UploadRecovery, UsageDelta,
 };
 use tracing::warn;
 
 use crate::control::ControlClient;
 use crate::registry::Registry;
-use crate::vfs::QuotaDomain;
 
 /// The message SFTPGo sends when quota refuses a write.
 pub const QUOTA_EXCEEDED: &str = "denying write due to space limit";
 /// First reservation chunk; each further one doubles, up to [`MAX_CHUNK`].
 const FIRST_CHUNK: i64 = 1 << 20;
 const MAX_CHUNK: i64 = 64 << 20;
+
+/// Where a path's usage is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaDomain {
+    User,
+    /// A folder's own counters, with the user's mapping limits (0: none).
+    Folder {
+        name: String,
+        quota_size: i64,
+        quota_files: i64,
+    },
+}
+
+impl QuotaDomain {
+    /// The folder name for the control plane ("" for the user's quota).
+    pub fn folder(&self) -> &str {
+        match self {
+            QuotaDomain::User => "",
+            QuotaDomain::Folder { name, .. } => name,
+        }
+    }
+}
 
 /// Usage deltas waiting for the next heartbeat: changes without an upload id
 /// add up per user; the end of an upload stays one entry (counted once by id).
@@ -99,6 +120,8 @@ pub enum QuotaError {
     /// The control plane could not be asked.
     Unavailable(String),
 }
+
+impl std::error::Error for QuotaError {}
 
 impl std::fmt::Display for QuotaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -294,7 +317,7 @@ impl QuotaAgent {
             domain,
             agent: self.clone(),
             existed,
-            old_size: old_size as i64,
+            old_size: i64::try_from(old_size).unwrap_or(i64::MAX),
             high_water: AtomicU64::new(start_size),
             reserved: AtomicI64::new(reserved),
             reservation: Mutex::new(reservation),
@@ -376,7 +399,12 @@ impl UploadQuota {
             return Ok(());
         }
         if self.limited_size {
-            let need = end as i64 - self.old_size;
+            // Offsets past i64::MAX were refused by the storage layer; a
+            // bad one here is refused rather than wrapped.
+            let Ok(end_signed) = i64::try_from(end) else {
+                return Err(self.refuse());
+            };
+            let need = end_signed - self.old_size;
             if need > self.reserved.load(Ordering::Acquire) {
                 let mut chunk = self.grow.lock().await;
                 let held = self.reserved.load(Ordering::Acquire);
@@ -413,7 +441,8 @@ impl UploadQuota {
         if self.settled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let size_delta = final_size.map_or(0, |s| s as i64) - self.old_size;
+        let size_delta =
+            final_size.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)) - self.old_size;
         let files_delta = i64::from(final_size.is_some()) - i64::from(self.existed);
         let reservation = self
             .reservation
@@ -430,92 +459,6 @@ impl UploadQuota {
             )
             .await;
     }
-}
-
-/// Recovers the uploads a vanished edge left open (sent by the control
-/// plane): the temporary file of an atomic upload is removed, or moved onto
-/// the target in mode 2, and the real change of each upload is settled once.
-pub async fn recover(control: ControlClient, cmd: RecoverUploads) {
-    let username = cmd.username.clone();
-    let (home, folders) = (cmd.home_dir.clone(), cmd.virtual_folders.clone());
-    // Opening creates missing directories: off the async threads.
-    let opened = tokio::task::spawn_blocking(move || {
-        crate::vfs::UserFs::open(std::path::Path::new(&home), None, &folders)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-    let fs = match opened {
-        Ok(fs) => fs,
-        Err(e) => {
-            warn!(username, error = %e, "cannot open a home to recover uploads");
-            return;
-        }
-    };
-    for u in cmd.uploads {
-        let fs = fs.clone();
-        let up = u.clone();
-        let left = tokio::task::spawn_blocking(move || recover_files(&fs, &up)).await;
-        let final_size = match left {
-            Ok(Ok(size)) => size,
-            Ok(Err(e)) => {
-                warn!(
-                    username,
-                    upload = u.target_path,
-                    error = e,
-                    "cannot recover an upload"
-                );
-                continue;
-            }
-            Err(e) => {
-                warn!(username, error = %e, "upload recovery failed");
-                continue;
-            }
-        };
-        let existed = u.old_size >= 0;
-        let req = SettleRequest {
-            username: username.clone(),
-            reservation_id: String::new(),
-            size_delta: final_size.map_or(0, |s| s as i64) - u.old_size.max(0),
-            files_delta: i64::from(final_size.is_some()) - i64::from(existed),
-            upload_id: u.upload_id.clone(),
-            folder: u.folder.clone(),
-        };
-        match control.settle(req).await {
-            Ok(()) => tracing::info!(
-                username,
-                upload = u.target_path,
-                "upload of a vanished edge recovered"
-            ),
-            Err(e) => warn!(username, error = %e, "cannot settle a recovered upload"),
-        }
-    }
-}
-
-/// The file side of a recovery; returns the target's size afterwards.
-fn recover_files(fs: &crate::vfs::UserFs, u: &UploadRecovery) -> Result<Option<u64>, String> {
-    let target = fs
-        .resolve_nofollow(&u.target_path)
-        .map_err(|e| e.to_string())?;
-    if !u.temp_path.is_empty() {
-        // Only ever touch our own temporary names.
-        if !ferry_proto::vpath::base_name(&u.temp_path).starts_with(crate::sftp::TEMP_PREFIX) {
-            return Err(format!("{:?} is not a temporary upload", u.temp_path));
-        }
-        let temp = fs
-            .resolve_nofollow(&u.temp_path)
-            .map_err(|e| e.to_string())?;
-        let done = if u.resume {
-            std::fs::rename(&temp, &target)
-        } else {
-            std::fs::remove_file(&temp)
-        };
-        match done {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(crate::vfs::file_size(&target))
 }
 
 #[cfg(test)]

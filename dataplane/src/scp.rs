@@ -1,22 +1,23 @@
 //! The legacy SCP protocol (`scp -O`, exec `scp -t` / `scp -f`) over the same
-//! path resolver and permission engine as SFTP. Sink mode receives files and
-//! directories (`-r`, times with `-p`), source mode sends them. Errors go to
-//! the client the way OpenSSH's scp expects (`\x01scp: message\n`: printed,
-//! and the client exits 1), and the channel ends with an exit status.
+//! storage layer and permission engine as SFTP. Sink mode receives files and
+//! directories (`-r`, times with `-p`) through the storage layer's `Upload`
+//! (so `upload_mode` applies), source mode sends them. Errors go to the
+//! client the way OpenSSH's scp expects (`\x01scp: message\n`: printed, and
+//! the client exits 1), and the channel ends with an exit status.
 
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ferry_proto::permissions::Operation;
 use ferry_proto::vpath;
 use russh::server::Msg;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use crate::policy::{Denial, UserPolicy};
 use crate::registry::Connection;
-use crate::vfs::{FsError, UserFs, file_size};
+use crate::vfs::{
+    Entry, Follow, FsError, Meta, OpenWrite, SetAttrs, SetstatMode, Upload, UploadMode, UserFs,
+};
 
 /// Longest protocol line accepted from a client.
 pub const MAX_LINE: usize = 4096;
@@ -87,9 +88,7 @@ pub fn parse_args(words: &[String]) -> Result<ScpArgs, String> {
 pub struct ScpContext {
     pub fs: UserFs,
     pub rules: Arc<UserPolicy>,
-    pub owner: Option<(u32, u32)>,
     pub conn: Arc<Connection>,
-    pub settings: crate::sftp::FsSettings,
 }
 
 type Tx = russh::ChannelWriteHalf<Msg>;
@@ -212,18 +211,21 @@ struct Sink<'a> {
     preserve: bool,
 }
 
+#[derive(Clone, Copy)]
 enum Times {
     None,
-    Set { mtime: u64, atime: u64 },
+    Set { mtime: u32, atime: u32 },
 }
 
 impl Sink<'_> {
     async fn run<R: AsyncRead + Unpin>(&self, r: &mut BufReader<R>, args: &ScpArgs) -> bool {
         let target = self.ctx.rules.resolve(&args.paths[0]);
-        let target_is_dir = match self.ctx.fs.resolve(&target) {
-            Ok(real) => std::fs::metadata(real).map(|m| m.is_dir()).unwrap_or(false),
-            Err(_) => false,
-        };
+        let target_is_dir = self
+            .ctx
+            .fs
+            .resolve(&target, Follow::All)
+            .await
+            .is_ok_and(|e| e.is_dir());
         if args.target_is_dir && !target_is_dir {
             send_error(
                 self.tx,
@@ -326,63 +328,78 @@ impl Sink<'_> {
         if parts.len() != 4 {
             return Err(bad());
         }
-        let mtime = parts[0].parse::<u64>().map_err(|_| bad())?;
-        let atime = parts[2].parse::<u64>().map_err(|_| bad())?;
+        let mtime = parts[0].parse::<u32>().map_err(|_| bad())?;
+        let atime = parts[2].parse::<u32>().map_err(|_| bad())?;
         Ok(Times::Set { mtime, atime })
     }
 
+    /// Resolves a path of the upload after its filters allow it (on the
+    /// requested path and where links led).
+    async fn entry(&self, vp: &str) -> Result<Entry, ScpError> {
+        let rules = &self.ctx.rules;
+        rules.path(vp).map_err(|d| denial(vp, d))?;
+        let e = self
+            .ctx
+            .fs
+            .resolve(vp, Follow::All)
+            .await
+            .map_err(|e| fs_err(vp, e))?;
+        rules.path(e.vpath()).map_err(|d| denial(vp, d))?;
+        Ok(e)
+    }
+
+    fn allowed<'a>(
+        &self,
+        vp: &'a str,
+        rv: &'a str,
+        op: impl Fn(&'a str) -> Operation<'a>,
+    ) -> Result<(), ScpError> {
+        let rules = &self.ctx.rules;
+        rules.allows(op(vp)).map_err(|d| denial(vp, d))?;
+        rules.allows(op(rv)).map_err(|d| denial(vp, d))
+    }
+
     async fn enter_dir(&self, vp: &str, mode: u32, times: Times) -> Result<(), ScpError> {
-        let real = self.ctx.fs.resolve(vp).map_err(|e| fs_err(vp, e))?;
-        match std::fs::metadata(&real) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(ScpError::fatal(format!("{vp}: not a directory"))),
-            Err(_) => {
-                if self.ctx.rules.path(vp).is_err()
-                    || self
-                        .ctx
-                        .rules
-                        .allows(Operation::Mkdir { path: vp })
-                        .is_err()
-                {
-                    return Err(ScpError::fatal(format!("{vp}: permission denied")));
-                }
-                let mut b = std::fs::DirBuilder::new();
-                std::os::unix::fs::DirBuilderExt::mode(&mut b, mode & 0o777);
-                b.create(&real)
-                    .map_err(|e| ScpError::fatal(format!("{vp}: {}", FsError::from(e))))?;
-                self.ctx.settings.apply_umask(&real, mode & 0o777);
-                if let Some((uid, gid)) = self.ctx.owner {
-                    let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
-                }
+        let entry = self
+            .entry(vp)
+            .await
+            .map_err(|e| ScpError::fatal(e.message))?;
+        match entry.meta() {
+            Some(m) if m.is_dir() => {}
+            Some(_) => return Err(ScpError::fatal(format!("{vp}: not a directory"))),
+            None => {
+                self.allowed(vp, entry.vpath(), |p| Operation::Mkdir { path: p })
+                    .map_err(|_| ScpError::fatal(format!("{vp}: permission denied")))?;
+                entry
+                    .mkdir(mode & 0o777)
+                    .await
+                    .map_err(|e| ScpError::fatal(format!("{vp}: {e}")))?;
             }
         }
-        self.apply_times(vp, &real, times);
+        if let Some(t) = self.times_to_set(vp, entry.vpath(), times) {
+            let _ = entry.set_attrs(t, None).await;
+        }
         send(self.tx, &b"\0"[..]).await
     }
 
-    fn apply_times(&self, vp: &str, real: &std::path::Path, times: Times) {
-        if !self.preserve {
-            return;
-        }
+    /// The times to apply with `-p`, when allowed and not ignored.
+    fn times_to_set(&self, vp: &str, rv: &str, times: Times) -> Option<SetAttrs> {
         let Times::Set { mtime, atime } = times else {
-            return;
+            return None;
         };
-        if self
-            .ctx
-            .rules
-            .allows(Operation::Chtimes { path: vp })
-            .is_err()
-            || self.ctx.settings.setstat_mode == crate::sftp::SetstatMode::Ignore
+        if !self.preserve
+            || self
+                .allowed(vp, rv, |p| Operation::Chtimes { path: p })
+                .is_err()
+            || self.ctx.fs.settings().setstat_mode == SetstatMode::Ignore
         {
-            return;
+            return None;
         }
-        let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
-        let t = std::fs::FileTimes::new()
-            .set_modified(at(mtime))
-            .set_accessed(at(atime));
-        if let Ok(f) = std::fs::File::open(real) {
-            let _ = f.set_times(t);
-        }
+        Some(SetAttrs {
+            atime: Some(atime),
+            mtime: Some(mtime),
+            ..SetAttrs::default()
+        })
     }
 
     async fn receive_file<R: AsyncRead + Unpin>(
@@ -395,116 +412,92 @@ impl Sink<'_> {
     ) -> Result<(), ScpError> {
         // Decide before reading the data; on refusal the client is told
         // and sends nothing for this file.
-        let (real, old_size) = self.check_upload(vp)?;
-        let quota = &self.ctx.rules.quota;
-        let ticket = quota
-            .begin_upload(
-                self.ctx.fs.domain(vp),
-                old_size.is_some(),
-                old_size.unwrap_or(0),
-                old_size.unwrap_or(0),
-            )
+        let entry = self.entry(vp).await?;
+        let rv = entry.vpath().to_string();
+        match entry.meta() {
+            Some(m) if m.is_dir() => return Err(fs_err(vp, FsError::IsADirectory)),
+            Some(_) => self.allowed(vp, &rv, |p| Operation::Overwrite { path: p })?,
+            None => self.allowed(vp, &rv, |p| Operation::Upload { path: p })?,
+        }
+        let settings = self.ctx.fs.settings();
+        let opts = OpenWrite {
+            read: false,
+            create: true,
+            exclusive: false,
+            // In place, as OpenSSH's scp: written over and cut to size at
+            // the end (copying a file onto itself keeps it); a temporary
+            // file starts empty.
+            truncate: settings.upload_mode != UploadMode::Direct,
+            append: false,
+            mode: mode & 0o777,
+        };
+        let upload = Upload::begin(entry, opts, &self.ctx.rules.quota)
             .await
             .map_err(|e| fs_err(vp, e))?;
-        if let Err(e) = ticket.admit(size).await {
-            ticket.finish(old_size).await;
+        if let Err(e) = upload.admit(size).await {
+            upload.cancel().await;
             return Err(fs_err(vp, e));
         }
-        let created = old_size.is_none();
-        // As OpenSSH's scp: written over in place and cut to size at the end
-        // (not truncated first), so copying a file onto itself keeps it.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(mode & 0o777)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&real);
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                ticket.finish(old_size).await;
-                return Err(fs_err(vp, FsError::from(e)));
-            }
-        };
-        if created {
-            self.ctx.settings.apply_umask(&real, mode & 0o777);
-        }
-        if created && let Some((uid, gid)) = self.ctx.owner {
-            let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
-        }
         send(self.tx, &b"\0"[..]).await?;
-        let (tid, transfer) = self.ctx.conn.begin_transfer(
-            "upload",
-            vp.to_string(),
-            Some(ticket.recovery(vp, None, false)),
-        );
-        let mut file = tokio::fs::File::from_std(file);
+        let (tid, transfer) =
+            self.ctx
+                .conn
+                .begin_transfer("upload", vp.to_string(), Some(upload.recovery()));
         let mut left = size;
+        let mut offset = 0u64;
         let mut buf = vec![0u8; CHUNK];
         let mut write_error = None;
         while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            let n = r
-                .read(&mut buf[..want])
-                .await
-                .map_err(|_| ScpError::fatal("connection lost"))?;
-            if n == 0 {
-                self.ctx.conn.finish_transfer(tid, false);
-                ticket.finish(file_size(&real)).await;
-                return Err(ScpError::fatal("connection lost during transfer"));
-            }
+            let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            let n = match r.read(&mut buf[..want]).await {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    self.ctx.conn.finish_transfer(tid, false);
+                    upload.abort().await;
+                    return Err(ScpError::fatal("connection lost during transfer"));
+                }
+            };
             left -= n as u64;
             self.ctx.rules.throttle_upload(n).await;
             if write_error.is_none()
-                && let Err(e) = file.write_all(&buf[..n]).await
+                && let Err(e) = upload.write_at(offset, buf[..n].to_vec()).await
             {
                 // Keep reading to stay in step with the client.
                 write_error = Some(e);
             }
+            offset += n as u64;
             transfer
                 .size
                 .fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
             self.ctx.conn.touch();
         }
-        let mut flushed = file.flush().await;
-        if write_error.is_none() && flushed.is_ok() {
-            flushed = file.set_len(size).await;
+        if write_error.is_none()
+            && let Err(e) = upload.set_len(size).await
+        {
+            write_error = Some(e);
         }
+        if write_error.is_none()
+            && let Some(t) = self.times_to_set(vp, &rv, times)
+        {
+            let _ = upload.file().set_attrs(t).await;
+        }
+        let ack = read_ack(r).await;
+        let ended = match (&write_error, &ack) {
+            (None, Ok(())) => upload.commit().await.err(),
+            _ => {
+                upload.abort().await;
+                None
+            }
+        };
+        let error = write_error.or(ended);
         self.ctx
             .conn
-            .finish_transfer(tid, write_error.is_none() && flushed.is_ok());
-        drop(file);
-        ticket.finish(file_size(&real)).await;
-        read_ack(r).await?;
-        if let Some(e) = write_error.or(flushed.err()) {
-            return Err(fs_err(vp, FsError::from(e)));
+            .finish_transfer(tid, error.is_none() && ack.is_ok());
+        ack?;
+        if let Some(e) = error {
+            return Err(fs_err(vp, e));
         }
-        self.apply_times(vp, &real, times);
         send(self.tx, &b"\0"[..]).await
-    }
-
-    /// The real path of an upload target and its current size (None when
-    /// it does not exist yet), after permission and filter checks.
-    fn check_upload(&self, vp: &str) -> Result<(PathBuf, Option<u64>), ScpError> {
-        let rules = &self.ctx.rules;
-        rules.path(vp).map_err(|d| denial(vp, d))?;
-        let real = self.ctx.fs.resolve(vp).map_err(|e| fs_err(vp, e))?;
-        match std::fs::metadata(&real) {
-            Ok(m) if m.is_dir() => Err(fs_err(vp, "is a directory")),
-            Ok(m) => {
-                rules
-                    .allows(Operation::Overwrite { path: vp })
-                    .map_err(|d| denial(vp, d))?;
-                Ok((real, Some(m.len())))
-            }
-            Err(_) => {
-                rules
-                    .allows(Operation::Upload { path: vp })
-                    .map_err(|d| denial(vp, d))?;
-                Ok((real, None))
-            }
-        }
     }
 }
 
@@ -561,14 +554,25 @@ impl Source<'_> {
     async fn send_times<R: AsyncRead + Unpin>(
         &self,
         r: &mut BufReader<R>,
-        meta: &std::fs::Metadata,
+        meta: &Meta,
     ) -> Result<(), ScpError> {
         if !self.preserve {
             return Ok(());
         }
-        let line = format!("T{} 0 {} 0\n", meta.mtime().max(0), meta.atime().max(0));
+        let line = format!("T{} 0 {} 0\n", meta.mtime.max(0), meta.atime.max(0));
         send(self.tx, line).await?;
         read_ack(r).await
+    }
+
+    fn allowed<'a>(
+        &self,
+        vp: &'a str,
+        rv: &'a str,
+        op: impl Fn(&'a str) -> Operation<'a>,
+    ) -> Result<(), ScpError> {
+        let rules = &self.ctx.rules;
+        rules.allows(op(vp)).map_err(|d| denial(vp, d))?;
+        rules.allows(op(rv)).map_err(|d| denial(vp, d))
     }
 
     async fn send_path<R: AsyncRead + Unpin>(
@@ -577,13 +581,29 @@ impl Source<'_> {
         vp: &str,
         depth: usize,
     ) -> Result<(), ScpError> {
-        self.ctx.rules.visible(vp).map_err(|d| denial(vp, d))?;
-        let real = self.ctx.fs.resolve(vp).map_err(|e| fs_err(vp, e))?;
-        let meta = std::fs::metadata(&real).map_err(|e| fs_err(vp, FsError::from(e)))?;
+        let rules = &self.ctx.rules;
+        rules.visible(vp).map_err(|d| denial(vp, d))?;
         let name = match vpath::base_name(vp) {
             "" => "/",
             n => n,
         };
+        if name.contains('\n') {
+            // A name with a newline would break the protocol's lines (and
+            // let a name inject lines): skipped, as OpenSSH's scp does.
+            return Err(ScpError::warn(format!(
+                "{}: skipping, name contains a newline",
+                vp.replace('\n', "\\n")
+            )));
+        }
+        let entry = self
+            .ctx
+            .fs
+            .resolve(vp, Follow::All)
+            .await
+            .map_err(|e| fs_err(vp, e))?;
+        let rv = entry.vpath().to_string();
+        rules.visible(&rv).map_err(|d| denial(vp, d))?;
+        let meta = *entry.meta().ok_or_else(|| fs_err(vp, FsError::NotFound))?;
         if meta.is_dir() {
             if !self.recursive {
                 return Err(fs_err(vp, "not a regular file"));
@@ -591,26 +611,16 @@ impl Source<'_> {
             if depth > MAX_DEPTH {
                 return Err(ScpError::fatal("directories nested too deep"));
             }
-            self.ctx
-                .rules
-                .allows(Operation::List { dir: vp })
-                .map_err(|d| denial(vp, d))?;
-            // A directory can be large: list it on the blocking pool.
-            let dir = real.clone();
-            let mut entries: Vec<String> = tokio::task::spawn_blocking(move || {
-                std::fs::read_dir(&dir).map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .await
-            .map_err(|e| ScpError::fatal(format!("internal error: {e}")))?
-            .map_err(|e| fs_err(vp, FsError::from(e)))?;
-            entries.retain(|e| self.ctx.rules.listed(vp, e));
+            self.allowed(vp, &rv, |p| Operation::List { dir: p })?;
+            let reader = entry.open_dir().await.map_err(|e| fs_err(vp, e))?;
+            let (rules2, dirs) = (self.ctx.rules.clone(), [vp.to_string(), rv.clone()]);
+            let mut entries = reader
+                .names(move |n| dirs.iter().all(|d| rules2.listed(d, n)))
+                .await
+                .map_err(|e| fs_err(vp, e))?;
             entries.sort();
             self.send_times(r, &meta).await?;
-            send(self.tx, format!("D{:04o} 0 {name}\n", meta.mode() & 0o7777)).await?;
+            send(self.tx, format!("D{:04o} 0 {name}\n", meta.mode & 0o7777)).await?;
             read_ack(r).await?;
             for entry in entries {
                 let child = vpath::clean(vp, &entry);
@@ -627,17 +637,15 @@ impl Source<'_> {
         if !meta.is_file() {
             return Err(fs_err(vp, "not a regular file"));
         }
-        self.ctx.rules.path(vp).map_err(|d| denial(vp, d))?;
-        self.ctx
-            .rules
-            .allows(Operation::Download { path: vp })
-            .map_err(|d| denial(vp, d))?;
-        let file = std::fs::File::open(&real).map_err(|e| fs_err(vp, FsError::from(e)))?;
+        rules.path(vp).map_err(|d| denial(vp, d))?;
+        rules.path(&rv).map_err(|d| denial(vp, d))?;
+        self.allowed(vp, &rv, |p| Operation::Download { path: p })?;
+        let (file, meta) = entry.open_read().await.map_err(|e| fs_err(vp, e))?;
         self.send_times(r, &meta).await?;
-        let size = meta.len();
+        let size = meta.size;
         send(
             self.tx,
-            format!("C{:04o} {size} {name}\n", meta.mode() & 0o777),
+            format!("C{:04o} {size} {name}\n", meta.mode & 0o777),
         )
         .await?;
         read_ack(r).await?;
@@ -645,34 +653,33 @@ impl Source<'_> {
             .ctx
             .conn
             .begin_transfer("download", vp.to_string(), None);
-        let mut file = tokio::fs::File::from_std(file);
         let mut left = size;
+        let mut offset = 0u64;
         let mut failed = None;
         while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            let mut buf = vec![0u8; want];
-            let n = match file.read(&mut buf).await {
-                Ok(0) | Err(_) if failed.is_none() => {
-                    // The file shrank or failed: pad to the announced size
-                    // and report the error after, as OpenSSH does.
-                    failed = Some(fs_err(vp, "read error"));
-                    0
+            let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            let chunk = if failed.is_none() {
+                match file.read_into(BytesMut::zeroed(want), 0, offset).await {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => {
+                        // The file shrank or failed: pad to the announced
+                        // size and report the error after, as OpenSSH does.
+                        failed = Some(fs_err(vp, "read error"));
+                        BytesMut::zeroed(want)
+                    }
                 }
-                Ok(n) => n,
-                Err(_) => 0,
-            };
-            let chunk = if n == 0 {
-                vec![0u8; want]
             } else {
-                buf[..n].to_vec()
+                BytesMut::zeroed(want)
             };
-            left -= chunk.len() as u64;
-            self.ctx.rules.throttle_download(chunk.len()).await;
+            let n = chunk.len();
+            left -= n as u64;
+            offset += n as u64;
+            self.ctx.rules.throttle_download(n).await;
             transfer
                 .size
-                .fetch_add(chunk.len() as i64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
             self.ctx.conn.touch();
-            if let Err(e) = send(self.tx, chunk).await {
+            if let Err(e) = send(self.tx, chunk.freeze()).await {
                 self.ctx.conn.finish_transfer(tid, false);
                 return Err(e);
             }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{commands, proxy, sftp};
+use crate::{commands, proxy};
 
 /// `common`: settings every protocol shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -330,7 +330,7 @@ pub struct EdgeSettings {
 #[derive(Debug, Clone)]
 pub struct EdgeRuntime {
     pub proxy: proxy::ProxyPolicy,
-    pub fs: sftp::FsSettings,
+    pub fs: crate::vfs::FsSettings,
     pub idle_timeout: Option<std::time::Duration>,
     pub commands: commands::EnabledCommands,
     pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
@@ -347,15 +347,15 @@ impl CommonConfig {
         }
         .policy()
         .map_err(err)?;
-        let upload_mode = sftp::UploadMode::from_setting(self.upload_mode).map_err(err)?;
-        let setstat_mode = sftp::SetstatMode::from_setting(self.setstat_mode).map_err(err)?;
+        let upload_mode = crate::vfs::UploadMode::from_setting(self.upload_mode).map_err(err)?;
+        let setstat_mode = crate::vfs::SetstatMode::from_setting(self.setstat_mode).map_err(err)?;
         let umask = match self.umask.trim() {
             "" => None,
-            text => Some(sftp::parse_umask(text).map_err(err)?),
+            text => Some(crate::vfs::parse_umask(text).map_err(err)?),
         };
         Ok(EdgeRuntime {
             proxy,
-            fs: sftp::FsSettings {
+            fs: crate::vfs::FsSettings {
                 upload_mode,
                 setstat_mode,
                 umask,

@@ -6,11 +6,12 @@
 //! alone (a barrier), so pipelined clients see the effects of earlier
 //! requests. Replies leave in request order. At most [`MAX_IN_FLIGHT`]
 //! requests are between decode and reply, which bounds memory per channel.
+//!
+//! Every path goes through the storage layer ([`crate::vfs`]): resolved once
+//! into an entry, checked (permissions and filters on the requested path and
+//! on where links led), then acted on through that entry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, Metadata};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,9 +27,12 @@ use russh_sftp::protocol::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::policy::{Denial, UserPolicy};
-use crate::quota::{QuotaError, UploadQuota};
+use crate::quota::QuotaError;
 use crate::registry::{Connection, TransferState};
-use crate::vfs::{FsError, UserFs, file_size, usage_of};
+use crate::vfs::{
+    DirReader, Entry, FileReader, Follow, FsError, Meta, OpenWrite, SetAttrs, SetstatMode, Upload,
+    UploadError, UserFs,
+};
 
 /// Largest SFTP packet accepted from a client (`limits@openssh.com`).
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
@@ -39,9 +43,6 @@ pub const MAX_WRITE_LEN: u32 = MAX_PACKET_LEN - 1024;
 pub const MAX_HANDLES: usize = 512;
 /// Requests decoded but not yet answered, per channel.
 pub const MAX_IN_FLIGHT: u32 = 64;
-/// Mode bits a client may set: permissions and the sticky bit, never
-/// setuid/setgid (the server may run as root and chown to the user's uid).
-pub const CHMOD_MASK: u32 = 0o1777;
 /// Directory entries per READDIR reply.
 pub const READDIR_BATCH: usize = 250;
 
@@ -52,19 +53,35 @@ fn fail(code: StatusCode, msg: impl Into<String>) -> (StatusCode, String) {
 }
 
 impl From<FsError> for (StatusCode, String) {
+    /// OpenSSH's mapping of errors to status codes, with short texts
+    /// (OpenSSH's where clients and their tests match on them).
     fn from(e: FsError) -> Self {
         match e {
-            // OpenSSH's texts: clients and their tests match on them.
             FsError::NotFound => fail(StatusCode::NoSuchFile, "No such file"),
-            FsError::PermissionDenied => fail(StatusCode::PermissionDenied, "Permission denied"),
-            FsError::Failure(m) => fail(StatusCode::Failure, m),
-            FsError::Unsupported(m) => fail(StatusCode::OpUnsupported, m),
+            FsError::NotADirectory => fail(StatusCode::NoSuchFile, "Not a directory"),
+            FsError::Loop => fail(StatusCode::NoSuchFile, "Too many levels of symbolic links"),
+            FsError::PermissionDenied | FsError::Outside => {
+                fail(StatusCode::PermissionDenied, "Permission denied")
+            }
+            FsError::Reserved => fail(StatusCode::PermissionDenied, "Reserved file name"),
+            FsError::NotALink | FsError::Invalid | FsError::NameTooLong => {
+                fail(StatusCode::BadMessage, capitalised(&e))
+            }
+            FsError::Unsupported(_) | FsError::CrossDevice => {
+                fail(StatusCode::OpUnsupported, capitalised(&e))
+            }
+            other => fail(StatusCode::Failure, capitalised(&other)),
         }
     }
 }
 
-fn io_fail(e: std::io::Error) -> (StatusCode, String) {
-    FsError::from(e).into()
+fn capitalised(e: &FsError) -> String {
+    let text = e.to_string();
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => text,
+    }
 }
 
 fn denied() -> (StatusCode, String) {
@@ -86,155 +103,91 @@ impl From<QuotaError> for (StatusCode, String) {
     }
 }
 
-/// Runs filesystem work on the blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T, (StatusCode, String)>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, (StatusCode, String)> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| fail(StatusCode::Failure, format!("internal error: {e}")))?
-}
-
-/// How uploads land (SFTPGo's `common.upload_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UploadMode {
-    /// 0: write to the target directly.
-    #[default]
-    Direct,
-    /// 1: write to a temporary name in the same directory, rename into place
-    /// on close; an interrupted upload leaves nothing behind.
-    Atomic,
-    /// 2: as 1, but an interrupted upload is renamed onto the target so the
-    /// client can resume it.
-    AtomicResume,
-}
-
-impl UploadMode {
-    pub fn from_setting(v: u8) -> Result<Self, String> {
-        match v {
-            0 => Ok(UploadMode::Direct),
-            1 => Ok(UploadMode::Atomic),
-            2 => Ok(UploadMode::AtomicResume),
-            n => Err(format!("upload_mode must be 0, 1 or 2, got {n}")),
+impl From<UploadError> for (StatusCode, String) {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Storage(e) => e.into(),
+            UploadError::Quota(q) => q.into(),
         }
     }
-}
-
-/// SFTPGo's `common.setstat_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SetstatMode {
-    /// 0: chmod, chown and chtimes are applied.
-    #[default]
-    Apply,
-    /// 1: they are accepted and silently ignored (truncation still applies).
-    Ignore,
-    /// 2: ignored only where the storage cannot do them; on local disk as 0.
-    IgnoreUnsupported,
-}
-
-impl SetstatMode {
-    pub fn from_setting(v: u8) -> Result<Self, String> {
-        match v {
-            0 => Ok(SetstatMode::Apply),
-            1 => Ok(SetstatMode::Ignore),
-            2 => Ok(SetstatMode::IgnoreUnsupported),
-            n => Err(format!("setstat_mode must be 0, 1 or 2, got {n}")),
-        }
-    }
-}
-
-/// How an edge writes to storage (SFTPGo's `common` settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FsSettings {
-    pub upload_mode: UploadMode,
-    pub setstat_mode: SetstatMode,
-    /// Bits cleared from the mode of new files and directories; None keeps
-    /// the process umask.
-    pub umask: Option<u32>,
-}
-
-impl FsSettings {
-    /// Applies the configured umask to a path just created with `mode`.
-    pub fn apply_umask(&self, path: &Path, mode: u32) {
-        if let Some(mask) = self.umask
-            && let Err(e) = std::fs::set_permissions(
-                path,
-                std::fs::Permissions::from_mode(mode & !mask & 0o7777),
-            )
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot apply umask");
-        }
-    }
-}
-
-/// Parses an octal umask such as `022` or `0077`.
-pub fn parse_umask(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim(), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("umask must be octal between 000 and 777, got {text:?}"))
-}
-
-/// Prefix of temporary upload names (atomic modes).
-pub const TEMP_PREFIX: &str = ".ferry-upload.";
-
-/// An upload written under a temporary name.
-struct AtomicUpload {
-    temp: PathBuf,
-    target: PathBuf,
 }
 
 enum OpenHandle {
-    File {
-        file: Arc<File>,
+    /// A file open for reading.
+    Read {
+        file: FileReader,
         vpath: String,
-        writable: bool,
         transfer: (u64, Arc<TransferState>),
-        atomic: Option<AtomicUpload>,
-        /// Opened with APPEND: writes below this size (the file's size at
-        /// open) are refused, as OpenSSH resumes with APPEND.
-        append_floor: Option<u64>,
-        /// Quota of an upload (every writable handle has one).
-        quota: Option<Box<UploadQuota>>,
-        /// The real path written (the temporary one in atomic modes).
-        written: PathBuf,
+    },
+    /// A file open for writing (and maybe reading).
+    Write {
+        upload: Box<Upload>,
+        vpath: String,
+        transfer: (u64, Arc<TransferState>),
     },
     Dir {
         vpath: String,
-        entries: Mutex<Option<std::fs::ReadDir>>,
+        reader: Arc<DirReader>,
+        /// Virtual paths whose filters decide what is listed.
+        filter_dirs: Vec<String>,
     },
+}
+
+impl OpenHandle {
+    fn vpath(&self) -> &str {
+        match self {
+            OpenHandle::Read { vpath, .. }
+            | OpenHandle::Write { vpath, .. }
+            | OpenHandle::Dir { vpath, .. } => vpath,
+        }
+    }
+
+    /// The open file of a file handle.
+    fn file(&self) -> Result<&FileReader, (StatusCode, String)> {
+        match self {
+            OpenHandle::Read { file, .. } => Ok(file),
+            OpenHandle::Write { upload, .. } => Ok(upload.file()),
+            OpenHandle::Dir { .. } => Err(fail(StatusCode::Failure, "not a file handle")),
+        }
+    }
+
+    fn transfer(&self) -> Option<&(u64, Arc<TransferState>)> {
+        match self {
+            OpenHandle::Read { transfer, .. } | OpenHandle::Write { transfer, .. } => {
+                Some(transfer)
+            }
+            OpenHandle::Dir { .. } => None,
+        }
+    }
 }
 
 /// One authenticated user's SFTP state on one channel.
 pub struct SftpSession {
     fs: UserFs,
     rules: Arc<UserPolicy>,
-    /// uid/gid given to new files and directories (only when running as root).
-    owner: Option<(u32, u32)>,
     conn: Arc<Connection>,
     handles: Mutex<HashMap<String, Arc<OpenHandle>>>,
     next_handle: AtomicU64,
-    settings: FsSettings,
 }
 
-fn attrs_of(meta: &Metadata) -> FileAttributes {
+fn attrs_of(meta: &Meta) -> FileAttributes {
     FileAttributes {
-        size: Some(meta.len()),
-        uid: Some(meta.uid()),
+        size: Some(meta.size),
+        uid: Some(meta.uid),
         user: None,
-        gid: Some(meta.gid()),
+        gid: Some(meta.gid),
         group: None,
-        permissions: Some(meta.mode()),
-        atime: Some(meta.atime().clamp(0, i64::from(u32::MAX)) as u32),
-        mtime: Some(meta.mtime().clamp(0, i64::from(u32::MAX)) as u32),
+        permissions: Some(meta.mode),
+        atime: Some(meta.atime.clamp(0, i64::from(u32::MAX)) as u32),
+        mtime: Some(meta.mtime.clamp(0, i64::from(u32::MAX)) as u32),
     }
 }
 
-/// `ls -l` style line, as OpenSSH's sftp shows in listings.
-fn long_name(name: &str, meta: &Metadata) -> String {
-    let mode = meta.mode();
+/// `ls -l` style line, as OpenSSH's sftp-server writes it: the time of day
+/// for times within six months of now, the year otherwise; the day padded
+/// with a space.
+fn long_name(name: &str, meta: &Meta, now: i64) -> String {
+    let mode = meta.mode;
     let kind = match mode & 0o170000 {
         0o040000 => 'd',
         0o120000 => 'l',
@@ -258,15 +211,17 @@ fn long_name(name: &str, meta: &Metadata) -> String {
     ] {
         perms.push(if mode & bit != 0 { ch } else { '-' });
     }
-    let when = chrono::DateTime::from_timestamp(meta.mtime(), 0)
-        .map(|d| d.format("%b %d %H:%M").to_string())
+    const HALF_YEAR: i64 = 365 * 24 * 60 * 60 / 2;
+    let recent = now - HALF_YEAR < meta.mtime && meta.mtime <= now;
+    let when = chrono::DateTime::from_timestamp(meta.mtime, 0)
+        .map(|d| {
+            d.format(if recent { "%b %e %H:%M" } else { "%b %e  %Y" })
+                .to_string()
+        })
         .unwrap_or_default();
     format!(
         "{kind}{perms} {:>4} {:<8} {:<8} {:>8} {when} {name}",
-        meta.nlink(),
-        meta.uid(),
-        meta.gid(),
-        meta.len()
+        meta.nlink, meta.uid, meta.gid, meta.size
     )
 }
 
@@ -315,21 +270,13 @@ fn read_string(buf: &mut &[u8]) -> Option<String> {
 }
 
 impl SftpSession {
-    pub fn new(
-        fs: UserFs,
-        rules: Arc<UserPolicy>,
-        owner: Option<(u32, u32)>,
-        conn: Arc<Connection>,
-        settings: FsSettings,
-    ) -> Self {
+    pub fn new(fs: UserFs, rules: Arc<UserPolicy>, conn: Arc<Connection>) -> Self {
         Self {
             fs,
             rules,
-            owner,
             conn,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            settings,
         }
     }
 
@@ -342,38 +289,59 @@ impl SftpSession {
             .ok_or_else(|| fail(StatusCode::Failure, "invalid handle"))
     }
 
-    fn add_handle(&self, h: OpenHandle) -> Result<String, (StatusCode, String)> {
+    fn add_handle(&self, h: OpenHandle) -> Result<String, Box<OpenHandle>> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         if handles.len() >= MAX_HANDLES {
-            return Err(fail(
-                StatusCode::Failure,
-                format!("too many open handles (limit {MAX_HANDLES})"),
-            ));
+            return Err(Box::new(h));
         }
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
         handles.insert(id.clone(), Arc::new(h));
         Ok(id)
     }
 
-    fn check(&self, op: Operation<'_>) -> Result<(), (StatusCode, String)> {
-        Ok(self.rules.allows(op)?)
+    fn too_many_handles() -> (StatusCode, String) {
+        fail(
+            StatusCode::Failure,
+            format!("too many open handles (limit {MAX_HANDLES})"),
+        )
     }
 
-    /// File filters for a path a request acts on.
-    fn check_path(&self, vp: &str) -> Result<(), (StatusCode, String)> {
-        Ok(self.rules.path(vp)?)
-    }
-
-    fn chown_new(&self, path: &Path) {
-        if let Some((uid, gid)) = self.owner
-            && let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot chown new path");
+    /// A permission check on the requested path and, when links led
+    /// elsewhere, on the path they led to: both must allow it.
+    fn check_at<'a>(
+        &self,
+        requested: &'a str,
+        resolved: &'a str,
+        op: impl Fn(&'a str) -> Operation<'a>,
+    ) -> Result<(), (StatusCode, String)> {
+        self.rules.allows(op(requested))?;
+        if resolved != requested {
+            self.rules.allows(op(resolved))?;
         }
+        Ok(())
+    }
+
+    /// Only hiding applies (stat, listing): on both paths.
+    fn check_visible(&self, requested: &str, resolved: &str) -> Result<(), (StatusCode, String)> {
+        self.rules.visible(requested)?;
+        if resolved != requested {
+            self.rules.visible(resolved)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves a client path (clean, virtual) after its filters allow it.
+    async fn entry(&self, vp: &str, follow: Follow) -> Result<Entry, (StatusCode, String)> {
+        self.rules.path(vp)?;
+        let e = self.fs.resolve(vp, follow).await?;
+        if e.vpath() != vp {
+            self.rules.path(e.vpath())?;
+        }
+        Ok(e)
     }
 
     /// Ends what a vanished client left open: transfers stop being listed;
-    /// atomic uploads are removed (mode 1) or put in place for resume (mode 2).
+    /// uploads end per the upload mode.
     async fn release_all(&self) {
         let handles: Vec<Arc<OpenHandle>> = self
             .handles
@@ -383,204 +351,85 @@ impl SftpSession {
             .map(|(_, h)| h)
             .collect();
         for h in handles {
-            if let OpenHandle::File {
-                transfer,
-                atomic,
-                quota,
-                written,
-                ..
-            } = &*h
-            {
-                self.conn.finish_transfer(transfer.0, false);
-                let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
-                let resume = self.settings.upload_mode == UploadMode::AtomicResume && !over;
-                let (written, target) =
-                    (written.clone(), atomic.as_ref().map(|a| a.target.clone()));
-                // What is left under the target name once cleaned up.
-                let left = blocking(move || {
-                    let done = match &target {
-                        Some(target) if resume => std::fs::rename(&written, target),
-                        Some(_) => std::fs::remove_file(&written),
-                        // Written in place: kept for resume unless over quota.
-                        None if over => std::fs::remove_file(&written),
-                        None => Ok(()),
-                    };
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "cannot clean up an interrupted upload");
-                    }
-                    Ok(file_size(target.as_ref().unwrap_or(&written)))
-                })
-                .await
-                .unwrap_or(None);
-                if let Some(q) = quota {
-                    q.finish(left).await;
-                }
+            if let Some((tid, _)) = h.transfer() {
+                self.conn.finish_transfer(*tid, false);
+            }
+            if let OpenHandle::Write { upload, .. } = &*h {
+                upload.abort().await;
             }
         }
     }
 
     async fn open(
-        self: &Arc<Self>,
+        &self,
         id: u32,
         filename: String,
         flags: OpenFlags,
         attrs: FileAttributes,
     ) -> Reply {
         let vp = self.rules.resolve(&filename);
-        self.check_path(&vp)?;
-        let real = self.fs.resolve(&vp)?;
+        let entry = self.entry(&vp, Follow::All).await?;
+        let rv = entry.vpath().to_string();
         let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
         let read = flags.contains(OpenFlags::READ) || !write;
-        let meta = {
-            let real = real.clone();
-            blocking(move || match std::fs::metadata(&real) {
-                Ok(m) => Ok(Some(m)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io_fail(e)),
-            })
-            .await?
-        };
-        if meta.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(fail(StatusCode::Failure, "is a directory"));
+        if entry.is_dir() {
+            return Err(FsError::IsADirectory.into());
         }
         if read {
-            self.check(Operation::Download { path: &vp })?;
+            self.check_at(&vp, &rv, |p| Operation::Download { path: p })?;
         }
         if write {
-            match &meta {
+            match entry.meta() {
                 Some(_) if flags.contains(OpenFlags::EXCLUDE) => {
-                    return Err(fail(StatusCode::Failure, "file already exists"));
+                    return Err(FsError::Exists.into());
                 }
-                Some(_) => self.check(Operation::Overwrite { path: &vp })?,
+                Some(_) => self.check_at(&vp, &rv, |p| Operation::Overwrite { path: p })?,
                 None if !flags.contains(OpenFlags::CREATE) => {
-                    return Err(fail(StatusCode::NoSuchFile, "No such file"));
+                    return Err(FsError::NotFound.into());
                 }
-                None => self.check(Operation::Upload { path: &vp })?,
+                None => self.check_at(&vp, &rv, |p| Operation::Upload { path: p })?,
             }
-        } else if meta.is_none() {
-            return Err(fail(StatusCode::NoSuchFile, "No such file"));
+        } else if !entry.exists() {
+            return Err(FsError::NotFound.into());
         }
-        let mode = attrs.permissions.map_or(0o666, |p| p & 0o777);
-        // Atomic modes write to a temporary name beside the target; an
-        // existing target that is not truncated (resume, append) moves there
-        // first so the client continues where it was.
-        let atomic =
-            (write && !read && self.settings.upload_mode != UploadMode::Direct).then(|| {
-                let name = real
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                AtomicUpload {
-                    temp: real.with_file_name(format!(
-                        "{TEMP_PREFIX}{:016x}.{name}",
-                        rand::random::<u64>()
-                    )),
-                    target: real.clone(),
-                }
-            });
-        let keep_existing = meta.is_some() && !flags.contains(OpenFlags::TRUNCATE);
-        let open_path = atomic
-            .as_ref()
-            .map_or_else(|| real.clone(), |a| a.temp.clone());
-        let created = write && (meta.is_none() || (atomic.is_some() && !keep_existing));
-        // Quota before anything changes on disk: a new file needs a free
-        // slot and room; the upload starts from the kept size, if any.
-        let old_size = meta.as_ref().map(Metadata::len);
-        let quota = if write {
-            let start = if keep_existing {
-                old_size.unwrap_or(0)
-            } else {
-                0
+        let handle = if write {
+            let opts = OpenWrite {
+                read,
+                create: flags.contains(OpenFlags::CREATE),
+                exclusive: flags.contains(OpenFlags::EXCLUDE),
+                truncate: flags.contains(OpenFlags::TRUNCATE),
+                append: flags.contains(OpenFlags::APPEND),
+                mode: attrs.permissions.map_or(0o666, |p| p & 0o777),
             };
-            Some(Box::new(
-                self.rules
-                    .quota
-                    .begin_upload(
-                        self.fs.domain(&vp),
-                        old_size.is_some(),
-                        old_size.unwrap_or(0),
-                        start,
-                    )
-                    .await?,
-            ))
+            let upload = Box::new(Upload::begin(entry, opts, &self.rules.quota).await?);
+            let transfer = self
+                .conn
+                .begin_transfer("upload", vp.clone(), Some(upload.recovery()));
+            OpenHandle::Write {
+                upload,
+                vpath: vp,
+                transfer,
+            }
         } else {
-            None
-        };
-        let file = {
-            let (open_path, target) = (open_path.clone(), real.clone());
-            let move_first = atomic.is_some() && keep_existing;
-            let this = self.clone();
-            blocking(move || {
-                if move_first {
-                    std::fs::rename(&target, &open_path).map_err(io_fail)?;
-                }
-                let mut o = std::fs::OpenOptions::new();
-                o.read(read)
-                    .write(write)
-                    // Not O_APPEND: with concurrent positional writes it would
-                    // reorder data; APPEND is honoured by refusing lower offsets.
-                    .create(
-                        write
-                            && (flags.contains(OpenFlags::CREATE)
-                                || !move_first && open_path != target),
-                    )
-                    .truncate(write && flags.contains(OpenFlags::TRUNCATE))
-                    .mode(mode)
-                    .custom_flags(libc::O_NOFOLLOW);
-                let f = o.open(&open_path).map_err(io_fail)?;
-                if created {
-                    this.chown_new(&open_path);
-                    this.settings.apply_umask(&open_path, mode);
-                }
-                Ok(f)
-            })
-            .await
-        };
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(q) = &quota {
-                    q.finish(old_size).await;
-                }
-                return Err(e);
+            let (file, _) = entry.open_read().await?;
+            let transfer = self.conn.begin_transfer("download", vp.clone(), None);
+            OpenHandle::Read {
+                file,
+                vpath: vp,
+                transfer,
             }
         };
-        let append_floor = if write && flags.contains(OpenFlags::APPEND) {
-            let f = file.try_clone().map_err(io_fail)?;
-            Some(blocking(move || f.metadata().map(|m| m.len()).map_err(io_fail)).await?)
-        } else {
-            None
-        };
-        let op = if write { "upload" } else { "download" };
-        let recovery = quota.as_ref().map(|q| {
-            let temp = atomic.as_ref().map(|a| {
-                let name = a
-                    .temp
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                vpath::clean(vpath::parent(&vp), &name)
-            });
-            let resume = self.settings.upload_mode == UploadMode::AtomicResume;
-            q.recovery(&vp, temp.as_deref(), resume && atomic.is_some())
-        });
-        let transfer = self.conn.begin_transfer(op, vp.clone(), recovery);
         self.conn.touch();
-        let handle = self.add_handle(OpenHandle::File {
-            file: Arc::new(file),
-            vpath: vp,
-            writable: write,
-            transfer: transfer.clone(),
-            atomic,
-            append_floor,
-            quota,
-            written: open_path,
-        });
-        match handle {
+        match self.add_handle(handle) {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
-            Err(e) => {
-                self.conn.end_transfer(transfer.0);
-                Err(e)
+            Err(h) => {
+                if let Some((tid, _)) = h.transfer() {
+                    self.conn.finish_transfer(*tid, false);
+                }
+                if let OpenHandle::Write { upload, .. } = &*h {
+                    upload.abort().await;
+                }
+                Err(Self::too_many_handles())
             }
         }
     }
@@ -594,38 +443,15 @@ impl SftpSession {
         let Some(h) = removed else {
             return Err(fail(StatusCode::Failure, "invalid handle"));
         };
-        if let OpenHandle::File {
-            transfer,
-            atomic,
-            quota,
-            written,
-            ..
-        } = &*h
-        {
-            let over = quota.as_deref().is_some_and(UploadQuota::exceeded);
-            self.conn.finish_transfer(transfer.0, !over);
-            let written = written.clone();
-            let target = atomic.as_ref().map(|a| a.target.clone());
-            // Over quota the partial upload is removed (in atomic modes it
-            // never becomes visible); else an atomic upload moves into place.
-            let (done, left) = blocking(move || {
-                let done = match &target {
-                    _ if over => std::fs::remove_file(&written),
-                    Some(target) => std::fs::rename(&written, target).inspect_err(|_| {
-                        let _ = std::fs::remove_file(&written);
-                    }),
-                    None => Ok(()),
-                };
-                Ok((done, file_size(target.as_ref().unwrap_or(&written))))
-            })
-            .await?;
-            if let Some(q) = quota {
-                q.finish(left).await;
+        match &*h {
+            OpenHandle::Write {
+                upload, transfer, ..
+            } => {
+                self.conn.finish_transfer(transfer.0, !upload.exceeded());
+                upload.commit().await?;
             }
-            if over {
-                return Err(QuotaError::Exceeded.into());
-            }
-            done.map_err(io_fail)?;
+            OpenHandle::Read { transfer, .. } => self.conn.finish_transfer(transfer.0, true),
+            OpenHandle::Dir { .. } => {}
         }
         self.conn.touch();
         Ok(ok(id))
@@ -639,63 +465,40 @@ impl SftpSession {
         len: u32,
     ) -> Result<Bytes, (StatusCode, String)> {
         let h = self.handle(handle)?;
-        let OpenHandle::File { file, transfer, .. } = &*h else {
-            return Err(fail(StatusCode::Failure, "not a file handle"));
-        };
-        let file = file.clone();
+        let file = h.file()?;
         let want = len.min(MAX_READ_LEN) as usize;
-        let packet = blocking(move || {
-            let mut buf = BytesMut::zeroed(DATA_HEADER + want);
-            let filled = read_full_at(&file, &mut buf[DATA_HEADER..], offset).map_err(io_fail)?;
-            buf.truncate(DATA_HEADER + filled);
-            Ok(buf)
-        })
-        .await?;
+        let packet = file
+            .read_into(BytesMut::zeroed(DATA_HEADER + want), DATA_HEADER, offset)
+            .await?;
         let read = packet.len() - DATA_HEADER;
         if read == 0 && want > 0 {
             return Err(fail(StatusCode::Eof, "end of file"));
         }
         self.rules.throttle_download(read).await;
-        transfer.1.size.fetch_add(read as i64, Ordering::Relaxed);
+        if let Some((_, t)) = h.transfer() {
+            t.size.fetch_add(read as i64, Ordering::Relaxed);
+        }
         self.conn.touch();
         Ok(finish_data(packet, id))
     }
 
     async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
         let h = self.handle(handle)?;
-        let OpenHandle::File {
-            file,
-            writable,
-            transfer,
-            append_floor,
-            quota,
-            ..
+        let OpenHandle::Write {
+            upload, transfer, ..
         } = &*h
         else {
-            return Err(fail(StatusCode::Failure, "not a file handle"));
+            return Err(match &*h {
+                OpenHandle::Dir { .. } => fail(StatusCode::Failure, "not a file handle"),
+                _ => fail(StatusCode::PermissionDenied, "handle not open for writing"),
+            });
         };
-        if append_floor.is_some_and(|floor| offset < floor) {
-            return Err(fail(
-                StatusCode::Failure,
-                "invalid offset: the file was opened for append",
-            ));
-        }
-        if !*writable {
-            return Err(fail(
-                StatusCode::PermissionDenied,
-                "handle not open for writing",
-            ));
-        }
         if data.len() > MAX_WRITE_LEN as usize {
             return Err(fail(StatusCode::Failure, "write too large"));
         }
         let n = data.len();
-        if let Some(q) = quota {
-            q.admit(offset.saturating_add(n as u64)).await?;
-        }
         self.rules.throttle_upload(n).await;
-        let file = file.clone();
-        blocking(move || file.write_all_at(&data, offset).map_err(io_fail)).await?;
+        upload.write_at(offset, data).await?;
         transfer.1.size.fetch_add(n as i64, Ordering::Relaxed);
         self.conn.touch();
         Ok(ok(id))
@@ -703,35 +506,23 @@ impl SftpSession {
 
     async fn stat(&self, id: u32, path: &str, follow: bool) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::Stat { path: &vp })?;
+        self.rules.allows(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
-        let real = if follow {
-            self.fs.resolve(&vp)?
-        } else {
-            self.fs.resolve_nofollow(&vp)?
-        };
-        let meta = blocking(move || {
-            if follow {
-                std::fs::metadata(&real)
-            } else {
-                std::fs::symlink_metadata(&real)
-            }
-            .map_err(io_fail)
-        })
-        .await?;
+        let follow = if follow { Follow::All } else { Follow::NotLast };
+        let entry = self.fs.resolve(&vp, follow).await?;
+        let rv = entry.vpath();
+        self.check_at(&vp, rv, |p| Operation::Stat { path: p })?;
+        self.check_visible(&vp, rv)?;
+        let meta = entry.meta().ok_or(FsError::NotFound)?;
         Ok(Packet::Attrs(Attrs {
             id,
-            attrs: attrs_of(&meta),
+            attrs: attrs_of(meta),
         }))
     }
 
     async fn fstat(&self, id: u32, handle: &str) -> Reply {
         let h = self.handle(handle)?;
-        let OpenHandle::File { file, .. } = &*h else {
-            return Err(fail(StatusCode::Failure, "not a file handle"));
-        };
-        let file = file.clone();
-        let meta = blocking(move || file.metadata().map_err(io_fail)).await?;
+        let meta = h.file()?.meta().await?;
         Ok(Packet::Attrs(Attrs {
             id,
             attrs: attrs_of(&meta),
@@ -740,173 +531,203 @@ impl SftpSession {
 
     /// Checks every part of a setstat before applying any, so a refused
     /// part leaves the file untouched.
-    fn check_setstat(&self, vp: &str, attrs: &FileAttributes) -> Result<(), (StatusCode, String)> {
+    fn check_setstat(
+        &self,
+        vp: &str,
+        rv: &str,
+        attrs: &SetAttrs,
+    ) -> Result<(), (StatusCode, String)> {
         if attrs.size.is_some() {
-            self.check(Operation::Overwrite { path: vp })?;
+            self.check_at(vp, rv, |p| Operation::Overwrite { path: p })?;
         }
         if attrs.permissions.is_some() {
-            self.check(Operation::Chmod { path: vp })?;
+            self.check_at(vp, rv, |p| Operation::Chmod { path: p })?;
         }
         if attrs.uid.is_some() || attrs.gid.is_some() {
-            self.check(Operation::Chown { path: vp })?;
+            self.check_at(vp, rv, |p| Operation::Chown { path: p })?;
         }
         if attrs.atime.is_some() || attrs.mtime.is_some() {
-            self.check(Operation::Chtimes { path: vp })?;
+            self.check_at(vp, rv, |p| Operation::Chtimes { path: p })?;
         }
         Ok(())
     }
 
-    /// SETSTAT on a path, or FSETSTAT on an open file (`handle`). A size
-    /// change is a truncation: on an upload's handle its quota covers it;
-    /// elsewhere growth is reserved first and the change settled after.
-    async fn setstat(
-        &self,
-        id: u32,
-        path: &str,
-        attrs: FileAttributes,
-        handle: Option<Arc<OpenHandle>>,
-    ) -> Reply {
-        let vp = self.rules.resolve(path);
-        let mut attrs = attrs;
-        if self.settings.setstat_mode == SetstatMode::Ignore {
-            // Accepted and ignored; only a truncation is still applied.
-            attrs.permissions = None;
-            attrs.uid = None;
-            attrs.gid = None;
-            attrs.atime = None;
-            attrs.mtime = None;
-        }
-        self.check_setstat(&vp, &attrs)?;
-        self.check_path(&vp)?;
-        let real = self.fs.resolve(&vp)?;
-        let (file, upload) = match handle.as_deref() {
-            Some(OpenHandle::File { file, quota, .. }) => (Some(file.clone()), quota.as_deref()),
-            _ => (None, None),
+    fn set_attrs(&self, attrs: &FileAttributes) -> SetAttrs {
+        let mut a = SetAttrs {
+            size: attrs.size,
+            permissions: attrs.permissions,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            atime: attrs.atime,
+            mtime: attrs.mtime,
         };
-        let mut size_change = 0;
-        if let Some(new_size) = attrs.size {
-            if let Some(q) = upload {
-                q.admit(new_size).await?;
-            } else {
-                let (real, file) = (real.clone(), file.clone());
-                let old = blocking(move || {
-                    match &file {
-                        Some(f) => f.metadata(),
-                        None => std::fs::metadata(&real),
-                    }
-                    .map(|m| m.len())
-                    .map_err(io_fail)
-                })
-                .await?;
-                size_change = new_size as i64 - old as i64;
-                if size_change > 0 {
+        if self.fs.settings().setstat_mode == SetstatMode::Ignore {
+            // Accepted and ignored; only a truncation is still applied.
+            a = SetAttrs {
+                size: a.size,
+                ..SetAttrs::default()
+            };
+        }
+        a
+    }
+
+    /// A size change outside an upload: growth is reserved first, the
+    /// change settled after.
+    async fn truncate_quota(
+        &self,
+        domain: &crate::quota::QuotaDomain,
+        old: u64,
+        new: u64,
+    ) -> Result<i64, (StatusCode, String)> {
+        let change = i64::try_from(new)
+            .ok()
+            .and_then(|n| n.checked_sub(i64::try_from(old).ok()?))
+            .ok_or(FsError::Invalid)?;
+        if change > 0 {
+            self.rules.quota.grow(domain, change, 0).await?;
+        }
+        Ok(change)
+    }
+
+    /// SETSTAT on a path.
+    async fn setstat(&self, id: u32, path: &str, attrs: FileAttributes) -> Reply {
+        let vp = self.rules.resolve(path);
+        let attrs = self.set_attrs(&attrs);
+        self.check_setstat(&vp, &vp, &attrs)?;
+        let entry = self.entry(&vp, Follow::All).await?;
+        self.check_setstat(&vp, entry.vpath(), &attrs)?;
+        let meta = *entry.meta().ok_or(FsError::NotFound)?;
+        let mut change = 0;
+        if let Some(new) = attrs.size {
+            if !meta.is_file() {
+                return Err(FsError::NotRegular.into());
+            }
+            change = self.truncate_quota(&entry.domain(), meta.size, new).await?;
+        }
+        let applied = entry.set_attrs(attrs, None).await;
+        if change < 0 && applied.is_ok() || change > 0 && applied.is_err() {
+            // What went (or what was reserved and not used) goes back.
+            let back = if applied.is_ok() { change } else { -change };
+            self.rules.quota.release(&entry.domain(), back, 0).await;
+        }
+        applied?;
+        self.conn.touch();
+        Ok(ok(id))
+    }
+
+    /// FSETSTAT on an open file: applied to the open file itself.
+    async fn fsetstat(&self, id: u32, handle: &str, attrs: FileAttributes) -> Reply {
+        let h = self.handle(handle)?;
+        let vp = h.vpath().to_string();
+        let attrs = self.set_attrs(&attrs);
+        self.check_setstat(&vp, &vp, &attrs)?;
+        match &*h {
+            OpenHandle::Dir { .. } => {
+                return Err(fail(
+                    StatusCode::OpUnsupported,
+                    "fsetstat on a directory handle",
+                ));
+            }
+            OpenHandle::Write { upload, .. } => {
+                if let Some(size) = attrs.size {
+                    upload.set_len(size).await?;
+                }
+                upload
+                    .file()
+                    .set_attrs(SetAttrs {
+                        size: None,
+                        ..attrs
+                    })
+                    .await?;
+            }
+            OpenHandle::Read { file, .. } => {
+                let mut change = 0;
+                if let Some(new) = attrs.size {
+                    let old = file.meta().await?.size;
+                    change = self.truncate_quota(&self.fs.domain(&vp), old, new).await?;
+                }
+                let applied = file.set_attrs(attrs).await;
+                if change < 0 && applied.is_ok() || change > 0 && applied.is_err() {
+                    let back = if applied.is_ok() { change } else { -change };
                     self.rules
                         .quota
-                        .grow(&self.fs.domain(&vp), size_change, 0)
-                        .await?;
+                        .release(&self.fs.domain(&vp), back, 0)
+                        .await;
                 }
+                applied?;
             }
-        }
-        blocking(move || apply_attrs(&real, file.as_deref(), &attrs)).await?;
-        if size_change < 0 {
-            self.rules
-                .quota
-                .release(&self.fs.domain(&vp), size_change, 0)
-                .await;
         }
         self.conn.touch();
         Ok(ok(id))
     }
 
-    async fn fsetstat(&self, id: u32, handle: &str, attrs: FileAttributes) -> Reply {
-        let h = self.handle(handle)?;
-        let OpenHandle::File { vpath: vp, .. } = &*h else {
-            return Err(fail(
-                StatusCode::OpUnsupported,
-                "fsetstat on a directory handle",
-            ));
-        };
-        let vp = vp.clone();
-        self.setstat(id, &vp, attrs, Some(h)).await
-    }
-
     async fn opendir(&self, id: u32, path: &str) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::List { dir: &vp })?;
+        self.rules.allows(Operation::List { dir: &vp })?;
         self.rules.visible(&vp)?;
-        let real = self.fs.resolve(&vp)?;
-        let rd = blocking(move || std::fs::read_dir(&real).map_err(io_fail)).await?;
-        let handle = self.add_handle(OpenHandle::Dir {
-            vpath: vp,
-            entries: Mutex::new(Some(rd)),
-        })?;
+        let entry = self.fs.resolve(&vp, Follow::All).await?;
+        let rv = entry.vpath().to_string();
+        self.check_at(&vp, &rv, |p| Operation::List { dir: p })?;
+        self.check_visible(&vp, &rv)?;
+        let reader = entry.open_dir().await?;
+        let mut filter_dirs = vec![vp.clone()];
+        if rv != vp {
+            filter_dirs.push(rv);
+        }
+        let handle = self
+            .add_handle(OpenHandle::Dir {
+                vpath: vp,
+                reader,
+                filter_dirs,
+            })
+            .map_err(|_| Self::too_many_handles())?;
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
     async fn readdir(&self, id: u32, handle: &str) -> Reply {
         let h = self.handle(handle)?;
-        if !matches!(&*h, OpenHandle::Dir { .. }) {
+        let OpenHandle::Dir {
+            reader,
+            filter_dirs,
+            ..
+        } = &*h
+        else {
             return Err(fail(StatusCode::Failure, "not a directory handle"));
-        }
+        };
         let rules = self.rules.clone();
-        let files = blocking(move || {
-            let OpenHandle::Dir { entries, vpath } = &*h else {
-                unreachable!("checked above")
-            };
-            let mut guard = entries.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            if let Some(rd) = guard.as_mut() {
-                for entry in rd.by_ref() {
-                    let Ok(entry) = entry else { continue };
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if !rules.listed(vpath, &name) {
-                        continue;
-                    }
-                    let Ok(meta) = entry.path().symlink_metadata() else {
-                        continue;
-                    };
-                    out.push(NameEntry {
-                        longname: long_name(&name, &meta),
-                        filename: name,
-                        attrs: attrs_of(&meta),
-                    });
-                    if out.len() >= READDIR_BATCH {
-                        break;
-                    }
-                }
-                if out.is_empty() {
-                    *guard = None;
-                }
-            }
-            Ok(out)
-        })
-        .await?;
+        let dirs = filter_dirs.clone();
+        let entries = reader
+            .next_batch(READDIR_BATCH, move |name| {
+                dirs.iter().all(|d| rules.listed(d, name))
+            })
+            .await?;
         self.conn.touch();
-        if files.is_empty() {
+        if entries.is_empty() {
             return Err(fail(StatusCode::Eof, "end of directory"));
         }
+        let now = chrono::Utc::now().timestamp();
+        let files = entries
+            .into_iter()
+            .map(|(name, meta)| NameEntry {
+                longname: long_name(&name, &meta, now),
+                filename: name,
+                attrs: attrs_of(&meta),
+            })
+            .collect();
         Ok(Packet::Name(Name { id, files }))
     }
 
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::RemoveFile { path: &vp })?;
-        self.check_path(&vp)?;
-        let real = self.fs.resolve_nofollow(&vp)?;
-        let meta = blocking(move || {
-            let meta = std::fs::symlink_metadata(&real).map_err(io_fail)?;
-            if meta.is_dir() {
-                return Err(fail(StatusCode::Failure, "is a directory"));
-            }
-            std::fs::remove_file(&real).map_err(io_fail)?;
-            Ok(meta)
-        })
-        .await?;
+        self.rules.allows(Operation::RemoveFile { path: &vp })?;
+        let entry = self.entry(&vp, Follow::NotLast).await?;
+        self.check_at(&vp, entry.vpath(), |p| Operation::RemoveFile { path: p })?;
+        let meta = entry.remove_file().await?;
         // Quota counts regular files.
         if meta.is_file() {
             self.rules
                 .quota
-                .release(&self.fs.domain(&vp), -(meta.len() as i64), -1)
+                .release(&entry.domain(), -i64::try_from(meta.size).unwrap_or(0), -1)
                 .await;
         }
         Ok(ok(id))
@@ -914,24 +735,12 @@ impl SftpSession {
 
     async fn mkdir(&self, id: u32, path: &str, attrs: FileAttributes) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::Mkdir { path: &vp })?;
-        self.check_path(&vp)?;
-        let real = self.fs.resolve_nofollow(&vp)?;
-        let mode = attrs.permissions.map_or(0o777, |p| p & 0o777);
-        let owner = self.owner;
-        let settings = self.settings;
-        blocking(move || {
-            std::fs::DirBuilder::new()
-                .mode(mode)
-                .create(&real)
-                .map_err(io_fail)?;
-            settings.apply_umask(&real, mode);
-            if let Some((uid, gid)) = owner {
-                let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
-            }
-            Ok(())
-        })
-        .await?;
+        self.rules.allows(Operation::Mkdir { path: &vp })?;
+        let entry = self.entry(&vp, Follow::NotLast).await?;
+        self.check_at(&vp, entry.vpath(), |p| Operation::Mkdir { path: p })?;
+        entry
+            .mkdir(attrs.permissions.map_or(0o777, |p| p & 0o777))
+            .await?;
         Ok(ok(id))
     }
 
@@ -940,16 +749,17 @@ impl SftpSession {
         if vp == "/" {
             return Err(denied());
         }
-        self.check(Operation::RemoveDir { path: &vp })?;
-        if self.fs.holds_mount(&vp) {
+        self.rules.allows(Operation::RemoveDir { path: &vp })?;
+        let entry = self.entry(&vp, Follow::NotLast).await?;
+        let rv = entry.vpath();
+        self.check_at(&vp, rv, |p| Operation::RemoveDir { path: p })?;
+        if self.fs.holds_mount(&vp) || self.fs.holds_mount(rv) {
             return Err(fail(
                 StatusCode::PermissionDenied,
                 "a virtual folder cannot be removed",
             ));
         }
-        self.check_path(&vp)?;
-        let real = self.fs.resolve_nofollow(&vp)?;
-        blocking(move || std::fs::remove_dir(&real).map_err(io_fail)).await?;
+        entry.rmdir().await?;
         Ok(ok(id))
     }
 
@@ -958,64 +768,54 @@ impl SftpSession {
         if from == "/" || to == "/" {
             return Err(denied());
         }
-        self.check_path(&from)?;
-        self.check_path(&to)?;
-        if self.fs.holds_mount(&from) || self.fs.holds_mount(&to) {
-            return Err(fail(
+        let mount_refusal = || {
+            fail(
                 StatusCode::PermissionDenied,
                 "a virtual folder, or a directory holding one, cannot be renamed or replaced",
-            ));
-        }
-        let src = self.fs.resolve_nofollow(&from)?;
-        let dst = self.fs.resolve_nofollow(&to)?;
-        let (src_meta, dst_meta) = {
-            let (s, d) = (src.clone(), dst.clone());
-            blocking(move || {
-                let sm = std::fs::symlink_metadata(&s).map_err(io_fail)?;
-                let dm = std::fs::symlink_metadata(&d).ok();
-                Ok((sm, dm))
-            })
-            .await?
+            )
         };
-        if dst_meta.as_ref().is_some_and(|m| m.is_dir()) {
+        if self.fs.holds_mount(&from) || self.fs.holds_mount(&to) {
+            return Err(mount_refusal());
+        }
+        let src = self.entry(&from, Follow::NotLast).await?;
+        let dst = self.entry(&to, Follow::NotLast).await?;
+        let (rfrom, rto) = (src.vpath().to_string(), dst.vpath().to_string());
+        if self.fs.holds_mount(&rfrom) || self.fs.holds_mount(&rto) {
+            return Err(mount_refusal());
+        }
+        let src_meta = *src.meta().ok_or(FsError::NotFound)?;
+        let dst_meta = dst.meta().copied();
+        if dst_meta.as_ref().is_some_and(Meta::is_dir) {
             return Err(fail(
                 StatusCode::Failure,
                 "the target is an existing directory",
             ));
         }
-        self.check(Operation::Rename {
-            from: &from,
-            to: &to,
-            is_dir: src_meta.is_dir(),
-            target_exists: dst_meta.is_some(),
-        })?;
-        if src_meta.is_dir() && to.starts_with(&format!("{from}/")) {
-            return Err(fail(
-                StatusCode::Failure,
-                "cannot move a directory inside itself",
-            ));
+        for (f, t) in [(from.as_str(), to.as_str()), (rfrom.as_str(), rto.as_str())] {
+            self.rules.allows(Operation::Rename {
+                from: f,
+                to: t,
+                is_dir: src_meta.is_dir(),
+                target_exists: dst_meta.is_some(),
+            })?;
+            if src_meta.is_dir() && t.starts_with(&format!("{f}/")) {
+                return Err(fail(
+                    StatusCode::Failure,
+                    "cannot move a directory inside itself",
+                ));
+            }
         }
         // Across quota domains (the user's, a folder's own) the moved usage
         // moves too: reserved where it lands first, so a full quota refuses.
-        let (from_domain, to_domain) = (self.fs.domain(&from), self.fs.domain(&to));
+        let (from_domain, to_domain) = (src.domain(), dst.domain());
         let moved = if from_domain == to_domain {
             None
         } else {
-            let (s, is_dir) = (src.clone(), src_meta.is_dir());
-            let (size, files) = blocking(move || Ok(usage_of(&s, is_dir))).await?;
+            let (size, files) = src.usage().await?;
             self.rules.quota.grow(&to_domain, size, files).await?;
             Some((size, files))
         };
-        let renamed = blocking(move || {
-            std::fs::rename(&src, &dst).map_err(|e| match e.raw_os_error() {
-                Some(libc::EXDEV) => fail(
-                    StatusCode::OpUnsupported,
-                    "cannot rename across filesystems",
-                ),
-                _ => io_fail(e),
-            })
-        })
-        .await;
+        let renamed = src.rename_to(&dst).await;
         if let Some((size, files)) = moved {
             match &renamed {
                 Ok(()) => self.rules.quota.release(&from_domain, -size, -files).await,
@@ -1024,10 +824,10 @@ impl SftpSession {
         }
         renamed?;
         // A replaced file leaves the quota.
-        if let Some(m) = dst_meta.filter(Metadata::is_file) {
+        if let Some(m) = dst_meta.filter(Meta::is_file) {
             self.rules
                 .quota
-                .release(&to_domain, -(m.len() as i64), -1)
+                .release(&to_domain, -i64::try_from(m.size).unwrap_or(0), -1)
                 .await;
         }
         Ok(ok(id))
@@ -1035,11 +835,12 @@ impl SftpSession {
 
     async fn readlink(&self, id: u32, path: &str) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::Stat { path: &vp })?;
+        self.rules.allows(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
-        let real = self.fs.resolve_nofollow(&vp)?;
-        let fs = self.fs.clone();
-        let target = blocking(move || fs.read_link_virtual(&real).map_err(Into::into)).await?;
+        let entry = self.fs.resolve(&vp, Follow::NotLast).await?;
+        self.check_at(&vp, entry.vpath(), |p| Operation::Stat { path: p })?;
+        self.check_visible(&vp, entry.vpath())?;
+        let target = entry.readlink(&self.fs).await?;
         Ok(Packet::Name(Name {
             id,
             files: vec![NameEntry::dummy(target)],
@@ -1055,40 +856,30 @@ impl SftpSession {
         if vlink == "/" {
             return Err(denied());
         }
-        self.check(Operation::Symlink {
+        self.rules.allows(Operation::Symlink {
             link: &vlink,
             target: &vtarget,
         })?;
-        self.check_path(&vlink)?;
-        self.check_path(&vtarget)?;
+        self.rules.path(&vtarget)?;
         if self.fs.is_mount_point(&vlink) || self.fs.is_mount_point(&vtarget) {
             return Err(fail(
                 StatusCode::PermissionDenied,
                 "a virtual folder cannot be a symlink or its target",
             ));
         }
-        if self.fs.mount_name(&vlink) != self.fs.mount_name(&vtarget) {
+        let entry = self.entry(&vlink, Follow::NotLast).await?;
+        let rlink = entry.vpath();
+        self.rules.allows(Operation::Symlink {
+            link: rlink,
+            target: &vtarget,
+        })?;
+        if entry.mount_name() != self.fs.mount_name(&vtarget) {
             return Err(fail(
                 StatusCode::OpUnsupported,
                 "symlinks across virtual folders are not supported",
             ));
         }
-        let link_real = self.fs.resolve_nofollow(&vlink)?;
-        let target_real = self.fs.resolve(&vtarget)?;
-        // A relative target that stays inside the home is kept as written
-        // (the link keeps working if the tree moves, and readlink returns
-        // what the client wrote); anything else points at the real path.
-        let link_dir_depth = link_real
-            .parent()
-            .and_then(|d| self.fs.to_virtual(d))
-            .map(|v| v.split('/').filter(|c| !c.is_empty()).count());
-        let stored = match link_dir_depth {
-            Some(depth) if !target.starts_with('/') && stays_below(depth, target) => {
-                PathBuf::from(target)
-            }
-            _ => target_real,
-        };
-        blocking(move || std::os::unix::fs::symlink(&stored, &link_real).map_err(io_fail)).await?;
+        entry.symlink(&self.fs, &vtarget).await?;
         Ok(ok(id))
     }
 
@@ -1127,11 +918,7 @@ impl SftpSession {
                 let handle = read_string(&mut buf)
                     .ok_or_else(|| fail(StatusCode::BadMessage, "malformed fsync request"))?;
                 let h = self.handle(&handle)?;
-                let OpenHandle::File { file, .. } = &*h else {
-                    return Err(fail(StatusCode::Failure, "not a file handle"));
-                };
-                let file = file.clone();
-                blocking(move || file.sync_all().map_err(io_fail)).await?;
+                h.file()?.sync().await?;
                 Ok(ok(id))
             }
             "statvfs@openssh.com" => {
@@ -1178,9 +965,7 @@ impl SftpSession {
                 let mut buf = data.as_slice();
                 let handle = read_string(&mut buf)
                     .ok_or_else(|| fail(StatusCode::BadMessage, "malformed fstatvfs request"))?;
-                let vp = match &*self.handle(&handle)? {
-                    OpenHandle::File { vpath, .. } | OpenHandle::Dir { vpath, .. } => vpath.clone(),
-                };
+                let vp = self.handle(&handle)?.vpath().to_string();
                 self.statvfs(id, &vp).await
             }
             "copy-data" => {
@@ -1214,27 +999,16 @@ impl SftpSession {
     /// user's quota leaves (4 KiB blocks) where the user has limits.
     async fn statvfs(&self, id: u32, path: &str) -> Reply {
         let vp = self.rules.resolve(path);
-        self.check(Operation::Stat { path: &vp })?;
+        self.rules.allows(Operation::Stat { path: &vp })?;
         self.rules.visible(&vp)?;
-        let real = self.fs.resolve(&vp)?;
-        let st = blocking(move || {
-            rustix::fs::statvfs(&real).map_err(|e| io_fail(std::io::Error::from(e)))
-        })
-        .await?;
+        let entry = self.fs.resolve(&vp, Follow::All).await?;
+        self.check_at(&vp, entry.vpath(), |p| Operation::Stat { path: p })?;
+        let st = entry.statvfs().await?;
         let mut v = [
-            st.f_bsize,
-            st.f_frsize,
-            st.f_blocks,
-            st.f_bfree,
-            st.f_bavail,
-            st.f_files,
-            st.f_ffree,
-            st.f_favail,
-            st.f_fsid,
-            st.f_flag.bits(),
-            st.f_namemax,
+            st.bsize, st.frsize, st.blocks, st.bfree, st.bavail, st.files, st.ffree, st.favail,
+            st.fsid, st.flag, st.namemax,
         ];
-        if let Some(q) = self.rules.quota.status(&self.fs.domain(&vp)).await? {
+        if let Some(q) = self.rules.quota.status(&entry.domain()).await? {
             if q.quota_size > 0 {
                 const BLOCK: i64 = 4096;
                 let free = (q.quota_size - q.used_size - q.reserved_size).max(0) / BLOCK;
@@ -1268,33 +1042,38 @@ impl SftpSession {
         if target == "/" || link == "/" {
             return Err(denied());
         }
-        self.check(Operation::Hardlink {
+        self.rules.allows(Operation::Hardlink {
             link: &link,
             target: &target,
         })?;
-        self.check_path(&target)?;
-        self.check_path(&link)?;
-        if self.fs.holds_mount(&link) || self.fs.mount_name(&link) != self.fs.mount_name(&target) {
+        if self.fs.holds_mount(&link) {
             return Err(fail(
                 StatusCode::OpUnsupported,
                 "hard links across virtual folders are not supported",
             ));
         }
-        let src = self.fs.resolve_nofollow(&target)?;
-        let dst = self.fs.resolve_nofollow(&link)?;
-        let meta = {
-            let src = src.clone();
-            blocking(move || std::fs::symlink_metadata(&src).map_err(io_fail)).await?
-        };
-        if !meta.is_file() {
-            return Err(fail(StatusCode::Failure, "not a regular file"));
+        let src = self.entry(&target, Follow::NotLast).await?;
+        let dst = self.entry(&link, Follow::NotLast).await?;
+        self.rules.allows(Operation::Hardlink {
+            link: dst.vpath(),
+            target: src.vpath(),
+        })?;
+        if src.mount_name() != dst.mount_name() || self.fs.holds_mount(dst.vpath()) {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "hard links across virtual folders are not supported",
+            ));
         }
-        let size = meta.len() as i64;
-        let domain = self.fs.domain(&link);
+        let meta = *src.meta().ok_or(FsError::NotFound)?;
+        if !meta.is_file() {
+            return Err(FsError::NotRegular.into());
+        }
+        let size = i64::try_from(meta.size).unwrap_or(i64::MAX);
+        let domain = dst.domain();
         self.rules.quota.grow(&domain, size, 1).await?;
-        if let Err(e) = blocking(move || std::fs::hard_link(&src, &dst).map_err(io_fail)).await {
+        if let Err(e) = src.hardlink_to(&dst).await {
             self.rules.quota.release(&domain, -size, -1).await;
-            return Err(e);
+            return Err(e.into());
         }
         Ok(ok(id))
     }
@@ -1309,15 +1088,9 @@ impl SftpSession {
     ) -> Reply {
         let from = self.handle(read_handle)?;
         let to = self.handle(write_handle)?;
-        let OpenHandle::File { file: src, .. } = &*from else {
-            return Err(fail(StatusCode::Failure, "not a file handle"));
-        };
-        let OpenHandle::File {
-            file: dst,
-            writable: true,
-            quota,
-            transfer,
-            ..
+        let src = from.file()?;
+        let OpenHandle::Write {
+            upload, transfer, ..
         } = &*to
         else {
             return Err(fail(
@@ -1338,33 +1111,23 @@ impl SftpSession {
         let mut left = if length == 0 { u64::MAX } else { length };
         while left > 0 {
             let want = left.min(u64::from(MAX_WRITE_LEN)) as usize;
-            let src = src.clone();
-            let chunk = blocking(move || {
-                let mut buf = vec![0u8; want];
-                let filled = read_full_at(&src, &mut buf, read_offset).map_err(io_fail)?;
-                buf.truncate(filled);
-                Ok(buf)
-            })
-            .await?;
+            let chunk = src
+                .read_into(BytesMut::zeroed(want), 0, read_offset)
+                .await?;
             if chunk.is_empty() {
                 break;
             }
             let n = chunk.len() as u64;
-            if let Some(q) = quota {
-                q.admit(write_offset.saturating_add(n)).await?;
-            }
-            let dst = dst.clone();
-            blocking(move || dst.write_all_at(&chunk, write_offset).map_err(io_fail)).await?;
+            upload.write_at(write_offset, chunk.to_vec()).await?;
             transfer.1.size.fetch_add(n as i64, Ordering::Relaxed);
-            read_offset += n;
-            write_offset += n;
+            read_offset = read_offset.checked_add(n).ok_or(FsError::Invalid)?;
+            write_offset = write_offset.checked_add(n).ok_or(FsError::Invalid)?;
             left -= n;
             self.conn.touch();
         }
         Ok(ok(id))
     }
 
-    /// Serves one request that is not a read or a write.
     /// SFTPGo's command log line for a change that succeeded.
     fn log_command(&self, sender: &str, path: &str, target: &str, detail: &[(&str, String)]) {
         let detail: String = detail
@@ -1452,7 +1215,7 @@ impl SftpSession {
             Packet::Lstat(p) => self.stat(p.id, &p.path, false).await,
             Packet::Stat(p) => self.stat(p.id, &p.path, true).await,
             Packet::Fstat(p) => self.fstat(p.id, &p.handle).await,
-            Packet::SetStat(p) => self.setstat(p.id, &p.path, p.attrs, None).await,
+            Packet::SetStat(p) => self.setstat(p.id, &p.path, p.attrs).await,
             Packet::FSetStat(p) => self.fsetstat(p.id, &p.handle, p.attrs).await,
             Packet::OpenDir(p) => self.opendir(p.id, &p.path).await,
             Packet::ReadDir(p) => self.readdir(p.id, &p.handle).await,
@@ -1470,83 +1233,6 @@ impl SftpSession {
             )),
         }
     }
-}
-
-/// Fills `buf` from `offset` until it is full or the file ends; returns how
-/// many bytes were read.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
-/// True when the relative path `rel`, taken from a directory `depth` levels
-/// below the root, never climbs above the root.
-fn stays_below(mut depth: usize, rel: &str) -> bool {
-    for comp in rel.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            _ => depth += 1,
-        }
-    }
-    true
-}
-
-fn apply_attrs(
-    real: &Path,
-    file: Option<&File>,
-    attrs: &FileAttributes,
-) -> Result<(), (StatusCode, String)> {
-    if let Some(size) = attrs.size {
-        match file {
-            Some(f) => f.set_len(size),
-            None => std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(real)
-                .and_then(|f| f.set_len(size)),
-        }
-        .map_err(io_fail)?;
-    }
-    if let Some(mode) = attrs.permissions {
-        std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & CHMOD_MASK))
-            .map_err(io_fail)?;
-    }
-    if attrs.uid.is_some() || attrs.gid.is_some() {
-        std::os::unix::fs::chown(real, attrs.uid, attrs.gid).map_err(io_fail)?;
-    }
-    if attrs.atime.is_some() || attrs.mtime.is_some() {
-        let at =
-            |secs: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
-        let mut times = std::fs::FileTimes::new();
-        if let Some(a) = attrs.atime {
-            times = times.set_accessed(at(a));
-        }
-        if let Some(m) = attrs.mtime {
-            times = times.set_modified(at(m));
-        }
-        let owned;
-        let f = match file {
-            Some(f) => f,
-            None => {
-                owned = File::open(real).map_err(io_fail)?;
-                &owned
-            }
-        };
-        f.set_times(times).map_err(io_fail)?;
-    }
-    Ok(())
 }
 
 fn status_bytes(id: u32, (code, message): (StatusCode, String)) -> Bytes {
@@ -1732,25 +1418,32 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
     session.release_all().await;
 }
 
-/// True when this process runs as root (new files then get the user's
-/// uid/gid). `/proc/self` is owned by the effective uid.
-pub fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::stays_below;
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // a stat of `/`, only for its shape
+    fn meta(mtime: i64) -> Meta {
+        let st = rustix::fs::stat("/").unwrap();
+        let mut m = Meta::from_stat(&st);
+        m.mtime = mtime;
+        m
+    }
 
     #[test]
-    fn relative_symlink_targets_must_stay_inside() {
-        assert!(stays_below(0, "f"));
-        assert!(stays_below(1, "../f"));
-        assert!(stays_below(1, "./a/../../f"));
-        assert!(!stays_below(0, "../f"));
-        assert!(!stays_below(2, "../../../etc/passwd"));
-        assert!(stays_below(2, "a/b/../../../x"));
+    fn long_names_show_the_year_for_old_files() {
+        let now = 1_780_000_000; // 2026-05-28
+        let old = chrono::NaiveDate::from_ymd_opt(2001, 2, 3)
+            .unwrap()
+            .and_hms_opt(4, 5, 6)
+            .unwrap()
+            .and_utc()
+            .timestamp();
+        assert!(long_name("f", &meta(old), now).contains(" Feb  3  2001 f"));
+        let recent = now - 3600;
+        let line = long_name("f", &meta(recent), now);
+        assert!(line.contains(" May 28 ") && line.ends_with(" f"), "{line}");
+        // In the future: the year, as ls does.
+        assert!(long_name("f", &meta(now + 86_400 * 400), now).contains("  2027 f"));
     }
 }

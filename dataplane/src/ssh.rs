@@ -42,7 +42,7 @@ pub struct EdgeContext {
     ssh_config: std::sync::Mutex<Option<(Arc<EdgeConfig>, Arc<russh::server::Config>)>>,
     next_session: AtomicU64,
     as_root: bool,
-    fs: crate::sftp::FsSettings,
+    fs: crate::vfs::FsSettings,
     commands: crate::commands::EnabledCommands,
     limits: Arc<crate::limits::ConnectionLimits>,
 }
@@ -52,7 +52,7 @@ impl EdgeContext {
         control: ControlClient,
         registry: Arc<Registry>,
         config: watch::Receiver<Option<Arc<EdgeConfig>>>,
-        fs: crate::sftp::FsSettings,
+        fs: crate::vfs::FsSettings,
         commands: crate::commands::EnabledCommands,
         limits: Arc<crate::limits::ConnectionLimits>,
     ) -> Self {
@@ -62,7 +62,7 @@ impl EdgeContext {
             config,
             ssh_config: std::sync::Mutex::new(None),
             next_session: AtomicU64::new(1),
-            as_root: crate::sftp::running_as_root(),
+            as_root: crate::vfs::running_as_root(),
             fs,
             commands,
             limits,
@@ -584,7 +584,7 @@ impl SshHandler {
 
     /// Opens the user's storage and registers a new connection (one per
     /// channel, as SFTPGo counts them) of `protocol`.
-    fn open_connection(&mut self, protocol: &str) -> Result<Opened, String> {
+    async fn open_connection(&mut self, protocol: &str) -> Result<Opened, String> {
         let auth = self.auth.as_ref().ok_or("not authenticated")?;
         let policy = &auth.policy;
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
@@ -592,7 +592,9 @@ impl SshHandler {
             std::path::Path::new(&policy.home_dir),
             owner,
             &policy.virtual_folders,
+            self.ctx.fs,
         )
+        .await
         .map_err(|e| format!("cannot open home directory {}: {e}", policy.home_dir))?;
         let rules = match &self.rules {
             Some(r) => r.clone(),
@@ -659,37 +661,33 @@ impl SshHandler {
         });
     }
 
-    fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
-        let opened = self.open_connection("SFTP")?;
+    async fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
+        let opened = self.open_connection("SFTP").await?;
         let session = Arc::new(SftpSession::new(
             opened.fs.clone(),
             opened.rules.clone(),
-            opened.owner,
             opened.conn.clone(),
-            self.ctx.fs,
         ));
         self.spawn_connection(&opened, "sftp", crate::sftp::serve(channel, session));
         Ok(())
     }
 
-    fn start_command(
+    async fn start_command(
         &mut self,
         channel: Channel<Msg>,
         command: crate::commands::Command,
     ) -> Result<(), String> {
         if let crate::commands::Command::Scp(args) = command {
-            let opened = self.open_connection("SCP")?;
+            let opened = self.open_connection("SCP").await?;
             let ctx = crate::scp::ScpContext {
                 fs: opened.fs.clone(),
                 rules: opened.rules.clone(),
-                owner: opened.owner,
                 conn: opened.conn.clone(),
-                settings: self.ctx.fs,
             };
             self.spawn_connection(&opened, "scp", crate::scp::run(channel, args, ctx));
             return Ok(());
         }
-        let opened = self.open_connection("SSH")?;
+        let opened = self.open_connection("SSH").await?;
         let ctx = crate::commands::CommandContext {
             fs: opened.fs.clone(),
             rules: opened.rules.clone(),
@@ -874,7 +872,7 @@ impl russh::server::Handler for SshHandler {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        match self.start_sftp(channel) {
+        match self.start_sftp(channel).await {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {
                 warn!(error = e, "cannot start sftp");
@@ -911,7 +909,7 @@ impl russh::server::Handler for SshHandler {
         if matches!(command, crate::commands::Command::Unsupported { .. }) {
             crate::metrics::METRICS.ssh_command_errors.inc();
         }
-        match self.start_command(channel, command) {
+        match self.start_command(channel, command).await {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {
                 crate::metrics::METRICS.ssh_command_errors.inc();

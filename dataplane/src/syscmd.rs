@@ -3,8 +3,9 @@
 //! arguments parsed against an allow list. Only the server side of each tool
 //! is accepted (`rsync --server …`, `git-upload-pack PATH`, …); options that
 //! name other files or programs (`--rsh`, `--temp-dir`, `--files-from`, …)
-//! are refused; the target (last argument) is a virtual path replaced by its
-//! confined real path; the program runs without a shell, with the user's
+//! are refused; the target (last argument) is a virtual path checked through
+//! the storage layer and passed relative to the home, the program's working
+//! directory; the program runs without a shell, with the user's
 //! uid/gid when the edge runs as root, and a minimal environment. SFTPGo's
 //! rules apply: local storage only, not inside or above virtual folders, not
 //! with file filters, and `list`, `download`, `upload`, `create_dirs`,
@@ -23,7 +24,7 @@ use russh::server::Msg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::commands::CommandContext;
-use crate::vfs::QuotaDomain;
+use crate::quota::QuotaDomain;
 
 /// A system command ready to check and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub async fn run(
     if !ctx.rules.files.is_empty() {
         return Err(format!("{name}: not available to users with file filters"));
     }
-    if ctx.fs.locate(&vp).0.is_some() || ctx.fs.holds_mount(&vp) {
+    if ctx.fs.in_mount(&vp) || ctx.fs.holds_mount(&vp) {
         return Err(format!(
             "{name}: not available inside or above virtual folders"
         ));
@@ -196,10 +197,26 @@ pub async fn run(
             "{name}: permission denied (needs {missing:?} on {vp})"
         ));
     }
-    let real = ctx
+    // The target is checked through the storage layer, then handed to the
+    // program relative to the home (its working directory).
+    let target = ctx
         .fs
-        .resolve(&vp)
+        .resolve(&vp, crate::vfs::Follow::All)
+        .await
         .map_err(|e| format!("{name}: {vp}: {e}"))?;
+    let rv = target.vpath().to_string();
+    if rv != vp {
+        if ctx.fs.in_mount(&rv) || ctx.fs.holds_mount(&rv) {
+            return Err(format!(
+                "{name}: not available inside or above virtual folders"
+            ));
+        }
+        if let Some(missing) = REQUIRED.iter().find(|p| !ctx.rules.perms.has(&rv, p)) {
+            return Err(format!(
+                "{name}: permission denied (needs {missing:?} on {rv})"
+            ));
+        }
+    }
     // Quota: refused when already at a limit; input capped to what is left.
     let quota = &ctx.rules.quota;
     let mut cap = u64::MAX;
@@ -219,12 +236,7 @@ pub async fn run(
             cap = left + left / 10 + 64 * 1024;
         }
     }
-    let scan_target = real.clone();
-    let before = tokio::task::spawn_blocking(move || {
-        crate::vfs::usage_of(&scan_target, scan_target.is_dir())
-    })
-    .await
-    .map_err(|e| format!("internal error: {e}"))?;
+    let before = target.usage().await.map_err(|e| format!("{name}: {e}"))?;
 
     let mut args = cmd.args.clone();
     if name == "rsync" {
@@ -237,10 +249,14 @@ pub async fn run(
         };
         args.insert(args.len() - 1, links.to_string());
     }
-    // rsync reads a trailing `/` as "the contents of": keep it.
-    let mut target_arg = real.clone().into_os_string();
-    if cmd.target.ends_with('/') && !target_arg.to_string_lossy().ends_with('/') {
-        target_arg.push("/");
+    // Relative to the home, the program's working directory. rsync reads a
+    // trailing `/` as "the contents of": keep it.
+    let mut target_arg = match rv.trim_start_matches('/') {
+        "" => ".".to_string(),
+        rel => rel.to_string(),
+    };
+    if cmd.target.ends_with('/') && !target_arg.ends_with('/') {
+        target_arg.push('/');
     }
     let mut command = tokio::process::Command::new(name);
     command
@@ -249,7 +265,7 @@ pub async fn run(
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LANG", "C")
-        .current_dir(ctx.fs.resolve("/").map_err(|e| e.to_string())?)
+        .current_dir(ctx.fs.home_real())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -364,9 +380,10 @@ pub async fn run(
     };
     conn.end_transfer(tid);
     // The target re-scanned: its real change is settled.
-    let after = tokio::task::spawn_blocking(move || crate::vfs::usage_of(&real, real.is_dir()))
-        .await
-        .map_err(|e| format!("internal error: {e}"))?;
+    let after = match ctx.fs.resolve(&rv, crate::vfs::Follow::All).await {
+        Ok(t) => t.usage().await.unwrap_or((0, 0)),
+        Err(_) => (0, 0),
+    };
     quota
         .release(&QuotaDomain::User, after.0 - before.0, after.1 - before.1)
         .await;

@@ -690,7 +690,9 @@ fn quota_scans_walk_through_an_edge() {
     std::fs::create_dir_all(home.join("d")).unwrap();
     random_file(&home.join("d/a"), 1_000);
     random_file(&home.join("b"), 2_000);
-    // An atomic upload in progress is not counted.
+    // A file named like a temporary upload counts: only the temporary files
+    // of uploads in progress on an edge are left out (else a user could hide
+    // data from the quota by naming it so).
     random_file(&home.join(".ferry-upload.0000.c"), 5_000);
     random_file(&inc.join("i"), 300);
     random_file(&own.join("o"), 40);
@@ -711,7 +713,7 @@ fn quota_scans_walk_through_an_edge() {
     );
     assert_eq!(
         api.usage("sid"),
-        (3_300, 3),
+        (8_300, 4),
         "home and the folder counted in the user's quota"
     );
     scan(
