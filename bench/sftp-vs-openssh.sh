@@ -18,7 +18,25 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# sshd must be told its port: one below the kernel's ephemeral range (no port-0 bind or outgoing connection
+# gets those), checked free; a start that still finds it taken is made again on another one.
+claim_port() {
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(100):
+    port = random.randrange(20000, low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+PY
+}
 clk=$(getconf CLK_TCK)
 # CPU seconds used by a process and its reaped children.
 cpu_of() { awk -v t="$clk" '{printf "%.3f", ($14+$15+$16+$17)/t}' "/proc/$1/stat"; }
@@ -32,8 +50,9 @@ chmod 700 "$work/sshd"
 ssh-keygen -q -t ed25519 -N '' -f "$work/sshd/host_ed25519"
 cp "$work/client_key.pub" "$work/sshd/authorized_keys"
 chmod 600 "$work/sshd/authorized_keys"
-SSHD_PORT=$(free_port)
-cat > "$work/sshd/config" <<CFG
+for attempt in 1 2 3 4; do
+  SSHD_PORT=$(claim_port)
+  cat > "$work/sshd/config" <<CFG
 Port $SSHD_PORT
 ListenAddress 127.0.0.1
 HostKey $work/sshd/host_ed25519
@@ -46,15 +65,23 @@ StrictModes no
 Subsystem sftp internal-sftp
 PidFile $work/sshd/pid
 CFG
-/usr/sbin/sshd -D -e -f "$work/sshd/config" 2>"$work/sshd/log" &
-SSHD_PID=$!; pids+=("$SSHD_PID")
+  /usr/sbin/sshd -D -e -f "$work/sshd/config" 2>"$work/sshd/log" &
+  SSHD_PID=$!
+  # Listening ("Server listening on"), or gone (a bind failure ends it).
+  until grep -q "Server listening on" "$work/sshd/log" || ! kill -0 "$SSHD_PID" 2>/dev/null; do sleep 0.05; done
+  kill -0 "$SSHD_PID" 2>/dev/null && break
+  grep -q "Address already in use" "$work/sshd/log" && [ "$attempt" -lt 4 ] || { cat "$work/sshd/log" >&2; exit 1; }
+done
+pids+=("$SSHD_PID")
 
-# --- Ferry all-in-one.
-FERRY_SFTP=$(free_port); FERRY_HTTP=$(free_port); FERRY_GRPC=$(free_port)
+# --- Ferry all-in-one, on ports the kernel picks (read back from its address file).
 FERRY_DEFAULT_ADMIN_PASSWORD=bench-admin FERRY_LOG=warn "$FERRY" serve --data-dir "$work/ferry-data" \
-  --sftp-bind "127.0.0.1:$FERRY_SFTP" --http-bind "127.0.0.1:$FERRY_HTTP" --grpc-bind "127.0.0.1:$FERRY_GRPC" \
+  --sftp-bind 127.0.0.1:0 --http-bind 127.0.0.1:0 --grpc-bind 127.0.0.1:0 --addr-file "$work/ferry.addrs" \
   >"$work/ferry.log" 2>&1 &
 FERRY_PID=$!; pids+=("$FERRY_PID")
+until [ -f "$work/ferry.addrs" ]; do kill -0 "$FERRY_PID" 2>/dev/null || { cat "$work/ferry.log" >&2; exit 1; }; sleep 0.05; done
+FERRY_SFTP=$(awk '$1 == "sftp" {sub(/.*:/, "", $2); print $2; exit}' "$work/ferry.addrs")
+FERRY_HTTP=$(awk '$1 == "http" {sub(/.*:/, "", $2); print $2; exit}' "$work/ferry.addrs")
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$FERRY_HTTP/healthz" >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -fs -u admin:bench-admin "http://127.0.0.1:$FERRY_HTTP/api/v2/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
 python3 - "$work" > "$work/user.json" <<'PY'
@@ -64,8 +91,8 @@ print(json.dumps({"username": "bench", "home_dir": w + "/ferry-home", "permissio
                   "public_keys": [open(w + "/client_key.pub").read().strip()]}))
 PY
 curl -fs -H "Authorization: Bearer $TOKEN" -X POST "http://127.0.0.1:$FERRY_HTTP/api/v2/users" -d @"$work/user.json" >/dev/null
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$FERRY_SFTP") 2>/dev/null && break; sleep 0.1; done
-sleep 0.5
+# The edge answers SSH once the control plane has sent it the host keys.
+for _ in $(seq 100); do ssh-keyscan -T 2 -p "$FERRY_SFTP" 127.0.0.1 2>/dev/null | grep -q ssh- && break; sleep 0.1; done
 
 SFTP=(sftp -q -oCompression=no -c aes128-gcm@openssh.com -R 64 -B 261120 -oBatchMode=yes
       -oStrictHostKeyChecking=no -oUserKnownHostsFile=/dev/null -oLogLevel=ERROR -i "$work/client_key")

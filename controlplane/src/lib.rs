@@ -168,6 +168,17 @@ pub struct RunningControlPlane {
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+impl RunningControlPlane {
+    /// The bound listeners, for `--addr-file`.
+    pub fn bound_addrs(&self) -> ferry_dataplane::listeners::BoundAddrs {
+        use ferry_dataplane::listeners::{BoundAddrs, ListenerKind};
+        let mut addrs = BoundAddrs::default();
+        addrs.push(ListenerKind::Http, self.http_addr);
+        addrs.push(ListenerKind::Grpc, self.grpc_addr);
+        addrs
+    }
+}
+
 /// Opens the store, bootstraps fleet settings and the first admin, binds the
 /// HTTP and gRPC listeners and serves them until `shutdown` resolves.
 pub async fn start_controlplane(
@@ -241,7 +252,9 @@ pub async fn start_controlplane(
         .with_context(|| format!("cannot bind gRPC to {}", opts.grpc_bind))?;
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
-    info!(%http_addr, %grpc_addr, "control plane listening");
+    use ferry_dataplane::listeners::ListenerKind;
+    info!(listener = ListenerKind::Http.as_str(), addr = %http_addr, "listening");
+    info!(listener = ListenerKind::Grpc.as_str(), addr = %grpc_addr, "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let closing = state.clone();

@@ -33,7 +33,7 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
         /// Address the embedded edge's SFTP listener binds to (replaces
-        /// sftpd.bindings).
+        /// sftpd.bindings; port 0: any free port, see --addr-file).
         #[arg(long, env = "FERRY_SFTP_BIND")]
         sftp_bind: Option<SocketAddr>,
         /// Seconds live transfers get to finish after SIGTERM before their
@@ -113,11 +113,13 @@ struct CommonArgs {
     /// Directory holding the SQLite database and generated files; created if missing.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// Address of the REST API and /healthz (replaces httpd.bindings).
+    /// Address of the REST API and /healthz (replaces httpd.bindings; port
+    /// 0: any free port, see --addr-file).
     #[arg(long, env = "FERRY_HTTP_BIND")]
     http_bind: Option<SocketAddr>,
     /// Address of the gRPC service edges attach to (grpc.address and
-    /// grpc.port). A non-loopback address requires an edge token.
+    /// grpc.port; port 0: any free port, which `ferry serve`'s edge is
+    /// given). A non-loopback address requires an edge token.
     #[arg(long, env = "FERRY_GRPC_BIND")]
     grpc_bind: Option<SocketAddr>,
     /// File holding the token edges must present (grpc.edge_token_file;
@@ -127,6 +129,11 @@ struct CommonArgs {
     /// Seconds a session lease lives without renewal (grpc.lease_ttl).
     #[arg(long, env = "FERRY_LEASE_TTL")]
     lease_ttl: Option<u64>,
+    /// File written once every listener is bound, one `KIND ADDRESS` line
+    /// per listener (`http 127.0.0.1:40123`, `grpc …`, `sftp …`): how to
+    /// learn the ports of binds with port 0.
+    #[arg(long, env = "FERRY_ADDR_FILE")]
+    addr_file: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -350,6 +357,9 @@ async fn run() -> anyhow::Result<()> {
         Command::ConfigExample => unreachable!("handled above"),
     };
     common.apply(&mut settings);
+    if let Some(path) = &common.addr_file {
+        ferry_dataplane::listeners::remove_stale(path)?;
+    }
     let mut token = edge_token(&settings.grpc.edge_token_file)?;
     if edge.is_some() && token.is_none() {
         // The embedded edge and the control plane share a fresh secret.
@@ -417,6 +427,13 @@ async fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(path) = &common.addr_file {
+        let mut addrs = cp.bound_addrs();
+        if let Some(edge) = &edge {
+            addrs.extend(edge.bound_addrs());
+        }
+        addrs.write(path)?;
+    }
     shutdown_signal().await;
     if let Some(edge) = edge {
         tracing::info!(grace_s = grace_time, "shutting down: draining the edge");

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod limits;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
@@ -54,7 +55,11 @@ pub use settings::EdgeArgs;
 
 /// A running edge.
 pub struct RunningEdge {
+    /// The first SFTP listener's bound address (the one reported to the
+    /// control plane).
     pub sftp_addr: SocketAddr,
+    /// Every SFTP listener's bound address, in `sftp_binds` order.
+    pub sftp_addrs: Vec<SocketAddr>,
     pub telemetry_addr: Option<SocketAddr>,
     pub edge_id: String,
     /// Ends when the listeners have stopped (after `shutdown`).
@@ -64,6 +69,18 @@ pub struct RunningEdge {
 }
 
 impl RunningEdge {
+    /// The bound listeners, for `--addr-file`.
+    pub fn bound_addrs(&self) -> listeners::BoundAddrs {
+        let mut addrs = listeners::BoundAddrs::default();
+        for addr in &self.sftp_addrs {
+            addrs.push(listeners::ListenerKind::Sftp, *addr);
+        }
+        if let Some(addr) = self.telemetry_addr {
+            addrs.push(listeners::ListenerKind::Telemetry, addr);
+        }
+        addrs
+    }
+
     /// Graceful drain, for SIGTERM: `/readyz` fails at once, `stop` stops
     /// the listeners, live transfers get up to `grace` to finish, then every
     /// session is closed (releasing its lease in the control plane).
@@ -173,15 +190,19 @@ pub async fn start_edge(
 ) -> anyhow::Result<RunningEdge> {
     let edge_id = opts.edge_id.clone().unwrap_or_else(random_edge_id);
     anyhow::ensure!(!opts.sftp_binds.is_empty(), "no SFTP listener configured");
-    let mut listeners = Vec::new();
+    let mut sftp_listeners = Vec::new();
     for bind in &opts.sftp_binds {
-        listeners.push(
+        sftp_listeners.push(
             TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("cannot bind SFTP to {bind}"))?,
         );
     }
-    let sftp_addr = listeners[0].local_addr()?;
+    let sftp_addrs = sftp_listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let sftp_addr = sftp_addrs[0];
     let registry = Arc::new(registry::Registry::default());
     let control =
         control::ControlClient::new(&opts.control_plane, opts.token.as_deref(), edge_id.clone())?;
@@ -216,6 +237,11 @@ pub async fn start_edge(
                 .await
                 .with_context(|| format!("cannot bind telemetry to {bind}"))?;
             let addr = listener.local_addr()?;
+            tracing::info!(
+                listener = listeners::ListenerKind::Telemetry.as_str(),
+                %addr,
+                "listening"
+            );
             // Up for the whole life of the process: /readyz reports the drain.
             tokio::spawn(telemetry::serve(
                 listener,
@@ -228,9 +254,14 @@ pub async fn start_edge(
         None => None,
     };
     let mut loops = Vec::new();
-    for listener in listeners {
-        let addr = listener.local_addr()?;
-        tracing::info!(edge_id, sftp_addr = %addr, control_plane = opts.control_plane, "edge listening");
+    for (listener, addr) in sftp_listeners.into_iter().zip(&sftp_addrs) {
+        tracing::info!(
+            edge_id,
+            listener = listeners::ListenerKind::Sftp.as_str(),
+            %addr,
+            control_plane = opts.control_plane,
+            "listening"
+        );
         let mut rx = stop_rx.clone();
         loops.push(tokio::spawn(ssh::accept_loop(
             listener,
@@ -250,6 +281,7 @@ pub async fn start_edge(
     });
     Ok(RunningEdge {
         sftp_addr,
+        sftp_addrs,
         telemetry_addr,
         edge_id,
         task,

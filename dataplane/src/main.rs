@@ -3,7 +3,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,7 +25,8 @@ struct Cli {
     /// gRPC URL of the control plane (edge.control_plane).
     #[arg(long, env = "FERRY_CONTROL_PLANE")]
     control_plane: Option<String>,
-    /// Address the SFTP listener binds to (replaces sftpd.bindings).
+    /// Address the SFTP listener binds to (replaces sftpd.bindings; port 0:
+    /// any free port, see --addr-file).
     #[arg(long, env = "FERRY_SFTP_BIND")]
     sftp_bind: Option<SocketAddr>,
     /// File holding the edge token (edge.edge_token_file; else FERRY_EDGE_TOKEN).
@@ -36,9 +37,15 @@ struct Cli {
     #[arg(long, env = "FERRY_EDGE_ID")]
     edge_id: Option<String>,
     /// Address of the /healthz, /readyz and /metrics listener
-    /// (telemetry.bind_address and bind_port; default 127.0.0.1:10000).
+    /// (telemetry.bind_address and bind_port; default 127.0.0.1:10000; port
+    /// 0: any free port, while the setting's port 0 turns it off).
     #[arg(long, env = "FERRY_TELEMETRY_BIND")]
     telemetry_bind: Option<SocketAddr>,
+    /// File written once every listener is bound, one `KIND ADDRESS` line
+    /// per listener (`sftp 127.0.0.1:40123`, `telemetry …`): how to learn
+    /// the ports of binds with port 0.
+    #[arg(long, env = "FERRY_ADDR_FILE", global = true)]
+    addr_file: Option<PathBuf>,
     /// Seconds live transfers get to finish after SIGTERM (edge.grace_time,
     /// default 30).
     #[arg(long, env = "FERRY_GRACE_TIME")]
@@ -61,6 +68,7 @@ enum Command {
 async fn portable(
     args: ferry_dataplane::portable::PortableArgs,
     settings: &EdgeSettings,
+    addr_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let runtime = settings.common.runtime(&settings.sftpd)?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -69,6 +77,9 @@ async fn portable(
         let _ = stop_rx.wait_for(|v| *v).await;
     })
     .await?;
+    if let Some(path) = addr_file {
+        p.bound_addrs().write(path)?;
+    }
     println!(
         "Sharing {} on sftp://{}@{} (host key {})",
         directory.display(),
@@ -112,8 +123,11 @@ async fn run() -> anyhow::Result<()> {
     if let Some(v) = cli.grace_time {
         settings.edge.grace_time = v;
     }
+    if let Some(path) = &cli.addr_file {
+        ferry_dataplane::listeners::remove_stale(path)?;
+    }
     if let Some(Command::Portable(args)) = cli.command {
-        return portable(args, &settings).await;
+        return portable(args, &settings, cli.addr_file.as_deref()).await;
     }
     if let Some(v) = cli.control_plane {
         settings.edge.control_plane = v;
@@ -165,6 +179,9 @@ async fn run() -> anyhow::Result<()> {
         },
     )
     .await?;
+    if let Some(path) = &cli.addr_file {
+        edge.bound_addrs().write(path)?;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

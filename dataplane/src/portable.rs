@@ -45,7 +45,8 @@ pub struct PortableArgs {
     /// Permissions on `/`, comma separated (`*` for all; e.g. list,download).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub permissions: Vec<String>,
-    /// Address the SFTP listener binds to.
+    /// Address the SFTP listener binds to (port 0: any free port; see
+    /// --addr-file).
     #[arg(long, default_value = "0.0.0.0:2022")]
     pub sftp_bind: SocketAddr,
 }
@@ -66,6 +67,8 @@ struct PortableControl {
 /// What portable mode prints and serves.
 pub struct Portable {
     pub edge: crate::RunningEdge,
+    /// The in-process policy source's gRPC listener (loopback).
+    pub policy_addr: SocketAddr,
     pub username: String,
     /// Set when generated (printed for the operator).
     pub generated_password: Option<String>,
@@ -166,8 +169,15 @@ pub async fn start(
         },
     };
     let token = format!("{:032x}", rand::random::<u128>());
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the policy source's gRPC listener")?;
     let addr = listener.local_addr()?;
+    tracing::info!(
+        listener = crate::listeners::ListenerKind::Grpc.as_str(),
+        %addr,
+        "listening"
+    );
     let expected = format!("Bearer {token}");
     let service = EdgeControlServer::with_interceptor(control, move |req: Request<()>| {
         let given = req
@@ -201,10 +211,20 @@ pub async fn start(
     .await?;
     Ok(Portable {
         edge,
+        policy_addr: addr,
         username: args.username,
         generated_password,
         host_key_fingerprint,
     })
+}
+
+impl Portable {
+    /// The bound listeners, for `--addr-file`.
+    pub fn bound_addrs(&self) -> crate::listeners::BoundAddrs {
+        let mut addrs = self.edge.bound_addrs();
+        addrs.push(crate::listeners::ListenerKind::Grpc, self.policy_addr);
+        addrs
+    }
 }
 
 fn reply(outcome: LoginOutcome) -> LoginResponse {

@@ -1,9 +1,11 @@
 //! Harness for end-to-end tests: starts real `ferry` / `ferry-edge` processes
-//! on free loopback ports, talks REST to them, and drives the real OpenSSH
-//! clients (`sftp`, `scp`, `ssh-keygen`, `ssh-keyscan`) against them.
+//! on ports the kernel picks (port 0, read back from their `--addr-file`),
+//! talks REST to them, and drives the real OpenSSH clients (`sftp`, `scp`,
+//! `ssh-keygen`, `ssh-keyscan`) against them. Programs that need their port
+//! chosen in advance get one from this test process's own range ([`ports`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,10 +13,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+pub mod ports;
+pub mod procs;
+pub use ports::claim_port;
+pub use procs::*;
+
 /// Admin password every test process is started with.
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 /// Edge token of split-mode tests.
 pub const EDGE_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// How long a process may take to bind its listeners (migrations, first
+/// admin's hash, a loaded machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// A listener address asking the kernel for any free loopback port.
+pub const ANY_PORT: &str = "127.0.0.1:0";
 
 /// Path of a workspace binary, next to the test executable's directory.
 pub fn bin(name: &str) -> PathBuf {
@@ -33,75 +45,8 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn addr(port: u16) -> SocketAddr {
+pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A child process killed when dropped; its stderr goes to a log file.
-pub struct Proc {
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(mut cmd: Command, log: PathBuf) -> Result<Self> {
-        let err = std::fs::File::create(&log)?;
-        let out = err.try_clone()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("cannot start {cmd:?}"))?;
-        Ok(Self { child, log })
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit on its own.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM (a graceful stop).
-    pub fn terminate(&self) {
-        self.signal("TERM");
-    }
-
-    /// Sends a signal by name (`HUP`, `TERM`, …).
-    pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Polls `f` until it returns Some or `timeout` passes.
@@ -134,27 +79,12 @@ pub struct Topology {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub grpc_port: u16,
-    /// SFTP ports of the edges (one for `serve`).
+    /// SFTP ports of the edges (one for `serve`, or one per
+    /// `sftpd.bindings` entry).
     pub sftp_ports: Vec<u16>,
     /// Telemetry ports of separate edges (none for `serve`).
     pub telemetry_ports: Vec<u16>,
     pub procs: Vec<Proc>,
-}
-
-/// Ports come from [`free_port`], which can race with other processes on
-/// the machine (a client's ephemeral port, another test): a topology whose
-/// process could not bind is started again on new ports.
-fn retry_on_port_clash<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match start() {
-            Err(e) if attempt < 4 && format!("{e:#}").contains("Address already in use") => {
-                eprintln!("port clash, starting again (attempt {attempt})");
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Topology {
@@ -165,31 +95,20 @@ impl Topology {
 
     /// `ferry serve` with extra environment (e.g. `FERRY_DATA_PROVIDER__*`).
     pub fn serve_with(env: &[(String, String)]) -> Result<Self> {
-        retry_on_port_clash(|| Self::try_serve(env))
+        let dir = tempfile::tempdir()?;
+        let mut cmd = ferry_serve(&dir.path().join("data"));
+        cmd.env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let (proc, bound) = start_bound(cmd, dir.path(), "ferry")?;
+        Self::from_serve(dir, proc, &bound)
     }
 
-    fn try_serve(env: &[(String, String)]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
-        let mut cmd = Command::new(bin("ferry"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--http-bind")
-            .arg(addr(http_port).to_string())
-            .arg("--grpc-bind")
-            .arg(addr(grpc_port).to_string())
-            .arg("--sftp-bind")
-            .arg(addr(sftp_port).to_string())
-            .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env_remove("FERRY_EDGE_TOKEN")
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        let proc = Proc::spawn(cmd, dir.path().join("ferry.log"))?;
-        let t = Self {
+    fn from_serve(dir: tempfile::TempDir, proc: Proc, bound: &BoundAddrs) -> Result<Self> {
+        let mut t = Self {
             dir,
-            http_port,
-            grpc_port,
-            sftp_ports: vec![sftp_port],
+            http_port: bound.port("http"),
+            grpc_port: bound.port("grpc"),
+            sftp_ports: bound.ports("sftp"),
             telemetry_ports: vec![],
             procs: vec![proc],
         };
@@ -199,12 +118,14 @@ impl Topology {
 
     /// `ferry serve --config-file NAME` with no address flags: `config`
     /// gets (http, grpc, sftp, sftp2) ports and returns the file's text.
+    /// A file cannot ask for any free port (port 0 turns a listener off),
+    /// so the ports come from this test's range ([`claim_port`]).
     pub fn serve_config(name: &str, config: impl Fn(u16, u16, u16, u16) -> String) -> Result<Self> {
         retry_on_port_clash(|| {
             let dir = tempfile::tempdir()?;
-            let ports = (free_port(), free_port(), free_port(), free_port());
             let file = dir.path().join(name);
-            std::fs::write(&file, config(ports.0, ports.1, ports.2, ports.3))?;
+            let (http, grpc) = (claim_port(), claim_port());
+            std::fs::write(&file, config(http, grpc, claim_port(), claim_port()))?;
             let mut cmd = Command::new(bin("ferry"));
             cmd.arg("serve")
                 .arg("--data-dir")
@@ -213,17 +134,8 @@ impl Topology {
                 .arg(&file)
                 .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
                 .env_remove("FERRY_EDGE_TOKEN");
-            let proc = Proc::spawn(cmd, dir.path().join("ferry.log"))?;
-            let t = Self {
-                dir,
-                http_port: ports.0,
-                grpc_port: ports.1,
-                sftp_ports: vec![ports.2, ports.3],
-                telemetry_ports: vec![],
-                procs: vec![proc],
-            };
-            t.wait_ready()?;
-            Ok(t)
+            let (proc, bound) = start_bound(cmd, dir.path(), "ferry")?;
+            Self::from_serve(dir, proc, &bound)
         })
     }
 
@@ -239,49 +151,34 @@ impl Topology {
     }
 
     /// Like [`Topology::split_with`], with extra environment for every edge.
+    /// Each edge is given the control plane's real gRPC address, read from
+    /// the control plane's address file.
     pub fn split_full(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
-        retry_on_port_clash(|| Self::try_split(edges, cp_args, edge_env))
-    }
-
-    fn try_split(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (http_port, grpc_port) = (free_port(), free_port());
-        let mut cmd = Command::new(bin("ferry"));
-        cmd.arg("controlplane")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--http-bind")
-            .arg(addr(http_port).to_string())
-            .arg("--grpc-bind")
-            .arg(addr(grpc_port).to_string())
-            .args(cp_args)
+        let mut cmd = ferry_controlplane(&dir.path().join("data"));
+        cmd.args(cp_args)
             .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
-        let mut procs = vec![Proc::spawn(cmd, dir.path().join("controlplane.log"))?];
+        let (cp, cp_bound) = start_bound(cmd, dir.path(), "controlplane")?;
+        let grpc = cp_bound.addr("grpc");
+        let mut procs = vec![cp];
         let mut sftp_ports = Vec::new();
         let mut telemetry_ports = Vec::new();
         for i in 0..edges {
-            let port = free_port();
-            let telemetry = free_port();
-            let mut cmd = Command::new(bin("ferry-edge"));
-            cmd.arg("--control-plane")
-                .arg(format!("http://{}", addr(grpc_port)))
-                .arg("--sftp-bind")
-                .arg(addr(port).to_string())
-                .arg("--telemetry-bind")
-                .arg(addr(telemetry).to_string())
-                .arg("--edge-id")
+            let mut cmd = ferry_edge(grpc);
+            cmd.arg("--edge-id")
                 .arg(format!("edge-{i}"))
                 .env("FERRY_EDGE_TOKEN", EDGE_TOKEN)
                 .envs(edge_env.iter().copied());
-            procs.push(Proc::spawn(cmd, dir.path().join(format!("edge-{i}.log")))?);
-            sftp_ports.push(port);
-            telemetry_ports.push(telemetry);
+            let (edge, bound) = start_bound(cmd, dir.path(), &format!("edge-{i}"))?;
+            procs.push(edge);
+            sftp_ports.push(bound.port("sftp"));
+            telemetry_ports.push(bound.port("telemetry"));
         }
-        let t = Self {
+        let mut t = Self {
             dir,
-            http_port,
-            grpc_port,
+            http_port: cp_bound.port("http"),
+            grpc_port: grpc.port(),
             sftp_ports,
             telemetry_ports,
             procs,
@@ -290,20 +187,17 @@ impl Topology {
         Ok(t)
     }
 
-    /// True when a process of this topology could not bind its port.
-    fn bind_failed(&self) -> bool {
-        self.procs
-            .iter()
-            .any(|p| p.log_text().contains("Address already in use"))
-    }
-
-    fn wait_ready(&self) -> Result<()> {
-        let timeout = Duration::from_secs(60);
-        let healthy = wait_for(timeout, || {
-            if self.bind_failed() {
+    /// Waits until the control plane answers `/healthz` and every edge has
+    /// its configuration (edges serve SSH once the control plane has sent
+    /// them host keys); fails as soon as a process exits.
+    fn wait_ready(&mut self) -> Result<()> {
+        let base = self.base();
+        let procs = &mut self.procs;
+        let healthy = wait_for(START_TIMEOUT, || {
+            if procs.iter_mut().any(|p| p.exit_status().is_some()) {
                 return Some(false);
             }
-            reqwest::blocking::get(format!("{}/healthz", self.base()))
+            reqwest::blocking::get(format!("{base}/healthz"))
                 .ok()
                 .filter(|r| r.status().is_success())
                 .map(|_| true)
@@ -311,25 +205,22 @@ impl Topology {
         if healthy != Some(true) {
             bail!("control plane did not become healthy:\n{}", self.logs());
         }
-        // Edges serve SSH once the control plane has sent them host keys.
-        let edges: Vec<&Proc> = if self.procs.len() == 1 {
-            self.procs.iter().collect()
-        } else {
-            self.procs[1..].iter().collect()
-        };
-        for edge in edges {
-            let ready = wait_for(timeout, || {
-                if self.bind_failed() {
+        let edges = if self.procs.len() == 1 { 0 } else { 1 };
+        for i in edges..self.procs.len() {
+            let procs = &mut self.procs;
+            let ready = wait_for(START_TIMEOUT, || {
+                if procs.iter_mut().any(|p| p.exit_status().is_some()) {
                     return Some(false);
                 }
-                edge.log_text()
+                procs[i]
+                    .log_text()
                     .contains("configuration received from the control plane")
                     .then_some(true)
             });
             if ready != Some(true) {
                 bail!(
                     "edge {} did not get its configuration:\n{}",
-                    edge.log.display(),
+                    self.procs[i].log.display(),
                     self.logs()
                 );
             }
@@ -801,36 +692,32 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// Its frontends take two ports of this test's range; a start that
+    /// finds one taken is made again on others.
     pub fn start(dir: &Path, backend_port: u16) -> Result<Self> {
-        let (v1_port, v2_port) = (free_port(), free_port());
-        let cfg = dir.join(format!("haproxy-{backend_port}.cfg"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n  maxconn 200\n\
-                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                 frontend v1\n  bind 127.0.0.1:{v1_port}\n  default_backend v1\n\
-                 backend v1\n  server edge 127.0.0.1:{backend_port} send-proxy\n\
-                 frontend v2\n  bind 127.0.0.1:{v2_port}\n  default_backend v2\n\
-                 backend v2\n  server edge 127.0.0.1:{backend_port} send-proxy-v2\n"
-            ),
-        )?;
-        let mut cmd = Command::new("haproxy");
-        cmd.arg("-db").arg("-f").arg(&cfg);
-        let proc = Proc::spawn(cmd, dir.join(format!("haproxy-{backend_port}.log")))?;
-        for port in [v1_port, v2_port] {
-            if wait_for(Duration::from_secs(20), || {
-                TcpStream::connect(addr(port)).ok()
-            })
-            .is_none()
-            {
-                bail!("haproxy did not listen on {port}:\n{}", proc.log_text());
-            }
-        }
+        let name = format!("haproxy-{backend_port}");
+        let cfg = dir.join(format!("{name}.cfg"));
+        let (proc, ports) = start_on_claimed_ports(2, dir, &name, |ports| {
+            let (v1_port, v2_port) = (ports[0], ports[1]);
+            std::fs::write(
+                &cfg,
+                format!(
+                    "global\n  maxconn 200\n\
+                     defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                     frontend v1\n  bind 127.0.0.1:{v1_port}\n  default_backend v1\n\
+                     backend v1\n  server edge 127.0.0.1:{backend_port} send-proxy\n\
+                     frontend v2\n  bind 127.0.0.1:{v2_port}\n  default_backend v2\n\
+                     backend v2\n  server edge 127.0.0.1:{backend_port} send-proxy-v2\n"
+                ),
+            )?;
+            let mut cmd = Command::new("haproxy");
+            cmd.arg("-db").arg("-f").arg(&cfg);
+            Ok(cmd)
+        })?;
         Ok(Self {
             _proc: proc,
-            v1_port,
-            v2_port,
+            v1_port: ports[0],
+            v2_port: ports[1],
         })
     }
 }

@@ -385,17 +385,8 @@ fn cli_dumpdata_and_loaddata() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 added"));
     // The restored store serves the user.
     drop(a);
-    let port = free_port();
-    let http = free_port();
-    let mut cmd = Command::new(bin("ferry"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--http-bind", &format!("127.0.0.1:{http}")])
-        .args(["--grpc-bind", &format!("127.0.0.1:{}", free_port())])
-        .args(["--sftp-bind", &format!("127.0.0.1:{port}")])
-        .env_remove("FERRY_EDGE_TOKEN");
-    let proc = Proc::spawn(cmd, fresh.path().join("ferry.log")).unwrap();
+    let (proc, bound) = start_bound(ferry_serve(&data), fresh.path(), "ferry").unwrap();
+    let port = bound.port("sftp");
     let ready = wait_for(std::time::Duration::from_secs(60), || {
         proc.log_text()
             .contains("configuration received from the control plane")

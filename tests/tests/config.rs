@@ -145,3 +145,71 @@ fn config_examples_are_complete_and_accepted() {
         }
     }
 }
+
+/// The listener kinds of an address file, in order, and its addresses.
+fn addr_file(path: &std::path::Path) -> (Vec<String>, BoundAddrs) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let kinds = text
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .map(String::from)
+        .collect();
+    (kinds, BoundAddrs::parse(&text).unwrap())
+}
+
+/// The (listener, addr) pairs of a JSON log's `listening` lines.
+fn logged_listeners(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "listening")
+        .map(|v| {
+            (
+                v["listener"].as_str().unwrap().to_string(),
+                v["addr"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every listener of a process started with port 0 is reported with the port
+/// it bound: one line each in `--addr-file` and one `listening` log line each
+/// with the same address; each answers. `ferry serve`'s edge attaches to the
+/// gRPC port the kernel picked.
+#[test]
+fn port_zero_listeners_are_reported_in_the_addr_file_and_the_log() {
+    let t = Topology::split(1).unwrap();
+    for (name, expected) in [
+        ("controlplane", &["http", "grpc"][..]),
+        ("edge-0", &["sftp", "telemetry"][..]),
+    ] {
+        let (kinds, bound) = addr_file(&t.dir.path().join(format!("{name}.addrs")));
+        assert_eq!(kinds, expected);
+        let mut pairs: Vec<(String, String)> = kinds
+            .iter()
+            .map(|k| (k.clone(), bound.addr(k).to_string()))
+            .collect();
+        let mut logged = logged_listeners(&t.dir.path().join(format!("{name}.log")));
+        pairs.sort();
+        logged.sort();
+        assert_eq!(logged, pairs);
+        for k in &kinds {
+            let addr = bound.addr(k);
+            assert_ne!(addr.port(), 0);
+            assert!(std::net::TcpStream::connect(addr).is_ok(), "{k} {addr}");
+        }
+    }
+    let telemetry = format!("http://127.0.0.1:{}/readyz", t.telemetry_ports[0]);
+    assert_eq!(reqwest::blocking::get(telemetry).unwrap().status(), 200);
+
+    // `ferry serve`: HTTP, gRPC, then the embedded edge's SFTP listener,
+    // attached to the gRPC port the kernel picked.
+    let serve = Topology::serve().unwrap();
+    let (kinds, bound) = addr_file(&serve.dir.path().join("ferry.addrs"));
+    assert_eq!(kinds, ["http", "grpc", "sftp"]);
+    assert_eq!(bound.port("grpc"), serve.grpc_port);
+    assert!(ssh_ready(serve.sftp_port()), "the edge got its host keys");
+    let attached = format!("\"control_plane\":\"http://127.0.0.1:{}\"", serve.grpc_port);
+    assert!(serve.logs().contains(&attached), "{}", serve.logs());
+}

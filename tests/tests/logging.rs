@@ -14,20 +14,12 @@ use serde_json::Value;
 fn json_lines_in_a_file_fail2ban_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("logs/ferry.log");
-    let (http, grpc, sftp) = (free_port(), free_port(), free_port());
-    let mut cmd = Command::new(bin("ferry"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--http-bind", &format!("127.0.0.1:{http}")])
-        .args(["--grpc-bind", &format!("127.0.0.1:{grpc}")])
-        .args(["--sftp-bind", &format!("127.0.0.1:{sftp}")])
-        .arg("--log-file-path")
+    let mut cmd = ferry_serve(&dir.path().join("data"));
+    cmd.arg("--log-file-path")
         .arg(&log)
-        .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env_remove("FERRY_EDGE_TOKEN");
-    let _p = Proc::spawn(cmd, dir.path().join("stderr.log")).unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+        .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let (_p, bound) = start_bound(cmd, dir.path(), "stderr").unwrap();
+    let (base, sftp) = (bound.base(), bound.port("sftp"));
     let api = wait_for(Duration::from_secs(60), || {
         Api::login(&base, "admin", ADMIN_PASSWORD).ok()
     })

@@ -2,17 +2,24 @@
 //! with the real sftp client.
 
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferry_tests::*;
 
-/// Starts portable mode; returns the process and its stdout lines so far
-/// (read until the "Sharing" line, and the password line when generated).
-fn start(args: &[&str], generated: bool) -> (std::process::Child, Vec<String>) {
+/// Starts portable mode on a free port; returns the process, its stdout
+/// lines so far (read until the "Sharing" line, and the password line when
+/// generated) and its SFTP port (from its address file, written before the
+/// "Sharing" line).
+fn start(dir: &Path, args: &[&str], generated: bool) -> (std::process::Child, Vec<String>, u16) {
+    let addr_file = dir.join("portable.addrs");
     let mut child = Command::new(bin("ferry-edge"))
         .arg("portable")
         .args(args)
+        .args(["--sftp-bind", ANY_PORT])
+        .arg("--addr-file")
+        .arg(&addr_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -27,7 +34,11 @@ fn start(args: &[&str], generated: bool) -> (std::process::Child, Vec<String>) {
         }
         lines.push(line.trim().to_string());
     }
-    (child, lines)
+    let text = std::fs::read_to_string(&addr_file)
+        .unwrap_or_else(|e| panic!("{}: {e}; stdout: {lines:?}", addr_file.display()));
+    let bound = BoundAddrs::parse(&text).unwrap();
+    assert_eq!(bound.all("grpc").len(), 1, "the policy source: {text}");
+    (child, lines, bound.port("sftp"))
 }
 
 #[test]
@@ -36,12 +47,8 @@ fn portable_shares_a_directory_with_generated_credentials() {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("hello.txt"), b"hello\n").unwrap();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let (mut child, lines) = start(
-        &["--directory", share.to_str().unwrap(), "--sftp-bind", &bind],
-        true,
-    );
+    let (mut child, lines, port) =
+        start(dir.path(), &["--directory", share.to_str().unwrap()], true);
     let password = lines
         .iter()
         .find_map(|l| l.split("password: ").nth(1))
@@ -93,15 +100,12 @@ fn portable_with_a_key_and_read_only_permissions() {
         .status()
         .unwrap();
     assert!(status.success());
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
     let public = format!("{}.pub", key.display());
-    let (mut child, lines) = start(
+    let (mut child, lines, port) = start(
+        dir.path(),
         &[
             "--directory",
             share.to_str().unwrap(),
-            "--sftp-bind",
-            &bind,
             "--username",
             "reader",
             "--public-key",

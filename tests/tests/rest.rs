@@ -144,17 +144,10 @@ fn user_crud_and_validation() {
 #[test]
 fn first_admin_gets_a_random_password_saved_with_mode_0600() {
     let dir = tempfile::tempdir().unwrap();
-    let (http_port, grpc_port, sftp_port) = (free_port(), free_port(), free_port());
-    let mut cmd = std::process::Command::new(bin("ferry"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--http-bind", &format!("127.0.0.1:{http_port}")])
-        .args(["--grpc-bind", &format!("127.0.0.1:{grpc_port}")])
-        .args(["--sftp-bind", &format!("127.0.0.1:{sftp_port}")])
-        .env_remove("FERRY_DEFAULT_ADMIN_PASSWORD")
+    let mut cmd = ferry_serve(&dir.path().join("data"));
+    cmd.env_remove("FERRY_DEFAULT_ADMIN_PASSWORD")
         .env_remove("FERRY_DEFAULT_ADMIN_USERNAME");
-    let p = Proc::spawn(cmd, dir.path().join("log")).unwrap();
+    let (p, bound) = start_bound(cmd, dir.path(), "ferry").unwrap();
     let file = dir.path().join("data/initial-admin-password");
     let password = wait_for(std::time::Duration::from_secs(60), || {
         std::fs::read_to_string(&file)
@@ -167,9 +160,8 @@ fn first_admin_gets_a_random_password_saved_with_mode_0600() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let base = format!("http://127.0.0.1:{http_port}");
     let api = wait_for(std::time::Duration::from_secs(30), || {
-        Api::login(&base, "admin", password.trim()).ok()
+        Api::login(&bound.base(), "admin", password.trim()).ok()
     });
     assert!(api.is_some(), "admin can log in with the printed password");
     assert!(
@@ -185,8 +177,7 @@ fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
     cmd.arg("controlplane")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--http-bind", &format!("127.0.0.1:{}", free_port())])
-        .args(["--grpc-bind", &format!("0.0.0.0:{}", free_port())])
+        .args(["--http-bind", ANY_PORT, "--grpc-bind", "0.0.0.0:0"])
         .env_remove("FERRY_EDGE_TOKEN")
         .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD);
     let mut p = Proc::spawn(cmd, dir.path().join("cp.log")).unwrap();
@@ -202,16 +193,10 @@ fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
 
     // An edge with the wrong token never gets host keys, so it serves nobody.
     let t = Topology::split(1).unwrap();
-    let port = free_port();
-    let mut cmd = std::process::Command::new(bin("ferry-edge"));
-    cmd.args([
-        "--control-plane",
-        &format!("http://127.0.0.1:{}", t.grpc_port),
-    ])
-    .args(["--sftp-bind", &format!("127.0.0.1:{port}")])
-    .args(["--telemetry-bind", "127.0.0.1:0"])
-    .env("FERRY_EDGE_TOKEN", "wrong-token-wrong-token");
-    let intruder = Proc::spawn(cmd, t.dir.path().join("intruder.log")).unwrap();
+    let mut cmd = ferry_edge(([127, 0, 0, 1], t.grpc_port).into());
+    cmd.env("FERRY_EDGE_TOKEN", "wrong-token-wrong-token");
+    let (intruder, bound) = start_bound(cmd, t.dir.path(), "intruder").unwrap();
+    let port = bound.port("sftp");
     let saw_refusal = wait_for(std::time::Duration::from_secs(20), || {
         intruder
             .log_text()
@@ -599,16 +584,10 @@ fn api_keys_impersonation_rules() {
 fn logout_revokes_the_token_on_every_replica() {
     let t = Topology::serve().unwrap();
     // A second control plane on the same database: tokens work on both.
-    let http2 = free_port();
-    let mut cmd = std::process::Command::new(bin("ferry"));
-    cmd.arg("controlplane")
-        .arg("--data-dir")
-        .arg(t.dir.path().join("data"))
-        .args(["--http-bind", &format!("127.0.0.1:{http2}")])
-        .args(["--grpc-bind", &format!("127.0.0.1:{}", free_port())])
-        .env_remove("FERRY_EDGE_TOKEN");
-    let mut second = Proc::spawn(cmd, t.dir.path().join("second.log")).unwrap();
-    let base2 = format!("http://127.0.0.1:{http2}");
+    let mut cmd = ferry_controlplane(&t.dir.path().join("data"));
+    cmd.env_remove("FERRY_EDGE_TOKEN");
+    let (mut second, bound) = start_bound(cmd, t.dir.path(), "second").unwrap();
+    let base2 = bound.base();
     let up = wait_for(std::time::Duration::from_secs(30), || {
         reqwest::blocking::get(format!("{base2}/healthz"))
             .ok()

@@ -15,26 +15,18 @@ const KEY: &str = "correct horse battery staple, 32+ chars";
 /// `ferry serve` on `data` with `env`; returns the process, its REST base
 /// URL and its SFTP port once the embedded edge is serving.
 fn serve(dir: &Path, data: &Path, env: &[(&str, &str)], log: &str) -> (Proc, String, u16) {
-    let sftp = free_port();
-    let http = free_port();
-    let mut cmd = Command::new(bin("ferry"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--http-bind", &format!("127.0.0.1:{http}")])
-        .args(["--grpc-bind", &format!("127.0.0.1:{}", free_port())])
-        .args(["--sftp-bind", &format!("127.0.0.1:{sftp}")])
-        .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env_remove("FERRY_EDGE_TOKEN")
+    let mut cmd = ferry_serve(data);
+    cmd.env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .envs(env.iter().copied());
-    let proc = Proc::spawn(cmd, dir.join(log)).unwrap();
+    let name = log.strip_suffix(".log").unwrap_or(log);
+    let (proc, bound) = start_bound(cmd, dir, name).unwrap();
     let ready = wait_for(Duration::from_secs(60), || {
         proc.log_text()
             .contains("configuration received from the control plane")
             .then_some(())
     });
     assert!(ready.is_some(), "{}", proc.log_text());
-    (proc, format!("http://127.0.0.1:{http}"), sftp)
+    (proc, bound.base(), bound.port("sftp"))
 }
 
 /// `ferry serve` that must fail at start; returns its stderr.
