@@ -125,16 +125,26 @@ pub fn allow_list(filters: &Value) -> Result<Vec<ipnet::IpNet>, String> {
 /// allow list changed since the token was issued — is refused.
 pub fn authority(key: &[u8], d: &AdminData) -> String {
     use hmac::{KeyInit, Mac};
+    // Compared as meaning, not as stored text: a restore or an update that
+    // writes the same values differently (`[]` for no allow list, another
+    // order) keeps tokens valid.
     let filters: Value = serde_json::from_str(&d.filters).unwrap_or_default();
-    let allow = filters.get("allow_list").cloned().unwrap_or(Value::Null);
+    let mut allow: Vec<String> = allow_list(&filters)
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    allow.sort();
+    let mut perms: Vec<String> = serde_json::from_str(&d.permissions).unwrap_or_default();
+    perms.sort();
     let mut mac =
         <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     for part in [
         "admin authority v1",
         &d.password,
         &d.status.to_string(),
-        &d.permissions,
-        &allow.to_string(),
+        &perms.join(","),
+        &allow.join(","),
     ] {
         mac.update(part.as_bytes());
         mac.update(&[0]);

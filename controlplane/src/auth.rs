@@ -536,6 +536,18 @@ async fn decide(
     {
         return Verdict::Challenge;
     }
+    // A certificate's offer reaches us as its bare key (the edge cannot
+    // tell it from a plain key), so with trusted CAs an unknown key is let on
+    // to present its certificate — for every name alike, existing or not,
+    // disabled or not, so the answer tells nothing about accounts. The
+    // signed attempt that follows is checked in full.
+    if let Some(login_request::Credential::PublicKey(k)) = &req.credential
+        && !k.verified
+        && !auth.trusted_cas.is_empty()
+        && !user.is_some_and(|u| key_is_users(u, &k.public_key))
+    {
+        return Verdict::KeyAcceptable;
+    }
     let Some(user) = user else {
         if let Some(plain) = typed_password(&req.credential) {
             // Spend the same work as for a real user so timing does not tell
@@ -602,17 +614,13 @@ async fn decide(
             }
         }
         Some(login_request::Credential::PublicKey(k)) => {
-            let offered = match PublicKey::from_openssh(&k.public_key) {
-                Ok(key) => key,
-                Err(_) => return Reject("unparsable public key", fail),
-            };
-            let known = crate::users::public_keys(user)
-                .iter()
-                .any(|key| key.key_data() == offered.key_data());
+            if PublicKey::from_openssh(&k.public_key).is_err() {
+                return Reject("unparsable public key", fail);
+            }
+            let known = key_is_users(user, &k.public_key);
             if !k.verified {
-                // A certificate's offer carries only its key: with trusted CAs
-                // the client is let on to present the certificate itself.
-                if !known && auth.trusted_cas.is_empty() {
+                // Unknown keys with trusted CAs were answered above.
+                if !known {
                     return Reject("unknown public key", fail);
                 }
                 return match check_account(user) {
@@ -644,6 +652,16 @@ async fn decide(
 /// busy to check it (the client did nothing wrong).
 fn failure(reason: &str) -> Option<Event> {
     (reason != BUSY).then_some(Event::LoginFailed)
+}
+
+/// Whether `key` (authorized_keys form) is one of the user's keys.
+fn key_is_users(user: &UserRow, key: &str) -> bool {
+    let Ok(offered) = PublicKey::from_openssh(key) else {
+        return false;
+    };
+    crate::users::public_keys(user)
+        .iter()
+        .any(|k| k.key_data() == offered.key_data())
 }
 
 fn typed_password(credential: &Option<login_request::Credential>) -> Option<String> {
