@@ -34,25 +34,22 @@ static SERVER_PATHS: OnceLock<ServerPaths> = OnceLock::new();
 
 impl ServerPaths {
     /// Adds a directory: homes inside it and homes containing it are refused.
-    pub fn dir(mut self, label: &'static str, path: &Path) -> Self {
-        if !path.as_os_str().is_empty() {
-            self.entries.push(Protected {
-                label,
-                path: resolve(&absolute(path)),
-                is_dir: true,
-            });
-        }
-        self
+    pub fn dir(self, label: &'static str, path: &Path) -> Self {
+        self.add(label, path, true)
     }
 
     /// Adds a file: homes containing it are refused (unless the admin holds
     /// `*`).
-    pub fn file(mut self, label: &'static str, path: &Path) -> Self {
+    pub fn file(self, label: &'static str, path: &Path) -> Self {
+        self.add(label, path, false)
+    }
+
+    fn add(mut self, label: &'static str, path: &Path, is_dir: bool) -> Self {
         if !path.as_os_str().is_empty() {
             self.entries.push(Protected {
                 label,
                 path: resolve(&absolute(path)),
-                is_dir: false,
+                is_dir,
             });
         }
         self

@@ -72,6 +72,17 @@ fn host_key_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// A new OpenSSH private key of `kind` at `path` (no passphrase).
+fn host_key(kind: &str, path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen -t {kind}");
+}
+
 const NAMES: [&str; 4] = [
     "host_key_ed25519",
     "host_key_rsa",
@@ -188,13 +199,7 @@ fn a_database_with_clear_secrets_is_sealed_at_the_next_start() {
         ("host_key_ecdsa", "ecdsa"),
     ] {
         let path = dir.path().join(kind);
-        let ok = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", "", "-f"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        host_key(kind, &path);
         let listed = Command::new("ssh-keygen")
             .arg("-lf")
             .arg(&path)
@@ -302,13 +307,7 @@ fn host_key_files_replace_the_generated_keys() {
     let mut files = Vec::new();
     for kind in ["ed25519", "ecdsa"] {
         let path = dir.path().join(format!("id_{kind}"));
-        let ok = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", "", "-f"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        host_key(kind, &path);
         files.push(path);
     }
     let list = files
