@@ -118,6 +118,40 @@ pub fn allow_list(filters: &Value) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// What a token's authority rests on: the admin's password hash, status,
+/// permissions and allow list, as an HMAC under the token signing key (the
+/// token can be read by whoever holds it). Tokens carry it; a request whose
+/// admin no longer gives the same value — password, status, permissions or
+/// allow list changed since the token was issued — is refused.
+pub fn authority(key: &[u8], d: &AdminData) -> String {
+    use hmac::{KeyInit, Mac};
+    // Compared as meaning, not as stored text: a restore or an update that
+    // writes the same values differently (`[]` for no allow list, another
+    // order) keeps tokens valid.
+    let filters: Value = serde_json::from_str(&d.filters).unwrap_or_default();
+    let mut allow: Vec<String> = allow_list(&filters)
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    allow.sort();
+    let mut perms: Vec<String> = serde_json::from_str(&d.permissions).unwrap_or_default();
+    perms.sort();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    for part in [
+        "admin authority v1",
+        &d.password,
+        &d.status.to_string(),
+        &perms.join(","),
+        &allow.join(","),
+    ] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
 /// A validated admin; the password still to settle.
 pub struct ValidAdmin {
     pub data: AdminData,

@@ -259,6 +259,8 @@ enum Verdict {
 }
 
 const KI_PROMPT: &str = "Password: ";
+/// Why a password login was refused when no hashing slot freed up in time.
+pub const BUSY: &str = "server busy: too many password checks in progress";
 
 /// Checks one authentication attempt.
 pub async fn login(
@@ -534,11 +536,24 @@ async fn decide(
     {
         return Verdict::Challenge;
     }
+    // A certificate's offer reaches us as its bare key (the edge cannot
+    // tell it from a plain key), so with trusted CAs an unknown key is let on
+    // to present its certificate — for every name alike, existing or not,
+    // disabled or not, so the answer tells nothing about accounts. The
+    // signed attempt that follows is checked in full.
+    if let Some(login_request::Credential::PublicKey(k)) = &req.credential
+        && !k.verified
+        && !auth.trusted_cas.is_empty()
+        && !user.is_some_and(|u| key_is_users(u, &k.public_key))
+    {
+        return Verdict::KeyAcceptable;
+    }
     let Some(user) = user else {
         if let Some(plain) = typed_password(&req.credential) {
             // Spend the same work as for a real user so timing does not tell
             // which usernames exist.
-            crate::passwords::verify(plain, state.dummy_hash.clone()).await;
+            // Busy or not, the name is unknown: the verdict is the same.
+            let _ = crate::passwords::verify(plain, state.dummy_hash.clone()).await;
         }
         return Reject("no such user", Some(Event::NoSuchUser));
     };
@@ -577,7 +592,7 @@ async fn decide(
         _ if verified_by_hook => {}
         Some(login_request::Credential::Password(p)) => {
             if let Err(reason) = check_password(state, user, p.clone(), ip).await {
-                return Reject(reason, fail);
+                return Reject(reason, failure(reason));
             }
         }
         Some(login_request::Credential::KeyboardInteractive(KeyboardInteractive {
@@ -595,21 +610,17 @@ async fn decide(
                 return Reject("expected one answer", fail);
             };
             if let Err(reason) = check_password(state, user, answer.clone(), ip).await {
-                return Reject(reason, fail);
+                return Reject(reason, failure(reason));
             }
         }
         Some(login_request::Credential::PublicKey(k)) => {
-            let offered = match PublicKey::from_openssh(&k.public_key) {
-                Ok(key) => key,
-                Err(_) => return Reject("unparsable public key", fail),
-            };
-            let known = crate::users::public_keys(user)
-                .iter()
-                .any(|key| key.key_data() == offered.key_data());
+            if PublicKey::from_openssh(&k.public_key).is_err() {
+                return Reject("unparsable public key", fail);
+            }
+            let known = key_is_users(user, &k.public_key);
             if !k.verified {
-                // A certificate's offer carries only its key: with trusted CAs
-                // the client is let on to present the certificate itself.
-                if !known && auth.trusted_cas.is_empty() {
+                // Unknown keys with trusted CAs were answered above.
+                if !known {
                     return Reject("unknown public key", fail);
                 }
                 return match check_account(user) {
@@ -635,6 +646,22 @@ async fn decide(
         return Verdict::Partial(second);
     }
     Verdict::Accept
+}
+
+/// The defender event of a refused password: none when the server was too
+/// busy to check it (the client did nothing wrong).
+fn failure(reason: &str) -> Option<Event> {
+    (reason != BUSY).then_some(Event::LoginFailed)
+}
+
+/// Whether `key` (authorized_keys form) is one of the user's keys.
+fn key_is_users(user: &UserRow, key: &str) -> bool {
+    let Ok(offered) = PublicKey::from_openssh(key) else {
+        return false;
+    };
+    crate::users::public_keys(user)
+        .iter()
+        .any(|k| k.key_data() == offered.key_data())
 }
 
 fn typed_password(credential: &Option<login_request::Credential>) -> Option<String> {
@@ -671,17 +698,19 @@ async fn check_password(
     let Some(hash) = user.data.password.clone().filter(|h| !h.is_empty()) else {
         return Err("the user has no password");
     };
-    if state
+    match state
         .verified
         .verify(&username, plain.clone(), hash.clone())
         .await
     {
-        if crate::passwords::needs_upgrade(&hash) {
-            upgrade_hash(state, username, plain, hash);
+        Ok(true) => {
+            if crate::passwords::needs_upgrade(&hash) {
+                upgrade_hash(state, username, plain, hash);
+            }
+            Ok(())
         }
-        Ok(())
-    } else {
-        Err("invalid password")
+        Ok(false) => Err("invalid password"),
+        Err(_) => Err(BUSY),
     }
 }
 
@@ -696,6 +725,23 @@ async fn grant(
 ) -> Result<LoginResponse, StoreError> {
     // The stored name: an external hook may map a login name to another user.
     let username = user.data.username.clone();
+    // Homes from group templates (and rows stored before the check existed)
+    // are checked as the edge would open them.
+    let reach = crate::server_paths::check_inside("home_dir", &user.data.home_dir).and_then(|()| {
+        folders
+            .iter()
+            .try_for_each(|(f, _)| crate::server_paths::check_inside("mapped_path", &f.data.path))
+    });
+    if let Err(e) = reach {
+        warn!(
+            username,
+            error = e,
+            "login refused: the home or a folder reaches Ferry's own files"
+        );
+        return Ok(rejected(
+            "the home or a virtual folder is inside Ferry's own directories",
+        ));
+    }
     let Some((lease_id, expires)) =
         state
             .fleet

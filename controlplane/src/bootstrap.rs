@@ -10,7 +10,7 @@ use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData, RsaKeypair};
 use russh::keys::{Algorithm, EcdsaCurve, PrivateKey};
 use tracing::info;
 
-use crate::secrets::MasterKey;
+use crate::secrets::KeyRing;
 use crate::store::{AdminData, Store, StoreError, now_ms};
 
 /// Admin created on first start unless the environment names another.
@@ -42,34 +42,35 @@ fn generate(kind: &str) -> Result<String, StoreError> {
     encode(key)
 }
 
-/// A fleet secret from `configs`, made by `make` on first start; sealed with
-/// the master key when there is one (a clear value stored before is sealed
-/// now), opened for use.
+/// A fleet secret from `configs`, made by `make` on first start; always
+/// stored sealed with the key ring's primary key (a clear value stored
+/// before, or one sealed with the previous key, is sealed again now), opened
+/// for use.
 async fn secret<F>(
     store: &Store,
     name: &'static str,
-    key: Option<&MasterKey>,
+    keys: &KeyRing,
     make: F,
 ) -> anyhow::Result<String>
 where
     F: FnOnce() -> Result<String, StoreError> + Send + 'static,
 {
-    let sealer = key.cloned();
+    let sealer = keys.primary.clone();
     let stored = store
         .config_or_insert(name, move || {
             let plain = make()?;
-            Ok(match &sealer {
-                Some(k) => crate::secrets::seal(k, &plain, name),
-                None => plain,
-            })
+            Ok(crate::secrets::seal(&sealer, &plain, name))
         })
         .await?;
-    if crate::secrets::is_sealed(&stored) {
-        return crate::secrets::open(key, &stored, name).map_err(anyhow::Error::msg);
-    }
-    if let Some(k) = key {
-        let sealed = crate::secrets::seal(k, &stored, name);
-        if store.replace_config(name, stored.clone(), sealed).await? {
+    let (plain, reseal) = if crate::secrets::is_sealed(&stored) {
+        let (plain, by_previous) = keys.open(&stored, name).map_err(anyhow::Error::msg)?;
+        (plain, by_previous)
+    } else {
+        (stored.clone(), true)
+    };
+    if reseal {
+        let sealed = crate::secrets::seal(&keys.primary, &plain, name);
+        if store.replace_config(name, stored, sealed).await? {
             store.checkpoint().await?;
             info!(name, "secret sealed with the master key");
         } else {
@@ -77,10 +78,13 @@ where
             let again = store
                 .config_or_insert(name, || Err(StoreError::NotFound))
                 .await?;
-            return crate::secrets::open(key, &again, name).map_err(anyhow::Error::msg);
+            return keys
+                .open(&again, name)
+                .map(|(p, _)| p)
+                .map_err(anyhow::Error::msg);
         }
     }
-    Ok(stored)
+    Ok(plain)
 }
 
 /// Host keys from files (`sftpd.host_keys`), checked.
@@ -119,20 +123,20 @@ fn host_key_files(files: &[std::path::PathBuf], data_dir: &Path) -> anyhow::Resu
 /// in the database.
 pub async fn host_keys(
     store: &Store,
-    key: Option<&MasterKey>,
+    keys: &KeyRing,
     files: &[std::path::PathBuf],
     data_dir: &Path,
 ) -> anyhow::Result<Vec<String>> {
     if !files.is_empty() {
         return host_key_files(files, data_dir);
     }
-    let mut keys = Vec::new();
+    let mut pems = Vec::new();
     for (name, kind) in [
         ("host_key_ed25519", "ed25519"),
         ("host_key_rsa", "rsa"),
         ("host_key_ecdsa", "ecdsa"),
     ] {
-        let pem = secret(store, name, key, move || generate(kind)).await?;
+        let pem = secret(store, name, keys, move || generate(kind)).await?;
         let key = PrivateKey::from_openssh(&pem)
             .map_err(|e| anyhow::anyhow!("stored host key {name} is not valid: {e}"))?;
         info!(
@@ -140,14 +144,14 @@ pub async fn host_keys(
             fingerprint = %key.public_key().fingerprint(Default::default()),
             "host key"
         );
-        keys.push(pem);
+        pems.push(pem);
     }
-    Ok(keys)
+    Ok(pems)
 }
 
 /// The shared HS256 key for REST tokens.
-pub async fn jwt_key(store: &Store, key: Option<&MasterKey>) -> anyhow::Result<Vec<u8>> {
-    let hex_key = secret(store, "jwt_signing_key", key, || {
+pub async fn jwt_key(store: &Store, keys: &KeyRing) -> anyhow::Result<Vec<u8>> {
+    let hex_key = secret(store, "jwt_signing_key", keys, || {
         Ok(crate::random_token(32))
     })
     .await?;
@@ -202,11 +206,21 @@ pub async fn first_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&path)?;
         writeln!(f, "{password}")?;
-        // Printed once, on stdout, never in the logs.
-        println!(
-            "created admin {username:?} with password {password} (also saved to {})",
-            path.display()
-        );
+        // Shown once on a terminal; never in a log (stdout of a service is
+        // usually one), where only the file is named.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            println!(
+                "created admin {username:?} with password {password} (also saved to {})",
+                path.display()
+            );
+        } else {
+            info!(
+                username,
+                file = %path.display(),
+                "created admin with a generated password: read it from the file"
+            );
+        }
     } else {
         info!(
             username,

@@ -17,16 +17,15 @@ pub const PLAIN: &str = "Plain";
 /// Associated data of sealed object secrets.
 const AAD: &str = "ferry object secret";
 
-static MASTER_KEY: std::sync::OnceLock<Option<crate::secrets::MasterKey>> =
-    std::sync::OnceLock::new();
+static KEYS: std::sync::OnceLock<crate::secrets::KeyRing> = std::sync::OnceLock::new();
 
-/// Makes `key` the process's key for object secrets (first call wins).
-pub fn install(key: Option<crate::secrets::MasterKey>) {
-    let _ = MASTER_KEY.set(key);
+/// Makes `keys` the process's keys for object secrets (first call wins).
+pub fn install(keys: crate::secrets::KeyRing) {
+    let _ = KEYS.set(keys);
 }
 
 fn master_key() -> Option<&'static crate::secrets::MasterKey> {
-    MASTER_KEY.get().and_then(Option::as_ref)
+    KEYS.get().map(|k| &k.primary)
 }
 
 /// True for an object shaped like SFTPGo's `Secret`.
@@ -86,11 +85,11 @@ pub fn redact(v: &mut Value) {
 /// Shows secrets sealed with Ferry's key as `Plain` (for
 /// `confidential_data=1`); others stay as stored.
 pub fn reveal(v: &mut Value) {
-    let Some(key) = master_key() else { return };
+    let Some(keys) = KEYS.get() else { return };
     walk(v, &mut String::new(), &mut |_, m| {
         if status(m) == SEALED_STATUS
             && crate::secrets::is_sealed(payload(m))
-            && let Ok(plain) = crate::secrets::open(Some(key), payload(m), AAD)
+            && let Ok((plain, _)) = keys.open(payload(m), AAD)
         {
             m.insert("status".into(), Value::String(PLAIN.into()));
             m.insert("payload".into(), Value::String(plain));

@@ -42,6 +42,20 @@ pub struct HttpdConfig {
     pub max_request_size: u64,
     /// Lifetime of the access tokens `/api/v2/token` issues, in minutes.
     pub jwt_lifetime: u64,
+    /// Seconds a client has to send a request's headers (also while a
+    /// kept-alive connection waits for its next request); then the
+    /// connection is closed.
+    pub read_header_timeout: u64,
+    /// Seconds a kept-alive connection may stay without a request in
+    /// progress and without traffic before it is closed.
+    pub idle_timeout: u64,
+    /// Open REST connections allowed from one client address (one more gets
+    /// 429 and is closed). Behind a reverse proxy every client shares its
+    /// address: raise it there.
+    pub max_connections_per_host: u64,
+    /// Open REST connections allowed in all (one more gets 503 and is
+    /// closed). 0: a quarter of the process's file descriptor limit.
+    pub max_connections: u64,
 }
 
 impl Default for HttpdConfig {
@@ -53,6 +67,10 @@ impl Default for HttpdConfig {
             }],
             max_request_size: 1024 * 1024,
             jwt_lifetime: 20,
+            read_header_timeout: 10,
+            idle_timeout: 60,
+            max_connections_per_host: 50,
+            max_connections: 0,
         }
     }
 }
@@ -61,11 +79,12 @@ impl Default for HttpdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
-    /// IP address to listen on; a non-loopback address requires an edge token.
+    /// IP address to listen on (every call needs the edge token).
     pub address: String,
     /// TCP port.
     pub port: u16,
-    /// File holding the token edges must present (else FERRY_EDGE_TOKEN).
+    /// File holding the token edges must present (else FERRY_EDGE_TOKEN;
+    /// with neither, one is generated into DATA_DIR/edge-token, mode 0600).
     pub edge_token_file: PathBuf,
     /// Seconds a session lease lives without renewal: how long the sessions
     /// of an edge that died still count toward max_sessions (minimum 3).
@@ -108,10 +127,74 @@ impl Settings {
             "httpd.jwt_lifetime: {} is out of range (1 to 525600 minutes)",
             self.httpd.jwt_lifetime
         );
+        let h = &self.httpd;
+        for (key, v) in [
+            ("read_header_timeout", h.read_header_timeout),
+            ("idle_timeout", h.idle_timeout),
+        ] {
+            anyhow::ensure!(
+                (1..=3600).contains(&v),
+                "httpd.{key}: {v} is out of range (1 to 3600 seconds)"
+            );
+        }
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&h.max_connections_per_host),
+            "httpd.max_connections_per_host: {} is out of range (1 to 1000000)",
+            h.max_connections_per_host
+        );
+        let max_total = match h.max_connections {
+            // A quarter of the descriptors: SSH, files and the database keep
+            // the rest.
+            0 => (ferry_dataplane::fd_limit() / 4).max(64),
+            n => n,
+        };
         Ok(crate::rest::RestSettings {
-            max_body: self.httpd.max_request_size as usize,
-            token_lifetime_secs: self.httpd.jwt_lifetime as i64 * 60,
+            max_body: h.max_request_size as usize,
+            token_lifetime_secs: h.jwt_lifetime as i64 * 60,
+            listener: crate::rest_listener::ListenerLimits {
+                read_header_timeout: std::time::Duration::from_secs(h.read_header_timeout),
+                idle_timeout: std::time::Duration::from_secs(h.idle_timeout),
+                max_per_host: usize::try_from(h.max_connections_per_host).unwrap_or(usize::MAX),
+                max_total: usize::try_from(max_total).unwrap_or(usize::MAX),
+            },
         })
+    }
+
+    /// Ferry's own directories and files for this data directory and
+    /// configuration file, which no home or folder may reach.
+    pub fn server_paths(
+        &self,
+        data_dir: &std::path::Path,
+        config_file: Option<&std::path::Path>,
+    ) -> crate::server_paths::ServerPaths {
+        let mut paths = crate::server_paths::ServerPaths::default()
+            .dir("data directory", data_dir)
+            .dir(
+                "backups directory",
+                &self.data_provider.backups_dir(data_dir),
+            )
+            .file("master key file", &self.kms.secrets.master_key_path)
+            .file("edge token file", &self.grpc.edge_token_file);
+        if let Some(dir) = config_file.and_then(std::path::Path::parent) {
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            paths = paths.dir("configuration directory", dir);
+        }
+        for key in &self.sftpd.host_keys {
+            paths = paths.file("host key file", &data_dir.join(key));
+        }
+        if let Ok(target) = self.data_provider.target(data_dir)
+            && matches!(
+                target.backend,
+                crate::provider::Backend::Sqlite | crate::provider::Backend::Redb
+            )
+        {
+            paths = paths.file("database file", std::path::Path::new(&target.url));
+        }
+        paths
     }
 
     /// The gRPC listener.

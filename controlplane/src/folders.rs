@@ -93,7 +93,7 @@ fn validate_mapped_path(path: &str) -> Result<(), String> {
     if !std::path::Path::new(path).is_absolute() {
         return Err(format!("mapped_path {path:?} must be an absolute path"));
     }
-    Ok(())
+    crate::server_paths::check_inside("mapped_path", path)
 }
 
 fn validate_filesystem(fs: Option<Value>) -> Result<Value, String> {

@@ -194,6 +194,11 @@ fn validate_settings(v: Option<Value>) -> Result<Map<String, Value>, String> {
                 "user_settings.home_dir {home:?} must be an absolute path (%username% is replaced)"
             ));
         }
+        // The template as written; each member's home is checked again at
+        // login, once the name is in.
+        if !home.is_empty() {
+            crate::server_paths::check_inside("user_settings.home_dir", home)?;
+        }
     }
     if let Some(p) = obj.get("permissions") {
         let mut perms: BTreeMap<String, Vec<String>> = serde_json::from_value(p.clone())

@@ -35,26 +35,38 @@ impl EdgeService {
     }
 }
 
-/// Builds the interceptor that checks the edge token on every call. `None`
-/// means no token is configured (only allowed on loopback binds).
+/// Refused edge calls are logged once a second at most.
+static REFUSED_LOG: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+
+/// Builds the interceptor that checks the edge token on every call (there
+/// is always one: configured, or generated into the data directory).
 pub fn token_interceptor(
-    expected: Option<Arc<String>>,
+    expected: Arc<String>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
     move |req: Request<()>| {
-        let Some(expected) = expected.as_ref() else {
-            return Ok(req);
-        };
         let presented = req
             .metadata()
             .get(ferry_proto::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("invalid edge token"))
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes()))) {
+            return Ok(req);
         }
+        let reason = if presented.is_none() {
+            "missing edge token: start the edge with the control plane's token \
+             (--edge-token-file, FERRY_EDGE_TOKEN; generated in the control plane's data directory \
+             as edge-token when none is configured)"
+        } else {
+            "invalid edge token"
+        };
+        if let Some(suppressed) = REFUSED_LOG.admit() {
+            let remote = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            warn!(
+                remote_address = remote,
+                reason, suppressed, "edge call refused"
+            );
+        }
+        Err(Status::unauthenticated(reason))
     }
 }
 

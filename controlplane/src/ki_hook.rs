@@ -157,15 +157,18 @@ async fn check_password(
         return Err("check_password needs exactly one question".into());
     };
     let hash = user.data.password.clone().unwrap_or_default();
-    if hash.is_empty()
-        || !state
-            .verified
-            .verify(&user.data.username, answer.clone(), hash)
-            .await
-    {
+    if hash.is_empty() {
         return Err("wrong password".into());
     }
-    Ok(())
+    match state
+        .verified
+        .verify(&user.data.username, answer.clone(), hash)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("wrong password".into()),
+        Err(busy) => Err(busy.to_string()),
+    }
 }
 
 fn verdict(round: &Round) -> Option<Result<(), String>> {

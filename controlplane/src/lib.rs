@@ -18,15 +18,19 @@ pub mod groups;
 pub mod grpc;
 pub mod hooks;
 pub mod ki_hook;
+pub mod log_throttle;
 pub mod login_hooks;
 pub mod metrics;
 pub mod migrate;
+pub mod password_slots;
 pub mod passwords;
 pub mod provider;
 pub mod quota;
 pub mod redb_store;
 pub mod rest;
+pub mod rest_listener;
 pub mod secrets;
+pub mod server_paths;
 pub mod store;
 pub mod sysusers;
 pub mod users;
@@ -80,8 +84,9 @@ pub struct ControlPlaneOptions {
     pub data_dir: PathBuf,
     pub http_bind: SocketAddr,
     pub grpc_bind: SocketAddr,
-    /// Token edges must present; required unless gRPC binds to loopback.
-    pub edge_token: Option<String>,
+    /// Token edges must present on every gRPC call (configured, or
+    /// [`generated_edge_token`]).
+    pub edge_token: String,
     /// Which database to use (`FERRY_DATA_PROVIDER__*`).
     pub data_provider: provider::DataProviderConfig,
     /// How long sessions of an edge that stopped renewing them still count.
@@ -96,7 +101,8 @@ pub struct ControlPlaneOptions {
     pub server_version: String,
     /// REST limits (`httpd.max_request_size`, `httpd.jwt_lifetime`).
     pub rest: rest::RestSettings,
-    /// Seals the secrets stored in the database (`kms.secrets`).
+    /// Seals the secrets stored in the database (`kms.secrets`); None: the
+    /// key generated into the data directory.
     pub master_key: Option<secrets::MasterKey>,
     /// How HTTP(S) hooks are called (`http`).
     pub http: hooks::HttpClientConfig,
@@ -146,6 +152,70 @@ pub fn random_token(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// A secret kept in a file of the data directory: read when the file
+/// exists, else `bytes` random bytes (hex) written to a new file (mode 0600,
+/// never replaced). Returns the text and whether it was just created.
+pub fn secret_file(path: &std::path::Path, bytes: usize) -> anyhow::Result<(String, bool)> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(mut f) => {
+            let text = random_token(bytes);
+            f.write_all(format!("{text}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok((text, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "this secret file is readable by other users: chmod 600 it"
+                    );
+                }
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = text.trim().to_string();
+            anyhow::ensure!(
+                text.len() >= 32,
+                "{} is damaged: it should hold at least 32 characters",
+                path.display()
+            );
+            Ok((text, false))
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// The file a control plane without a configured edge token keeps its
+/// generated token in (edges read it with `--edge-token-file`).
+pub const EDGE_TOKEN_FILE: &str = "edge-token";
+
+/// The edge token when none is configured: generated once into the data
+/// directory.
+pub fn generated_edge_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join(EDGE_TOKEN_FILE);
+    let (token, created) = secret_file(&path, 32)?;
+    if created {
+        info!(
+            file = %path.display(),
+            "edge token generated: edges present it with --edge-token-file (copy the file to their hosts)"
+        );
+    } else {
+        info!(file = %path.display(), "edge token read from the data directory");
+    }
+    Ok(token)
+}
+
 /// Connects to the configured database and migrates its schema (on the
 /// blocking pool: diesel and the migration lock wait synchronously).
 pub async fn open_store(
@@ -185,18 +255,10 @@ pub async fn start_controlplane(
     opts: ControlPlaneOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningControlPlane> {
-    if opts.edge_token.is_none() && !opts.grpc_bind.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to bind gRPC to non-loopback address {} without an edge token: \
-             set FERRY_EDGE_TOKEN or --edge-token-file",
-            opts.grpc_bind
-        );
-    }
-    if let Some(t) = &opts.edge_token
-        && t.len() < 16
-    {
-        anyhow::bail!("the edge token must be at least 16 characters long");
-    }
+    anyhow::ensure!(
+        opts.edge_token.len() >= 16,
+        "the edge token must be at least 16 characters long"
+    );
     // Settings are checked before anything is created.
     let auth =
         auth::AuthSettings::from_config(&opts.sftpd, &opts.data_provider, &opts.post_connect_hook)?;
@@ -214,15 +276,11 @@ pub async fn start_controlplane(
             .map_err(|e| anyhow::anyhow!("memory provider: {e}"))?;
         info!(file = %path.display(), added = r.added, "memory provider loaded");
     }
-    confidential::install(opts.master_key.clone());
-    let host_keys = bootstrap::host_keys(
-        &store,
-        opts.master_key.as_ref(),
-        &opts.sftpd.host_keys,
-        &opts.data_dir,
-    )
-    .await?;
-    let jwt_key = bootstrap::jwt_key(&store, opts.master_key.as_ref()).await?;
+    let keys = secrets::key_ring(opts.master_key.clone(), &opts.data_dir)?;
+    confidential::install(keys.clone());
+    let host_keys =
+        bootstrap::host_keys(&store, &keys, &opts.sftpd.host_keys, &opts.data_dir).await?;
+    let jwt_key = bootstrap::jwt_key(&store, &keys).await?;
     bootstrap::first_admin(&store, &opts.data_dir).await?;
     let dummy_hash = passwords::hash(random_token(16))
         .await
@@ -303,12 +361,13 @@ pub async fn start_controlplane(
     }
 
     let app = rest::router(state.clone());
-    let http_task = axum::serve(
+    let http_task = rest_listener::serve(
         http,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait_stop(stop_rx.clone()));
-    let token = opts.edge_token.map(Arc::new);
+        app,
+        opts.rest.listener.clone(),
+        wait_stop(stop_rx.clone()),
+    );
+    let token = Arc::new(opts.edge_token);
     let svc = EdgeControlServer::with_interceptor(
         grpc::EdgeService::new(state.clone()),
         grpc::token_interceptor(token),

@@ -304,6 +304,7 @@ pub async fn external_auth(
                 stored.data.password.clone().unwrap_or_default(),
             )
             .await
+            == Ok(true)
     {
         input.password = None;
     }
@@ -327,6 +328,7 @@ async fn keep_password(state: &AppState, row: &UserRow, password: &str) -> Resul
             .verified
             .verify(&row.data.username, password.to_string(), stored.clone())
             .await
+            == Ok(true)
     {
         return Ok(());
     }

@@ -119,11 +119,12 @@ struct CommonArgs {
     http_bind: Option<SocketAddr>,
     /// Address of the gRPC service edges attach to (grpc.address and
     /// grpc.port; port 0: any free port, which `ferry serve`'s edge is
-    /// given). A non-loopback address requires an edge token.
+    /// given). Every call needs the edge token.
     #[arg(long, env = "FERRY_GRPC_BIND")]
     grpc_bind: Option<SocketAddr>,
     /// File holding the token edges must present (grpc.edge_token_file;
-    /// else FERRY_EDGE_TOKEN).
+    /// else FERRY_EDGE_TOKEN; with neither, DATA_DIR/edge-token is
+    /// generated, mode 0600).
     #[arg(long, env = "FERRY_EDGE_TOKEN_FILE")]
     edge_token_file: Option<PathBuf>,
     /// Seconds a session lease lives without renewal (grpc.lease_ttl).
@@ -165,6 +166,24 @@ fn edge_token(file: &std::path::Path) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.is_empty()))
 }
 
+/// Keeps homes and folders away from Ferry's own files (data, backups and
+/// configuration directories, key and database files).
+fn protect_server_paths(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+    config_file: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    settings
+        .server_paths(data_dir, config_file.map(PathBuf::as_path))
+        .install();
+    let base = &settings.data_provider.users_base_dir;
+    if !base.is_empty() {
+        ferry_controlplane::server_paths::check_inside("data_provider.users_base_dir", base)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -196,6 +215,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve { .. } | Command::Controlplane { .. }
     );
     ferry_dataplane::init_logging_at(&cli.log, if one_shot { "warn" } else { "info" })?;
+    let (before, after) = ferry_dataplane::raise_fd_limit();
+    tracing::info!(before, after, "open files limit (RLIMIT_NOFILE soft)");
     let mut settings: Settings = ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     let mut grace_time = 0;
     let (common, edge) = match cli.command {
@@ -258,6 +279,7 @@ async fn run() -> anyhow::Result<()> {
             dry_run,
         } => {
             anyhow::ensure!(min_uid <= max_uid, "--min-uid is above --max-uid");
+            protect_server_paths(&settings, &data_dir, cli.config_file.as_ref())?;
             let scan =
                 ferry_controlplane::sysusers::scan(&ferry_controlplane::sysusers::ImportOptions {
                     passwd,
@@ -314,6 +336,7 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let mode =
                 ferry_controlplane::backup::Mode::parse(Some(&mode)).map_err(anyhow::Error::msg)?;
+            protect_server_paths(&settings, &data_dir, cli.config_file.as_ref())?;
             anyhow::ensure!(
                 mode != ferry_controlplane::backup::Mode::AddUpdateDisconnect,
                 "mode 2 disconnects live sessions: use POST /api/v2/loaddata?mode=2 on the running control plane"
@@ -322,11 +345,16 @@ async fn run() -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let doc: serde_json::Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            // Plain secrets in the backup are sealed as the server would.
+            ferry_controlplane::confidential::install(ferry_controlplane::secrets::key_ring(
+                settings.kms.secrets.master_key()?,
+                &data_dir,
+            )?);
             let prepared = ferry_controlplane::backup::prepare(&doc)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was restored", file.display()))?;
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
             let store = ferry_controlplane::open_store(&settings.data_provider, &data_dir).await?;
             let report = store
                 .restore(
@@ -360,11 +388,13 @@ async fn run() -> anyhow::Result<()> {
     if let Some(path) = &common.addr_file {
         ferry_dataplane::listeners::remove_stale(path)?;
     }
-    let mut token = edge_token(&settings.grpc.edge_token_file)?;
-    if edge.is_some() && token.is_none() {
-        // The embedded edge and the control plane share a fresh secret.
-        token = Some(ferry_controlplane::random_token(32));
-    }
+    protect_server_paths(&settings, &common.data_dir, cli.config_file.as_ref())?;
+    // No unauthenticated mode: without a configured token, one is generated
+    // into the data directory (and shared with the embedded edge).
+    let token = match edge_token(&settings.grpc.edge_token_file)? {
+        Some(t) => t,
+        None => ferry_controlplane::generated_edge_token(&common.data_dir)?,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The embedded edge drains first; the control plane stays up meanwhile
     // (uploads still reserve quota).
@@ -407,7 +437,7 @@ async fn run() -> anyhow::Result<()> {
                 ferry_dataplane::start_edge(
                     ferry_dataplane::EdgeOptions {
                         control_plane: format!("http://{target}"),
-                        token: token.clone(),
+                        token: Some(token.clone()),
                         sftp_binds,
                         edge_id: None,
                         runtime,

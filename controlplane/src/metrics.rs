@@ -18,6 +18,17 @@ pub struct ControlMetrics {
     pub defender_banned_hosts: IntGauge,
     /// Time quota decisions waited for their domain's lock.
     pub reserve_wait: HistogramVec,
+    /// Password hashing slots (`data_provider.password_hashing.max_concurrent`).
+    pub password_slots: IntGauge,
+    /// Password verifications running now.
+    pub password_checks_running: IntGauge,
+    /// Hash computations refused because every slot stayed busy, by kind
+    /// (`verify`, `hash`).
+    pub password_checks_refused: IntCounterVec,
+    /// REST connections open now.
+    pub http_connections: IntGauge,
+    /// REST connections refused or closed by a listener limit, by limit.
+    pub http_limits: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<ControlMetrics> = LazyLock::new(|| {
@@ -51,6 +62,24 @@ pub static METRICS: LazyLock<ControlMetrics> = LazyLock::new(|| {
     ))
     .expect("valid metric");
     prometheus::register(Box::new(no_auth.clone())).expect("registered once");
+    let password_checks_refused = IntCounterVec::new(
+        Opts::new(
+            "ferry_password_checks_refused_total",
+            "Password hash computations refused because every hashing slot stayed busy, by kind.",
+        ),
+        &["kind"],
+    )
+    .expect("valid metric");
+    prometheus::register(Box::new(password_checks_refused.clone())).expect("registered once");
+    let http_limits = IntCounterVec::new(
+        Opts::new(
+            "ferry_http_limits_total",
+            "REST connections refused or closed by a listener limit (httpd.*), by limit.",
+        ),
+        &["limit"],
+    )
+    .expect("valid metric");
+    prometheus::register(Box::new(http_limits.clone())).expect("registered once");
     ControlMetrics {
         logins,
         no_auth,
@@ -67,6 +96,17 @@ pub static METRICS: LazyLock<ControlMetrics> = LazyLock::new(|| {
             "Client addresses the defender bans now.",
         ),
         reserve_wait,
+        password_slots: gauge(
+            "ferry_password_hash_slots",
+            "Password hashes that may be computed at once.",
+        ),
+        password_checks_running: gauge(
+            "ferry_password_checks_running",
+            "Password verifications running now.",
+        ),
+        password_checks_refused,
+        http_connections: gauge("ferry_http_connections", "REST connections open now."),
+        http_limits,
     }
 });
 

@@ -18,6 +18,8 @@ use base64::Engine;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
+use crate::password_slots::{Busy, HashSlots, Refusal};
+
 /// Prefixes of hash formats accepted verbatim from admins.
 const PREHASHED_PREFIXES: &[&str] = &[
     "$argon2id$",
@@ -39,8 +41,8 @@ const PREHASHED_PREFIXES: &[&str] = &[
 /// (Debian's default takes 16 MiB).
 const MAX_YESCRYPT_BYTES: u128 = 256 * 1024 * 1024;
 
-/// Checks a yescrypt hash's parameters: parseable, and cheap enough to run.
-fn yescrypt_check(value: &str) -> Result<(), String> {
+/// Memory a yescrypt hash makes one verification use.
+fn yescrypt_bytes(value: &str) -> Result<u64, String> {
     let params: yescrypt::Params = value
         .split('$')
         .nth(2)
@@ -48,6 +50,16 @@ fn yescrypt_check(value: &str) -> Result<(), String> {
         .parse()
         .map_err(|_| "invalid yescrypt hash parameters".to_string())?;
     let bytes = 128 * u128::from(params.r()) * u128::from(params.n()) * u128::from(params.p());
+    Ok(u64::try_from(bytes).unwrap_or(u64::MAX))
+}
+
+/// Upper bound on the memory an argon2id hash given by an admin may make
+/// one verification use (SFTPGo's default takes 64 MiB).
+const MAX_ARGON2_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Checks a yescrypt hash's parameters: parseable, and cheap enough to run.
+fn yescrypt_check(value: &str) -> Result<(), String> {
+    let bytes = u128::from(yescrypt_bytes(value)?);
     if bytes > MAX_YESCRYPT_BYTES {
         return Err(format!(
             "yescrypt hash needs {} MiB to verify, more than the 256 MiB allowed",
@@ -78,6 +90,14 @@ pub struct HashingConfig {
     pub argon2_options: Argon2Options,
     /// bcrypt parameters.
     pub bcrypt_options: BcryptOptions,
+    /// How many password hashes are computed at once (logins of every kind,
+    /// REST tokens, API keys, new passwords), each slot sized for one hash
+    /// with argon2_options.memory. 0: automatic, one per CPU, lowered so the
+    /// slots fit in a quarter of the memory available at start.
+    pub max_concurrent: u32,
+    /// Milliseconds a password check waits for a free slot before it is
+    /// refused as busy (REST 503, SSH login refused).
+    pub max_wait_ms: u64,
 }
 
 /// argon2id parameters (SFTPGo's defaults: 64 MiB, one pass, two lanes).
@@ -110,6 +130,8 @@ impl Default for HashingConfig {
             algo: "argon2id".into(),
             argon2_options: Argon2Options::default(),
             bcrypt_options: BcryptOptions::default(),
+            max_concurrent: 0,
+            max_wait_ms: 1000,
         }
     }
 }
@@ -138,6 +160,9 @@ enum Hashing {
 }
 
 static HASHING: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();
+static SLOTS: std::sync::OnceLock<HashSlots> = std::sync::OnceLock::new();
+/// Refusals are logged once a second at most.
+static BUSY_LOG: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
 
 impl HashingConfig {
     fn check(&self) -> Result<Hashing, String> {
@@ -169,13 +194,61 @@ impl HashingConfig {
         }
     }
 
+    /// The hashing slots these settings ask for.
+    fn slots(&self) -> Result<HashSlots, String> {
+        if !(1..=60_000).contains(&self.max_wait_ms) {
+            return Err(format!(
+                "data_provider.password_hashing.max_wait_ms: {} is out of range (1 to 60000)",
+                self.max_wait_ms
+            ));
+        }
+        if self.max_concurrent > 1024 {
+            return Err(format!(
+                "data_provider.password_hashing.max_concurrent: {} is out of range (0 to 1024)",
+                self.max_concurrent
+            ));
+        }
+        let slot_bytes = u64::from(self.argon2_options.memory) * 1024;
+        let slots = match self.max_concurrent {
+            0 => crate::password_slots::automatic_slots(slot_bytes),
+            n => n,
+        };
+        Ok(HashSlots::new(
+            slots,
+            slot_bytes,
+            std::time::Duration::from_millis(self.max_wait_ms),
+        ))
+    }
+
     /// Checks the settings and makes them the process's way to hash. The
     /// first call wins (one control plane per process).
     pub fn install(&self) -> Result<(), String> {
         let h = self.check()?;
+        let slots = self.slots()?;
         let _ = HASHING.set(h);
+        if SLOTS.set(slots).is_ok() {
+            let s = hash_slots();
+            crate::metrics::METRICS
+                .password_slots
+                .set(i64::from(s.slots()));
+            tracing::info!(
+                slots = s.slots(),
+                slot_mib = s.slot_bytes() >> 20,
+                max_wait_ms = self.max_wait_ms,
+                "password hashing slots"
+            );
+        }
         Ok(())
     }
+}
+
+/// The process's hashing slots (the defaults until settings are installed).
+pub fn hash_slots() -> &'static HashSlots {
+    SLOTS.get_or_init(|| {
+        HashingConfig::default()
+            .slots()
+            .expect("default hashing settings are valid")
+    })
 }
 
 fn hashing() -> &'static Hashing {
@@ -217,6 +290,14 @@ pub fn needs_upgrade(stored: &str) -> bool {
 pub fn validate_prehashed(value: &str) -> Result<(), String> {
     if value.starts_with("$argon2id$") {
         PasswordHash::new(value).map_err(|e| format!("invalid argon2id hash: {e}"))?;
+        let bytes = memory_of(value);
+        if bytes > MAX_ARGON2_BYTES {
+            return Err(format!(
+                "argon2id hash needs {} MiB to verify, more than the {} MiB allowed",
+                bytes >> 20,
+                MAX_ARGON2_BYTES >> 20
+            ));
+        }
     } else if value.starts_with("$2") {
         if bcrypt::verify("", value).is_err() {
             return Err("invalid bcrypt hash".into());
@@ -423,18 +504,98 @@ fn md5_crypt(pw: &[u8], salt: &[u8], magic: &str) -> String {
     out
 }
 
-/// Hashes a plain password off the async threads.
-pub async fn hash(plain: String) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&plain))
-        .await
-        .map_err(|e| format!("hashing task failed: {e}"))?
+/// Memory one computation against `stored` takes (argon2 and yescrypt
+/// read theirs from the hash; the others need little).
+fn memory_of(stored: &str) -> u64 {
+    if stored.starts_with("$argon2") {
+        PasswordHash::new(stored)
+            .ok()
+            .and_then(|h| h.params.get_decimal("m").map(|kib| u64::from(kib) * 1024))
+            .unwrap_or(0)
+    } else if stored.starts_with("$y$") {
+        yescrypt_bytes(stored).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
-/// Verifies a password off the async threads.
-pub async fn verify(plain: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_blocking(&plain, &stored))
+/// Memory a new hash with the configured algorithm takes.
+fn hashing_memory() -> u64 {
+    match hashing() {
+        Hashing::Argon2id(p) => u64::from(p.m_cost()) * 1024,
+        Hashing::Bcrypt(_) => 0,
+    }
+}
+
+/// Hashes a plain password off the async threads, within the hashing slots
+/// (waiting up to [`crate::password_slots::HASH_WAIT`]).
+pub async fn hash(plain: String) -> Result<String, String> {
+    let permit = match hash_slots()
+        .acquire(hashing_memory(), crate::password_slots::HASH_WAIT)
         .await
-        .unwrap_or(false)
+    {
+        Ok(p) => p,
+        Err(_) => {
+            refused("hash");
+            return Err(Busy.to_string());
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        hash_blocking(&plain)
+    })
+    .await
+    .map_err(|e| format!("hashing task failed: {e}"))?
+}
+
+/// Verifies a password off the async threads, within the hashing slots:
+/// `Err(Busy)` when none freed up within `max_wait_ms`. A stored hash that
+/// needs more memory than all slots together never matches.
+pub async fn verify(plain: String, stored: String) -> Result<bool, Busy> {
+    let slots = hash_slots();
+    let permit = match slots.acquire(memory_of(&stored), slots.max_wait).await {
+        Ok(p) => p,
+        Err(Refusal::Busy) => {
+            refused("verify");
+            return Err(Busy);
+        }
+        Err(Refusal::TooLarge) => {
+            tracing::warn!(
+                memory_mib = memory_of(&stored) >> 20,
+                "password hash refused: it needs more memory than all hashing slots together"
+            );
+            return Ok(false);
+        }
+    };
+    let m = &crate::metrics::METRICS;
+    m.password_checks_running.inc();
+    let ok = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        verify_blocking(&plain, &stored)
+    })
+    .await
+    .unwrap_or(false);
+    m.password_checks_running.dec();
+    Ok(ok)
+}
+
+/// Counts (and now and then logs) a computation refused for lack of slots.
+fn refused(kind: &'static str) {
+    crate::metrics::METRICS
+        .password_checks_refused
+        .with_label_values(&[kind])
+        .inc();
+    if let Some(suppressed) = BUSY_LOG.admit() {
+        let s = hash_slots();
+        tracing::warn!(
+            kind,
+            slots = s.slots(),
+            max_wait_ms = s.max_wait.as_millis() as u64,
+            suppressed,
+            "password check refused: every hashing slot is busy \
+             (data_provider.password_hashing.max_concurrent)"
+        );
+    }
 }
 
 /// Entries kept in the verified-password cache.
@@ -474,16 +635,22 @@ impl VerifiedCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Verifies through the cache; records successes.
-    pub async fn verify(&self, username: &str, plain: String, stored: String) -> bool {
+    /// Verifies through the cache (a hit takes no hashing slot); records
+    /// successes.
+    pub async fn verify(
+        &self,
+        username: &str,
+        plain: String,
+        stored: String,
+    ) -> Result<bool, Busy> {
         let digest = self.digest(&plain);
         if let Some((hash, d)) = self.lock().get(username)
             && *hash == stored
             && bool::from(d.ct_eq(&digest))
         {
-            return true;
+            return Ok(true);
         }
-        let ok = verify(plain, stored.clone()).await;
+        let ok = verify(plain, stored.clone()).await?;
         if ok {
             let mut entries = self.lock();
             if entries.len() >= CACHE_ENTRIES && !entries.contains_key(username) {
@@ -492,7 +659,7 @@ impl VerifiedCache {
             }
             entries.insert(username.to_string(), (stored, digest));
         }
-        ok
+        Ok(ok)
     }
 
     /// Forgets a user (deleted or renamed).
@@ -595,6 +762,9 @@ mod tests {
             assert!(validate_prehashed(bad).is_err(), "{bad} must be refused");
             check("", bad, false);
         }
+        // Parses, but would take 2 GiB per login.
+        let huge = "$argon2id$v=19$m=2097152,t=1,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        assert!(validate_prehashed(huge).unwrap_err().contains("2048 MiB"));
         check("", "plain-text", false);
         check("x", "", false);
     }
@@ -603,13 +773,14 @@ mod tests {
     async fn the_cache_matches_only_the_same_password_and_hash() {
         let cache = VerifiedCache::default();
         let h1 = hash_blocking("one").unwrap();
-        assert!(cache.verify("u", "one".into(), h1.clone()).await);
-        assert!(cache.verify("u", "one".into(), h1.clone()).await);
-        assert!(!cache.verify("u", "two".into(), h1.clone()).await);
+        let check = |plain: &str, h: &str| cache.verify("u", plain.into(), h.to_string());
+        assert!(check("one", &h1).await.unwrap());
+        assert!(check("one", &h1).await.unwrap());
+        assert!(!check("two", &h1).await.unwrap());
         // A new stored hash (password changed) is verified for real.
         let h2 = hash_blocking("two").unwrap();
-        assert!(!cache.verify("u", "one".into(), h2.clone()).await);
-        assert!(cache.verify("u", "two".into(), h2).await);
+        assert!(!check("one", &h2).await.unwrap());
+        assert!(check("two", &h2).await.unwrap());
         cache.forget("u");
         assert!(cache.lock().is_empty());
     }

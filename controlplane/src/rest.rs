@@ -14,8 +14,10 @@ use ferry_proto::error::ErrorCode;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::defender::Event;
 use crate::folders::{FolderInput, FolderView};
 use crate::store::{Order, StoreError, now_ms};
 use crate::users::{UserInput, UserView};
@@ -179,6 +181,8 @@ pub struct RestSettings {
     pub max_body: usize,
     /// Lifetime of access tokens, in seconds.
     pub token_lifetime_secs: i64,
+    /// Timeouts and connection caps of the listener.
+    pub listener: crate::rest_listener::ListenerLimits,
 }
 
 impl Default for RestSettings {
@@ -187,6 +191,7 @@ impl Default for RestSettings {
             max_body: 1024 * 1024,
             // SFTPGo's jwt lifetime: 20 minutes.
             token_lifetime_secs: 20 * 60,
+            listener: Default::default(),
         }
     }
 }
@@ -247,6 +252,12 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::Internal, "database error")
             }
         }
+    }
+}
+
+impl From<crate::password_slots::Busy> for ApiError {
+    fn from(e: crate::password_slots::Busy) -> Self {
+        ApiError::new(ErrorCode::Unavailable, e.to_string())
     }
 }
 
@@ -330,6 +341,9 @@ pub struct Claims {
     /// signed tokens).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_key: String,
+    /// [`crate::admins::authority`] of the admin when the token was issued.
+    #[serde(default)]
+    pub authz: String,
 }
 
 /// An authenticated admin, from a valid Bearer token or API key.
@@ -346,6 +360,23 @@ impl Admin {
                 format!("this operation requires the {perm:?} permission"),
             ))
         }
+    }
+
+    /// Homes and folder paths that contain one of Ferry's own directories or
+    /// files (`/`, a parent of the data directory) need `*`: 400 naming the
+    /// field otherwise. (Paths inside them are refused for everyone by the
+    /// validation.)
+    fn check_reach<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ApiError> {
+        if self.0.permissions.iter().any(|p| p == "*") {
+            return Ok(());
+        }
+        for (field, path) in paths {
+            crate::server_paths::check_contains(field, path).map_err(ApiError::bad_request)?;
+        }
+        Ok(())
     }
 
     /// Fails with 403 when the caller used an API key (key management,
@@ -366,25 +397,36 @@ impl Admin {
 async fn api_key_admin(
     state: &Arc<AppState>,
     value: &str,
-    client: Option<std::net::IpAddr>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Admin, ApiError> {
+    let client = peer.map(|p| p.ip().to_canonical());
+    if let Some(ip) = client {
+        refuse_banned(state, ip)?;
+    }
     let denied = |m: &str| ApiError::new(ErrorCode::Unauthenticated, m.to_string());
     let (key_id, secret, named) =
         crate::apikeys::parse_header(value).ok_or_else(|| denied("invalid API key"))?;
+    // Guessing keys scores like guessing passwords.
+    let guessed = |event, reason| {
+        if let Some(peer) = peer {
+            login_failed(state, peer, named.unwrap_or(""), "api_key", event, reason);
+        }
+        denied("invalid API key")
+    };
     let key = match state.store.api_key(key_id.to_string()).await {
         Ok(k) => k,
         Err(StoreError::NotFound) => {
-            crate::passwords::verify(secret.to_string(), state.dummy_hash.clone()).await;
-            return Err(denied("invalid API key"));
+            crate::passwords::verify(secret.to_string(), state.dummy_hash.clone()).await?;
+            return Err(guessed(Event::NoSuchUser, "no such API key"));
         }
         Err(e) => return Err(e.into()),
     };
     if !state
         .api_key_cache
         .verify(key_id, secret.to_string(), key.data.api_key.clone())
-        .await
+        .await?
     {
-        return Err(denied("invalid API key"));
+        return Err(guessed(Event::LoginFailed, "invalid API key secret"));
     }
     if key.data.scope != crate::apikeys::SCOPE_ADMIN {
         return Err(denied("this API key is not valid for the admin API"));
@@ -446,6 +488,7 @@ async fn api_key_admin(
         exp: secs,
         jti: String::new(),
         api_key: key_id.to_string(),
+        authz: String::new(),
     }))
 }
 
@@ -460,7 +503,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             let client = parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip());
+                .map(|c| c.0);
             let value = value
                 .to_str()
                 .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "invalid API key"))?;
@@ -494,7 +537,28 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 "this token has been revoked (logout)",
             ));
         }
-        Ok(Admin(data.claims))
+        // The admin as stored now, not as when the token was issued.
+        let refused = |m: &str| ApiError::new(ErrorCode::Unauthenticated, m.to_string());
+        let admin = match state.store.admin(data.claims.username.clone()).await {
+            Ok(a) => a,
+            Err(StoreError::NotFound) => {
+                return Err(refused("the admin of this token no longer exists"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if admin.data.status != 1 {
+            return Err(refused("the admin of this token is disabled"));
+        }
+        let now = crate::admins::authority(&state.jwt_key, &admin.data);
+        if !bool::from(now.as_bytes().ct_eq(data.claims.authz.as_bytes())) {
+            return Err(refused(
+                "the admin's password, permissions or allow list changed after this token was \
+                 issued: request a new token",
+            ));
+        }
+        let mut claims = data.claims;
+        claims.permissions = serde_json::from_str(&admin.data.permissions).unwrap_or_default();
+        Ok(Admin(claims))
     }
 }
 
@@ -767,6 +831,45 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
+/// 403 for an address the defender bans (REST logins count like SSH ones).
+fn refuse_banned(state: &AppState, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    if state.defender.is_banned(ip) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "client address banned by the defender (common.defender): try again later",
+        ));
+    }
+    Ok(())
+}
+
+/// A failed REST login (token or API key): SFTPGo's `connection_failed` line
+/// with protocol HTTP (what fail2ban matches), and the defender's score for
+/// the client address (a ban reaches every edge too).
+fn login_failed(
+    state: &AppState,
+    client: std::net::SocketAddr,
+    username: &str,
+    login_type: &str,
+    event: Event,
+    reason: &str,
+) {
+    let ip = client.ip().to_canonical();
+    tracing::info!(
+        sender = "connection_failed",
+        client_ip = %ip,
+        username,
+        login_type,
+        protocol = "HTTP",
+        error = reason,
+        remote_address = %client,
+        "login failed"
+    );
+    if state.defender.record(ip, event) {
+        tracing::warn!(remote_address = %client, "client address banned by the defender");
+        state.fleet.broadcast(&state.defender.bans_message());
+    }
+}
+
 /// `GET /api/v2/token`: Basic admin credentials in, JWT out.
 #[utoipa::path(
     get,
@@ -789,29 +892,36 @@ async fn token(
         );
         r
     };
+    let ip = client.ip().to_canonical();
+    refuse_banned(&state, ip)?;
     let Some((username, password)) = basic_credentials(&headers) else {
         return Ok(unauthorized());
+    };
+    let failed = |event, reason| {
+        login_failed(&state, client, &username, "password", event, reason);
+        Ok(unauthorized())
     };
     let admin = match state.store.admin(username.clone()).await {
         Ok(a) => a,
         Err(StoreError::NotFound) => {
-            crate::passwords::verify(password, state.dummy_hash.clone()).await;
-            return Ok(unauthorized());
+            crate::passwords::verify(password, state.dummy_hash.clone()).await?;
+            return failed(Event::NoSuchUser, "no such admin");
         }
         Err(e) => return Err(e.into()),
     };
-    if admin.data.status != 1
-        || !crate::passwords::verify(password, admin.data.password.clone()).await
-    {
-        tracing::info!(username, %client, "admin login refused");
-        return Ok(unauthorized());
+    if !crate::passwords::verify(password, admin.data.password.clone()).await? {
+        return failed(Event::LoginFailed, "invalid password");
+    }
+    if admin.data.status != 1 {
+        return failed(Event::LoginFailed, "admin disabled");
     }
     let filters: serde_json::Value = serde_json::from_str(&admin.data.filters).unwrap_or_default();
     let allowed = crate::admins::allow_list(&filters).unwrap_or_default();
-    let ip = client.ip().to_canonical();
     if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&ip)) {
-        tracing::info!(username, %client, "admin login refused: address not in the allow list");
-        return Ok(unauthorized());
+        return failed(
+            Event::LoginFailed,
+            "client address not in the admin's allow list",
+        );
     }
     let now = now_ms() / 1000;
     let claims = Claims {
@@ -824,6 +934,7 @@ async fn token(
         exp: now + state.rest.token_lifetime_secs,
         jti: crate::random_token(12),
         api_key: String::new(),
+        authz: crate::admins::authority(&state.jwt_key, &admin.data),
     };
     let jwt = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -1052,7 +1163,15 @@ async fn dumpdata(
                 tokio::task::spawn_blocking(move || crate::backup::write_file(&dir, &name, &text))
                     .await
                     .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+                    .map_err(|e| {
+                        // The reason names server paths: the log gets it,
+                        // the client a summary.
+                        tracing::error!(admin = admin.0.username, error = e, "cannot save backup");
+                        ApiError::new(
+                            ErrorCode::Internal,
+                            "cannot write the backup file (the server log says why)",
+                        )
+                    })?;
             tracing::info!(admin = admin.0.username, path = %path.display(), "backup saved");
             Ok(msg("Data saved").into_response())
         }
@@ -1191,8 +1310,8 @@ async fn loaddata_file(
             .map(str::to_string)
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "input-file {given:?} is not in the backups directory {}",
-                    state.backups_dir.display()
+                    "input-file {given:?} is not in the backups directory \
+                     (data_provider.backups_path)"
                 ))
             })?,
         _ => given.clone(),
@@ -1351,6 +1470,7 @@ async fn add_user(
 ) -> Result<Response, ApiError> {
     admin.require("add_users")?;
     let valid = input.validate(None).map_err(ApiError::bad_request)?;
+    admin.check_reach(user_paths(&valid))?;
     let mut write = valid.into_data().await.map_err(ApiError::bad_request)?;
     crate::groups::apply_expires_in(&state.store, &mut write).await?;
     let row = state
@@ -1376,6 +1496,18 @@ async fn add_user(
         &format!("/api/v2/users/{}", row.data.username),
         None,
     ))
+}
+
+/// The filesystem paths a user body sets: its home and the folders it
+/// creates on the way.
+fn user_paths(valid: &crate::users::ValidUser) -> Vec<(&str, &str)> {
+    let mut paths = vec![("home_dir", valid.data.home_dir.as_str())];
+    for m in &valid.mappings {
+        if let Some(f) = &m.create {
+            paths.push(("virtual_folders.mapped_path", f.path.as_str()));
+        }
+    }
+    paths
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -1408,6 +1540,7 @@ async fn update_user(
     let valid = input
         .validate(Some(&existing))
         .map_err(ApiError::bad_request)?;
+    admin.check_reach(user_paths(&valid))?;
     let write = valid.into_data().await.map_err(ApiError::bad_request)?;
     state.store.update_user_full(existing.id, write).await?;
     tracing::info!(admin = admin.0.username, username, "user updated");
@@ -1436,6 +1569,16 @@ async fn delete_user(
     tracing::info!(admin = admin.0.username, username, "user deleted");
     state.fleet.disconnect_user(&username);
     Ok(msg("User deleted"))
+}
+
+/// A group's home template, if it sets one.
+fn group_home(data: &crate::store::GroupData) -> Option<String> {
+    let settings: serde_json::Value = serde_json::from_str(&data.user_settings).ok()?;
+    settings
+        .get("home_dir")
+        .and_then(serde_json::Value::as_str)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
 }
 
 async fn group_view(
@@ -1502,6 +1645,11 @@ async fn add_group(
 ) -> Result<Response, ApiError> {
     admin.require("manage_groups")?;
     let (data, mappings) = input.validate(None).map_err(ApiError::bad_request)?;
+    admin.check_reach(
+        group_home(&data)
+            .as_deref()
+            .map(|h| ("user_settings.home_dir", h)),
+    )?;
     let row = state
         .store
         .add_group(data, mappings)
@@ -1545,6 +1693,11 @@ async fn update_group(
     let (data, mappings) = input
         .validate(Some(&existing))
         .map_err(ApiError::bad_request)?;
+    admin.check_reach(
+        group_home(&data)
+            .as_deref()
+            .map(|h| ("user_settings.home_dir", h)),
+    )?;
     state
         .store
         .update_group(existing.id, data, mappings)
@@ -1630,6 +1783,7 @@ async fn add_folder(
 ) -> Result<Response, ApiError> {
     admin.require("manage_folders")?;
     let data = input.validate(None).map_err(ApiError::bad_request)?;
+    admin.check_reach([("mapped_path", data.path.as_str())])?;
     let row = state.store.add_folder(data).await.map_err(|e| match e {
         StoreError::AlreadyExists(_) => ApiError::new(
             ErrorCode::AlreadyExists,
@@ -1669,6 +1823,7 @@ async fn update_folder(
     let data = input
         .validate(Some(&existing))
         .map_err(ApiError::bad_request)?;
+    admin.check_reach([("mapped_path", data.path.as_str())])?;
     state
         .store
         .update_folder(existing.id, data.description, data.path, data.filesystem)
@@ -1931,7 +2086,7 @@ async fn change_password(
         return Err(ApiError::bad_request("the new password cannot be empty"));
     }
     let mut row = state.store.admin(admin.0.username.clone()).await?;
-    if !crate::passwords::verify(body.current_password, row.data.password.clone()).await {
+    if !crate::passwords::verify(body.current_password, row.data.password.clone()).await? {
         return Err(ApiError::bad_request("the current password does not match"));
     }
     row.data.password = crate::passwords::hash(body.new_password)

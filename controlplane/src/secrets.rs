@@ -1,11 +1,14 @@
-//! Secrets at rest. With a master key (`kms.secrets.master_key` or
-//! `master_key_path`, SFTPGo's names) the fleet secrets Ferry stores — the
-//! private host keys and the token signing key — are sealed with AES-256-GCM
-//! under a key derived from it (HKDF-SHA256), each bound to its name. Values
-//! stored in the clear are sealed at the next start with a key; a sealed value
-//! without the key, or with another key, stops the start with a message.
+//! Secrets at rest. The fleet secrets Ferry stores — the private host keys
+//! and the token signing key — are always sealed with AES-256-GCM under a
+//! key derived (HKDF-SHA256) from a master key, each bound to its name. The
+//! master key is `kms.secrets.master_key` or `master_key_path` (SFTPGo's
+//! names); without one, Ferry generates one into `DATA_DIR/master-key`
+//! (mode 0600) at first start and uses it. Values stored in the clear (a
+//! database from before) are sealed at the next start; values sealed with
+//! the generated key are re-sealed with a configured key once one is set; a
+//! sealed value no key opens stops the start with a message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -77,12 +80,93 @@ impl SecretsConfig {
             text.chars().count() >= 32,
             "kms.secrets: the master key must be at least 32 characters long"
         );
-        let mut key = [0u8; 32];
-        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"ferry kms"), text.as_bytes())
-            .expand(b"ferry secrets v1", &mut key)
-            .map_err(|_| anyhow::anyhow!("cannot derive the secrets key"))?;
-        Ok(Some(MasterKey(key)))
+        derive(text).map(Some)
     }
+}
+
+fn derive(text: &str) -> anyhow::Result<MasterKey> {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"ferry kms"), text.as_bytes())
+        .expand(b"ferry secrets v1", &mut key)
+        .map_err(|_| anyhow::anyhow!("cannot derive the secrets key"))?;
+    Ok(MasterKey(key))
+}
+
+/// The master key Ferry generates when none is configured, in the data
+/// directory.
+pub const GENERATED_KEY_FILE: &str = "master-key";
+
+/// The keys of this process: `primary` seals; `previous` (the generated key,
+/// once a configured one replaces it) only opens what it sealed, which is
+/// then sealed again with `primary`.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    pub primary: MasterKey,
+    pub previous: Option<MasterKey>,
+    /// Set when `primary` is the generated key (for messages).
+    pub generated: Option<PathBuf>,
+}
+
+impl KeyRing {
+    /// Opens a sealed value with whichever key sealed it; `Ok((plain,
+    /// true))` when it was the previous key.
+    pub fn open(&self, stored: &str, name: &str) -> Result<(String, bool), String> {
+        match open(Some(&self.primary), stored, name) {
+            Ok(plain) => Ok((plain, false)),
+            Err(e) => match &self.previous {
+                Some(prev) => open(Some(prev), stored, name)
+                    .map(|p| (p, true))
+                    .map_err(|_| e),
+                None => Err(match &self.generated {
+                    Some(file) => format!(
+                        "{e} (no kms.secrets.master_key is set, so Ferry used the key it generated in {}: \
+                         set the master key this database was sealed with, or copy {GENERATED_KEY_FILE} \
+                         from the data directory of the control plane that sealed it)",
+                        file.display()
+                    ),
+                    None => e,
+                }),
+            },
+        }
+    }
+}
+
+/// The key ring for `configured` (from the settings) and `data_dir`: the
+/// configured key, else the generated one (created 0600 when missing).
+pub fn key_ring(configured: Option<MasterKey>, data_dir: &Path) -> anyhow::Result<KeyRing> {
+    let file = data_dir.join(GENERATED_KEY_FILE);
+    match configured {
+        Some(primary) => {
+            let previous = match std::fs::read_to_string(&file) {
+                Ok(text) => Some(derive(text.trim_end())?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+            };
+            Ok(KeyRing {
+                primary,
+                previous,
+                generated: None,
+            })
+        }
+        None => Ok(KeyRing {
+            primary: generated_key(&file)?,
+            previous: None,
+            generated: Some(file),
+        }),
+    }
+}
+
+/// Reads the generated master key, creating it (32 random bytes, hex, mode
+/// 0600, never replaced) on first use.
+fn generated_key(file: &Path) -> anyhow::Result<MasterKey> {
+    let (text, created) = crate::secret_file(file, 32)?;
+    if created {
+        tracing::info!(
+            file = %file.display(),
+            "master key generated: secrets are sealed with it (set kms.secrets.master_key to use your own)"
+        );
+    }
+    derive(&text)
 }
 
 /// True when a stored value is sealed.

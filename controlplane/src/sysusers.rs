@@ -161,9 +161,9 @@ pub fn scan(opts: &ImportOptions) -> Result<Scan, String> {
             out.system_accounts += 1;
             continue;
         }
-        if !crate::users::is_valid_username(name) {
+        if let Some(rule) = crate::users::username_rule_broken(name) {
             out.left_out
-                .push(format!("{name}: not a valid Ferry username"));
+                .push(format!("{name}: not a valid Ferry username: {rule}"));
             continue;
         }
         if !home.starts_with('/') {

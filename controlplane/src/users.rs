@@ -180,10 +180,10 @@ pub fn settle_username(given: String, stored: Option<&str>) -> Result<String, St
             Ok(stored.to_string())
         }
         None if given.is_empty() => Err("username is mandatory".into()),
-        None if !is_valid_username(&given) => Err(format!(
-            "username {given:?} is not valid: only letters, digits and \"-_.~\" are allowed"
-        )),
-        None => Ok(given),
+        None => match username_rule_broken(&given) {
+            Some(rule) => Err(format!("username {given:?} is not valid: {rule}")),
+            None => Ok(given),
+        },
     }
 }
 
@@ -207,11 +207,27 @@ pub struct ValidUser {
 }
 
 pub fn is_valid_username(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    username_rule_broken(name).is_none()
+}
+
+/// The naming rule `name` breaks, if any. Names become path components
+/// (`users_base_dir/<name>`, `%username%` in group homes), so `.`, `..` and
+/// a leading `~` (a home directory to shells and rsync) are refused.
+pub fn username_rule_broken(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 255 {
+        Some("1 to 255 characters")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    {
+        Some("only letters, digits and \"-_.~\" are allowed")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are not allowed (they name directories)")
+    } else if name.starts_with('~') {
+        Some("a name cannot start with \"~\" (a home directory to shells)")
+    } else {
+        None
+    }
 }
 
 /// Parses one authorized_keys line, returning it normalised.
@@ -266,6 +282,7 @@ impl UserInput {
         if !std::path::Path::new(&home_dir).is_absolute() {
             return Err(format!("home_dir {home_dir:?} must be an absolute path"));
         }
+        crate::server_paths::check_inside("home_dir", &home_dir)?;
         for (name, v) in [
             ("uid", self.uid),
             ("gid", self.gid),
@@ -593,6 +610,18 @@ mod tests {
         let mut v = base();
         v["username"] = "bad name".into();
         check_err(v, "is not valid");
+        for (name, rule) in [
+            (".", "\"..\" are not allowed"),
+            ("..", "\"..\" are not allowed"),
+            ("~root", "cannot start with \"~\""),
+        ] {
+            let mut v = base();
+            v["username"] = name.into();
+            check_err(v, rule);
+        }
+        for fine in ["a.b", "x~", "..a", "a..", "._"] {
+            assert!(is_valid_username(fine), "{fine}");
+        }
         let mut v = base();
         v["home_dir"] = "rel/dir".into();
         check_err(v, "absolute");

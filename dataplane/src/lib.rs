@@ -177,6 +177,39 @@ pub fn run_main(
     }
 }
 
+/// Raises the soft limit on open files to the hard one (both binaries call
+/// it at start): every connection, open file and database socket takes a
+/// descriptor, and distributions start services with a soft limit of 1024.
+/// Returns (before, after).
+pub fn raise_fd_limit() -> (u64, u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let before = lim.current.unwrap_or(u64::MAX);
+    let Some(hard) = lim.maximum else {
+        return (before, before);
+    };
+    if before >= hard {
+        return (before, before);
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => (before, hard),
+        Err(_) => (before, before),
+    }
+}
+
+/// The soft limit on open files now.
+pub fn fd_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
 fn random_edge_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
     format!("{host}-{:08x}", rand::random::<u32>())

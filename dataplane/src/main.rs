@@ -117,6 +117,8 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     ferry_dataplane::init_logging(&cli.log)?;
+    let (before, after) = ferry_dataplane::raise_fd_limit();
+    tracing::info!(before, after, "open files limit (RLIMIT_NOFILE soft)");
     let mut settings: EdgeSettings =
         ferry_dataplane::config::load_from_env(cli.config_file.as_ref())?;
     cli.edge.apply(&mut settings.common, &mut settings.sftpd);

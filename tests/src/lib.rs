@@ -123,7 +123,9 @@ impl Topology {
     pub fn serve_config(name: &str, config: impl Fn(u16, u16, u16, u16) -> String) -> Result<Self> {
         retry_on_port_clash(|| {
             let dir = tempfile::tempdir()?;
-            let file = dir.path().join(name);
+            // Its own directory: homes may not be inside the configuration's.
+            let file = dir.path().join("etc").join(name);
+            std::fs::create_dir_all(dir.path().join("etc"))?;
             let (http, grpc) = (claim_port(), claim_port());
             std::fs::write(&file, config(http, grpc, claim_port(), claim_port()))?;
             let mut cmd = Command::new(bin("ferry"));
@@ -720,4 +722,52 @@ impl Haproxy {
             v2_port: ports[1],
         })
     }
+}
+
+/// Opens a secret the control plane stored sealed (`$aes-256-gcm$v1$…`,
+/// bound to `name`) with the master key text (`kms.secrets.master_key`, or
+/// the generated `DATA_DIR/master-key`), as Ferry derives it.
+pub fn open_sealed(master_key: &str, stored: &str, name: &str) -> Result<String> {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"ferry kms"), master_key.trim_end().as_bytes())
+        .expand(b"ferry secrets v1", &mut key)
+        .map_err(|_| anyhow::anyhow!("hkdf"))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(
+        stored
+            .strip_prefix("$aes-256-gcm$v1$")
+            .context("not a sealed value")?,
+    )?;
+    let (nonce, sealed) = raw.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into()?;
+    let plain = aes_gcm::Aes256Gcm::new(&key.into())
+        .decrypt(
+            &aes_gcm::Nonce::from(nonce),
+            Payload {
+                msg: sealed,
+                aad: name.as_bytes(),
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("{name}: wrong key"))?;
+    Ok(String::from_utf8(plain)?)
+}
+
+/// The token signing key of a SQLite-backed control plane, opened with the
+/// master key it generated in `data_dir` (what an attacker holding both
+/// files could do; tests use it to sign tokens of their own).
+pub fn jwt_key(data_dir: &Path) -> Vec<u8> {
+    use diesel::prelude::*;
+    use ferry_schema::configs;
+    let db = data_dir.join("ferry.db");
+    let mut conn = diesel::SqliteConnection::establish(db.to_str().expect("UTF-8 path"))
+        .expect("the database opens");
+    let stored: String = configs::table
+        .find("jwt_signing_key")
+        .select(configs::value)
+        .first(&mut conn)
+        .expect("a stored signing key");
+    let master = std::fs::read_to_string(data_dir.join("master-key")).expect("master-key");
+    hex::decode(open_sealed(&master, &stored, "jwt_signing_key").expect("sealed key opens"))
+        .expect("hex key")
 }

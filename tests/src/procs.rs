@@ -31,6 +31,11 @@ impl Proc {
         Ok(Self { child, log })
     }
 
+    /// The process id (for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

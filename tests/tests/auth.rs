@@ -341,6 +341,37 @@ fn user_certificates_signed_by_a_trusted_ca() {
     std::fs::write(&revoked, json!([fingerprint]).to_string()).unwrap();
     assert!(!login(&good), "a revoked certificate is refused");
     assert!(login(&here), "other certificates still work");
+
+    // A plain key that is nobody's: the server's answer to the offer
+    // (OpenSSH prints "Server accepts key" on PK_OK) is the same for an
+    // existing name and an unknown one, and the login fails for both.
+    keygen(dir, &["-q", "-t", "ed25519", "-N", "", "-f", "stray"]);
+    let offer = |user: &str| {
+        let out = Command::new("ssh")
+            .args([
+                "-v",
+                "-oBatchMode=yes",
+                "-oStrictHostKeyChecking=no",
+                "-oUserKnownHostsFile=/dev/null",
+                "-oIdentitiesOnly=yes",
+                "-oPreferredAuthentications=publickey",
+                "-i",
+            ])
+            .arg(dir.join("stray"))
+            .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), "pwd"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), err.contains("Server accepts key"))
+    };
+    let (cleo_ok, cleo_pk_ok) = offer("cleo");
+    let (ghost_ok, ghost_pk_ok) = offer("no-such-user");
+    assert!(!cleo_ok && !ghost_ok);
+    assert_eq!(
+        cleo_pk_ok, ghost_pk_ok,
+        "the offer tells nothing about accounts"
+    );
 }
 
 #[test]

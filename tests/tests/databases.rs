@@ -75,6 +75,12 @@ fn serve_on_redb() {
             "FERRY_DATA_PROVIDER__NAME".to_string(),
             file.display().to_string(),
         ),
+        // The file moves to servers with other data directories: they need
+        // the key its secrets are sealed with.
+        (
+            "FERRY_KMS__SECRETS__MASTER_KEY".to_string(),
+            "a master key shared by the servers of this file".to_string(),
+        ),
     ];
     let dump = |data_dir: &std::path::Path| {
         std::process::Command::new(bin("ferry"))

@@ -424,7 +424,9 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
             assert_eq!(r.body["error"], "Not Found");
         }
     }
-    // The limited admins changed nothing.
+    // The limited admins changed nothing. (The password change above voids
+    // the tokens issued before it: log in again.)
+    let api = t.api();
     assert_eq!(api.call("GET", "/api/v2/users/u1", None).status, 200);
     assert_eq!(api.call("GET", "/api/v2/users/u2", None).status, 404);
 }

@@ -163,75 +163,117 @@ fn first_admin_gets_a_random_password_saved_with_mode_0600() {
     let api = wait_for(std::time::Duration::from_secs(30), || {
         Api::login(&bound.base(), "admin", password.trim()).ok()
     });
-    assert!(api.is_some(), "admin can log in with the printed password");
-    assert!(
-        p.log_text().contains(password.trim()),
-        "password printed once on stdout"
-    );
+    assert!(api.is_some(), "admin can log in with the saved password");
+    // stdout is a file here, not a terminal: the password stays out of it
+    // (and out of the log), which names the file instead.
+    let log = p.log_text();
+    assert!(!log.contains(password.trim()), "{log}");
+    assert!(log.contains("initial-admin-password"), "{log}");
 }
 
+
 #[test]
-fn grpc_refuses_public_bind_without_token_and_edges_need_the_token() {
+fn grpc_always_needs_the_edge_token() {
+    // No token configured: the control plane generates one (0600) and
+    // requires it.
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin("ferry"));
-    cmd.arg("controlplane")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--http-bind", ANY_PORT, "--grpc-bind", "0.0.0.0:0"])
-        .env_remove("FERRY_EDGE_TOKEN")
+    let data = dir.path().join("data");
+    let mut cmd = ferry_controlplane(&data);
+    cmd.env_remove("FERRY_EDGE_TOKEN")
         .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD);
-    let mut p = Proc::spawn(cmd, dir.path().join("cp.log")).unwrap();
-    let status = p
-        .wait_exit(std::time::Duration::from_secs(30))
-        .expect("exits");
-    assert!(!status.success());
+    let (cp, cp_addrs) = start_bound(cmd, dir.path(), "cp").unwrap();
+    let grpc = cp_addrs.addr("grpc");
+    let token_file = data.join("edge-token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap_or_else(|e| panic!("no edge token generated ({e}):\n{}", cp.log_text()));
+    assert!(token.trim().len() >= 32);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(
-        p.log_text().contains("without an edge token"),
-        "{}",
-        p.log_text()
+        !cp.log_text().contains(token.trim()),
+        "the token is not logged"
     );
 
-    // An edge with the wrong token never gets host keys, so it serves nobody.
-    let t = Topology::split(1).unwrap();
-    let mut cmd = ferry_edge(([127, 0, 0, 1], t.grpc_port).into());
-    cmd.env("FERRY_EDGE_TOKEN", "wrong-token-wrong-token");
-    let (intruder, bound) = start_bound(cmd, t.dir.path(), "intruder").unwrap();
-    let port = bound.port("sftp");
-    let saw_refusal = wait_for(std::time::Duration::from_secs(20), || {
-        intruder
-            .log_text()
-            .contains("invalid edge token")
+    // Without the token, and with a wrong one: refused, the reason in the
+    // edge's log (and the control plane's), no SSH served.
+    let mut cmd = ferry_edge(grpc);
+    cmd.env_remove("FERRY_EDGE_TOKEN");
+    let (anonymous, anonymous_addrs) = start_bound(cmd, dir.path(), "anonymous").unwrap();
+    let wrong_file = dir.path().join("wrong-token");
+    std::fs::write(&wrong_file, "wrong-token-wrong-token-wrong-token").unwrap();
+    let mut cmd = ferry_edge(grpc);
+    cmd.env_remove("FERRY_EDGE_TOKEN")
+        .arg("--edge-token-file")
+        .arg(&wrong_file);
+    let (wrong, wrong_addrs) = start_bound(cmd, dir.path(), "wrong").unwrap();
+    for (proc, reason) in [
+        (&anonymous, "missing edge token"),
+        (&wrong, "invalid edge token"),
+    ] {
+        let seen = wait_for(std::time::Duration::from_secs(30), || {
+            proc.log_text().contains(reason).then_some(())
+        });
+        assert!(seen.is_some(), "{reason}:\n{}", proc.log_text());
+    }
+    assert!(
+        cp.log_text().contains("edge call refused"),
+        "{}",
+        cp.log_text()
+    );
+    assert!(
+        !ssh_ready(anonymous_addrs.port("sftp")) && !ssh_ready(wrong_addrs.port("sftp")),
+        "unauthenticated edges serve no SSH"
+    );
+
+    // With the generated file, an edge attaches and serves.
+    let mut cmd = ferry_edge(grpc);
+    cmd.env_remove("FERRY_EDGE_TOKEN")
+        .arg("--edge-token-file")
+        .arg(&token_file);
+    let (good, good_addrs) = start_bound(cmd, dir.path(), "good").unwrap();
+    let attached = wait_for(std::time::Duration::from_secs(60), || {
+        good.log_text()
+            .contains("configuration received from the control plane")
             .then_some(())
     });
-    assert!(saw_refusal.is_some(), "{}", intruder.log_text());
+    assert!(attached.is_some(), "{}", good.log_text());
     assert!(
-        !ssh_ready(port),
-        "an unauthenticated edge must not serve SSH"
+        wait_for(std::time::Duration::from_secs(20), || ssh_ready(
+            good_addrs.port("sftp")
+        )
+        .then_some(()))
+        .is_some()
     );
 }
 
 #[test]
 fn expired_tokens_are_refused() {
-    use diesel::prelude::*;
-    use ferry_schema::configs;
+    use base64::Engine;
     let t = Topology::serve().unwrap();
     let api = t.api();
-    // Sign a token with the real key, as the control plane would, but expired.
-    let db = t.dir.path().join("data/ferry.db");
-    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-    let key_hex: String = configs::table
-        .find("jwt_signing_key")
-        .select(configs::value)
-        .first(&mut conn)
-        .unwrap();
-    let key = hex::decode(key_hex).unwrap();
+    // Re-sign the server's own claims with its key (opened from the
+    // database with the generated master key), with other lifetimes.
+    let key = jwt_key(&t.dir.path().join("data"));
+    let payload = api.token().split('.').nth(1).unwrap();
+    let real: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let claims = |exp: i64| {
-        json!({"sub": "admin", "username": "admin", "permissions": ["*"], "aud": "API",
-               "iat": exp - 1200, "nbf": exp - 1200, "exp": exp, "jti": "t"})
+        let mut c = real.clone();
+        c["exp"] = exp.into();
+        c["iat"] = (exp - 1200).into();
+        c["nbf"] = (exp - 1200).into();
+        c
     };
     let sign = |c: serde_json::Value| {
         jsonwebtoken::encode(
@@ -310,6 +352,11 @@ fn admins_permissions_password_change_and_status() {
         Some(&json!({"current_password": "ops-pw", "new_password": "ops-pw-2"})),
     );
     assert_eq!(r.status, 200, "{r:?}");
+    let r = limited.call("GET", "/api/v2/users", None);
+    assert_eq!(
+        r.status, 401,
+        "tokens from before the change are void: {r:?}"
+    );
     assert!(
         Api::login(&base, "ops", "ops-pw").is_err(),
         "old password refused"

@@ -1,6 +1,7 @@
-//! Secrets at rest: with `kms.secrets.master_key` the host keys and the token
-//! signing key are stored sealed, clear values are sealed at the next start,
-//! and a missing or wrong key stops the start with a message.
+//! Secrets at rest: the host keys and the token signing key are always
+//! stored sealed, with `kms.secrets.master_key` or a key generated into the
+//! data directory; clear values are sealed at the next start, and a key that
+//! does not open them stops the start with a message.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,43 +64,74 @@ fn host_key_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// A new OpenSSH private key of `kind` at `path` (no passphrase).
+fn host_key(kind: &str, path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen -t {kind}");
+}
+
+const NAMES: [&str; 4] = [
+    "host_key_ed25519",
+    "host_key_rsa",
+    "host_key_ecdsa",
+    "jwt_signing_key",
+];
+
+/// No clear private key anywhere in the database file (nor its WAL).
+fn assert_no_clear_key(data: &Path) {
+    for f in ["ferry.db", "ferry.db-wal"] {
+        let bytes = std::fs::read(data.join(f)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("OPENSSH PRIVATE KEY"),
+            "a clear private key is left in {f}"
+        );
+    }
+}
+
 #[test]
-fn a_master_key_seals_the_stored_secrets() {
+fn secrets_are_always_sealed_with_a_configured_or_generated_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // First start in the clear, then with a key: the same keys, now sealed.
-    let (mut clear, _, _) = serve(dir.path(), &data, &[], "clear.log");
-    let clear_prints = host_key_lines(&clear.log_text());
-    assert_eq!(clear_prints.len(), 3);
-    clear.kill();
-    assert!(
-        stored(&data)
-            .iter()
-            .any(|(n, v)| n == "host_key_ed25519" && v.contains("OPENSSH PRIVATE KEY"))
-    );
-    let env = [("FERRY_KMS__SECRETS__MASTER_KEY", KEY)];
-    let (mut sealed, base, port) = serve(dir.path(), &data, &env, "sealed.log");
-    assert_eq!(
-        host_key_lines(&sealed.log_text()),
-        clear_prints,
-        "same host keys"
-    );
+    // No master key configured: one is generated (0600) and seals everything.
+    let (mut first, _, _) = serve(dir.path(), &data, &[], "generated.log");
+    let prints = host_key_lines(&first.log_text());
+    assert_eq!(prints.len(), 3);
+    first.kill();
+    let generated = std::fs::read_to_string(data.join("master-key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("master-key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let values = stored(&data);
-    for name in [
-        "host_key_ed25519",
-        "host_key_rsa",
-        "host_key_ecdsa",
-        "jwt_signing_key",
-    ] {
+    for name in NAMES {
         let v = &values.iter().find(|(n, _)| n == name).unwrap().1;
         assert!(v.starts_with("$aes-256-gcm$v1$"), "{name} sealed: {v}");
+        open_sealed(&generated, v, name).unwrap();
     }
-    let db_bytes = std::fs::read(data.join("ferry.db")).unwrap();
-    let text = String::from_utf8_lossy(&db_bytes);
-    assert!(
-        !text.contains("OPENSSH PRIVATE KEY"),
-        "no clear private key left"
-    );
+    assert_no_clear_key(&data);
+
+    // A configured key takes over: the values are sealed again with it.
+    let env = [("FERRY_KMS__SECRETS__MASTER_KEY", KEY)];
+    let (mut sealed, base, port) = serve(dir.path(), &data, &env, "sealed.log");
+    assert_eq!(host_key_lines(&sealed.log_text()), prints, "same host keys");
+    for (name, v) in stored(&data)
+        .iter()
+        .filter(|(n, _)| NAMES.contains(&n.as_str()))
+    {
+        open_sealed(KEY, v, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            open_sealed(&generated, v, name).is_err(),
+            "{name} re-sealed"
+        );
+    }
+    assert_no_clear_key(&data);
     // It serves: the edge got working host keys, tokens verify.
     let api = Api::login(&base, "admin", ADMIN_PASSWORD).unwrap();
     api.add_user(user_json("sealy", "pw-1", &dir.path().join("sealy")));
@@ -107,9 +139,13 @@ fn a_master_key_seals_the_stored_secrets() {
     assert!(ok, "{out}");
     sealed.kill();
 
-    // Without the key, or with another, the start stops and says why.
+    // Without that key (the generated one does not open it), or with
+    // another, the start stops and says why.
     let err = refused(&data, &[]);
-    assert!(err.contains("stored encrypted"), "{err}");
+    assert!(
+        err.contains("not the one it was sealed with") && err.contains("master-key"),
+        "{err}"
+    );
     let err = refused(
         &data,
         &[(
@@ -132,7 +168,66 @@ fn a_master_key_seals_the_stored_secrets() {
         )],
         "file.log",
     );
-    assert_eq!(host_key_lines(&again.log_text()), clear_prints);
+    assert_eq!(host_key_lines(&again.log_text()), prints);
+}
+
+#[test]
+fn a_database_with_clear_secrets_is_sealed_at_the_next_start() {
+    // A database as older versions left it without a master key: the
+    // secrets in the clear.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(bin("ferry"))
+        .args(["initprovider", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut rows = Vec::new();
+    let mut prints = Vec::new();
+    for (name, kind) in [
+        ("host_key_ed25519", "ed25519"),
+        ("host_key_rsa", "rsa"),
+        ("host_key_ecdsa", "ecdsa"),
+    ] {
+        let path = dir.path().join(kind);
+        host_key(kind, &path);
+        let listed = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        prints.push(listed.split_whitespace().nth(1).unwrap().to_string());
+        rows.push((name, std::fs::read_to_string(&path).unwrap()));
+    }
+    let jwt = "ab".repeat(32);
+    rows.push(("jwt_signing_key", jwt.clone()));
+    {
+        let mut c = SqliteConnection::establish(data.join("ferry.db").to_str().unwrap()).unwrap();
+        for (name, value) in &rows {
+            diesel::insert_into(configs::table)
+                .values((configs::name.eq(*name), configs::value.eq(value)))
+                .execute(&mut c)
+                .unwrap();
+        }
+    }
+    let (_p, _, _) = serve(dir.path(), &data, &[], "upgrade.log");
+    let mut seen = host_key_lines(&_p.log_text());
+    seen.sort();
+    prints.sort();
+    assert_eq!(seen, prints, "the stored keys are kept");
+    let generated = std::fs::read_to_string(data.join("master-key")).unwrap();
+    for (name, v) in stored(&data)
+        .iter()
+        .filter(|(n, _)| NAMES.contains(&n.as_str()))
+    {
+        let plain = open_sealed(&generated, v, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name == "jwt_signing_key" {
+            assert_eq!(plain, jwt);
+        }
+    }
+    assert_no_clear_key(&data);
 }
 
 #[test]
@@ -204,13 +299,7 @@ fn host_key_files_replace_the_generated_keys() {
     let mut files = Vec::new();
     for kind in ["ed25519", "ecdsa"] {
         let path = dir.path().join(format!("id_{kind}"));
-        let ok = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", "", "-f"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        host_key(kind, &path);
         files.push(path);
     }
     let list = files

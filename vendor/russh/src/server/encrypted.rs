@@ -1220,6 +1220,7 @@ impl Encrypted {
                         let offer = PublicKeyOffer {
                             public_key: &pubkey,
                             algorithm: &algorithm,
+                            certificate: offered_certificate(&pk_or_cert),
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
                         auth == Auth::Accept
@@ -1291,6 +1292,7 @@ impl Encrypted {
                     let offer = PublicKeyOffer {
                         public_key: &pubkey,
                         algorithm: &algorithm,
+                        certificate: offered_certificate(&pk_or_cert),
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
                     match auth {
@@ -2165,5 +2167,13 @@ impl Session {
                 Ok(())
             }
         }
+    }
+}
+
+/// The certificate of a `publickey` request, if it named one. (Ferry patch.)
+fn offered_certificate(k: &PublicKeyOrCertificate) -> Option<&ssh_key::Certificate> {
+    match k {
+        PublicKeyOrCertificate::Certificate(cert) => Some(cert),
+        PublicKeyOrCertificate::PublicKey { .. } => None,
     }
 }

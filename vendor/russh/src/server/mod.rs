@@ -223,6 +223,10 @@ pub struct PublicKeyOffer<'a> {
     /// signature algorithm the certificate type maps to (for example
     /// `rsa-sha2-256` for `rsa-sha2-256-cert-v01@openssh.com`).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// The OpenSSH certificate offered, when the request named one
+    /// (`public_key` is then its key): lets the handler check it before
+    /// answering PK_OK, as OpenSSH does. (Ferry patch.)
+    pub certificate: Option<&'a ssh_key::Certificate>,
 }
 
 /// A public key whose ownership has been verified, passed to
