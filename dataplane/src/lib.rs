@@ -17,6 +17,7 @@ pub mod portable;
 pub mod proxy;
 pub mod quota;
 pub mod registry;
+pub mod sandbox;
 pub mod scp;
 pub mod settings;
 pub mod sftp;
@@ -242,6 +243,7 @@ pub async fn start_edge(
     let config = control::spawn_attach(control.clone(), registry.clone(), sftp_addr);
     let health = Arc::new(telemetry::Health::new(control.clone(), config.clone()));
     let runtime = opts.runtime;
+    sandbox::warn_if_unavailable(&runtime.commands);
     if let Some(timeout) = runtime.idle_timeout {
         let registry = registry.clone();
         tokio::spawn(async move {

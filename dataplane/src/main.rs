@@ -107,6 +107,10 @@ async fn portable(
 }
 
 fn main() -> std::process::ExitCode {
+    // rsync and git start through this binary: before any thread exists.
+    if let Some(status) = ferry_dataplane::sandbox::launch_if_requested() {
+        return status;
+    }
     ferry_dataplane::run_main(run())
 }
 

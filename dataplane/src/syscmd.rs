@@ -13,6 +13,7 @@
 //! already over it, input capped to what is left, and the target re-scanned
 //! afterwards to settle the real change.
 
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::commands::CommandContext;
 use crate::quota::QuotaDomain;
+use crate::sandbox::{self, Program};
 
 /// A system command ready to check and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,19 @@ pub async fn run(
     ctx: &CommandContext,
 ) -> Result<u32, String> {
     let name = cmd.program;
+    let program = Program::from_name(name).ok_or_else(|| format!("{name}: not supported"))?;
+    let (uid, gid) = child_ids(ctx.owner);
+    refuse_unsafe(name, uid, gid).inspect_err(|reason| {
+        tracing::warn!(
+            username = ctx.conn.opened.username,
+            connection_id = ctx.conn.opened.connection_id,
+            command = name,
+            uid,
+            gid,
+            reason,
+            "system command refused"
+        );
+    })?;
     let vp = vpath::clean("/", &cmd.target);
     if !ctx.rules.files.is_empty() {
         return Err(format!("{name}: not available to users with file filters"));
@@ -239,15 +254,24 @@ pub async fn run(
     let before = target.usage().await.map_err(|e| format!("{name}: {e}"))?;
 
     let mut args = cmd.args.clone();
-    if name == "rsync" {
-        // Links may point only inside what rsync writes; `args` ends with
-        // ".", the flag goes before it.
+    if program == Program::Rsync {
+        // `args` ends with "."; what rsync adds goes before it. Links may
+        // point only inside what rsync writes. FIFOs and sockets are
+        // skipped (the sandbox would refuse them, with errors). Not
+        // `--no-devices`: device entries carry extra fields that flag also
+        // drops, which desyncs the protocol as soon as one is listed;
+        // rsync's receiver makes devices only as root, and never runs so.
+        // No setuid/setgid bits: a non-root receiver keeps them otherwise.
         let links = if ctx.rules.perms.has(&vp, "create_symlinks") {
             "--safe-links"
         } else {
             "--munge-links"
         };
-        args.insert(args.len() - 1, links.to_string());
+        let at = args.len() - 1;
+        args.splice(
+            at..at,
+            [links, "--no-specials", "--chmod=ug-s"].map(String::from),
+        );
     }
     // Relative to the home, the program's working directory. rsync reads a
     // trailing `/` as "the contents of": keep it.
@@ -258,21 +282,23 @@ pub async fn run(
     if cmd.target.ends_with('/') && !target_arg.ends_with('/') {
         target_arg.push('/');
     }
-    let mut command = tokio::process::Command::new(name);
+    let home = ctx.fs.home_real().to_path_buf();
+    let mut command = sandbox::command(
+        program,
+        &home,
+        args.into_iter()
+            .map(OsString::from)
+            .chain([OsString::from(target_arg)]),
+    );
     command
-        .args(&args)
-        .arg(&target_arg)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LANG", "C")
-        .current_dir(ctx.fs.home_real())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Its own process group: rsync forks, and all of it is stopped at once.
         .process_group(0);
-    if let Some((uid, gid)) = ctx.owner {
+    if ctx.owner.is_some() {
+        // From root: std also clears the supplementary groups.
         command.uid(uid).gid(gid);
     }
     let mut child = command
@@ -388,6 +414,33 @@ pub async fn run(
         .release(&QuotaDomain::User, after.0 - before.0, after.1 - before.1)
         .await;
     Ok(status)
+}
+
+/// The uid/gid the program runs with: the user's when the edge runs as
+/// root (`owner`), else the edge's own.
+fn child_ids(owner: Option<(u32, u32)>) -> (u32, u32) {
+    owner.unwrap_or_else(|| {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    })
+}
+
+/// Refuses what must not start: a program running as root (uid or gid 0),
+/// or any of them on a kernel that cannot sandbox it.
+fn refuse_unsafe(name: &str, uid: u32, gid: u32) -> Result<(), String> {
+    if let Some(reason) = sandbox::unavailable() {
+        return Err(format!(
+            "{name}: refused: this server cannot run it in a sandbox ({reason})"
+        ));
+    }
+    if uid == 0 || gid == 0 {
+        return Err(format!(
+            "{name}: refused: it would run as root (uid {uid}, gid {gid}); the account needs a uid and gid other than 0"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

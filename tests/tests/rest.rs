@@ -171,7 +171,6 @@ fn first_admin_gets_a_random_password_saved_with_mode_0600() {
     assert!(log.contains("initial-admin-password"), "{log}");
 }
 
-
 #[test]
 fn grpc_always_needs_the_edge_token() {
     // No token configured: the control plane generates one (0600) and
