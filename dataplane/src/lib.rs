@@ -262,6 +262,7 @@ pub async fn start_edge(
         runtime.fs,
         runtime.commands,
         runtime.limits,
+        crate::limits::SessionLimits::new(runtime.session_limits),
     ));
     let proxy = Arc::new(runtime.proxy);
     // Every listener stops when `shutdown` resolves.

@@ -2,6 +2,13 @@
 //! and `common.max_per_host_connections`): a connection holds a [`Slot`]
 //! from the moment its client address is known (after the PROXY header)
 //! until it ends; one over a limit is closed before the SSH handshake.
+//!
+//! Inside a connection, [`SessionLimits`] bound what one client controls:
+//! channels (`sftpd.max_channels_per_connection`), open SFTP handles per
+//! connection and per user on this edge (`sftpd.max_handles_per_connection`,
+//! `sftpd.max_handles_per_user`) and bytes of READ replies waiting for the
+//! client's window (`sftpd.max_queued_reply_bytes`). Each is a semaphore
+//! whose permits are freed by drop, so a vanished client frees them all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -91,6 +98,180 @@ impl Drop for Slot {
     }
 }
 
+/// Per-connection limits, from `sftpd` (validated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimitSettings {
+    pub channels: u32,
+    pub handles_per_connection: u32,
+    pub handles_per_user: u32,
+    pub queued_reply_bytes: u32,
+}
+
+impl Default for SessionLimitSettings {
+    fn default() -> Self {
+        Self {
+            channels: 10,
+            handles_per_connection: 512,
+            handles_per_user: 2048,
+            queued_reply_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The edge's per-user handle counts and the settings every connection
+/// starts from.
+#[derive(Debug, Default)]
+pub struct SessionLimits {
+    pub settings: SessionLimitSettings,
+    /// A user's handle semaphore lives while one of their connections does.
+    users: Mutex<HashMap<String, std::sync::Weak<Semaphore>>>,
+}
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What one SSH connection may hold; shared by its channels.
+#[derive(Debug)]
+pub struct ConnectionBudget {
+    pub settings: SessionLimitSettings,
+    channels: Arc<Semaphore>,
+    handles: Arc<Semaphore>,
+    /// Set once the user is known.
+    user_handles: std::sync::OnceLock<Arc<Semaphore>>,
+    replies: Arc<Semaphore>,
+}
+
+/// Which per-connection limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    Channels(u32),
+    ConnectionHandles(u32),
+    UserHandles(u32),
+}
+
+impl std::fmt::Display for Exceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exceeded::Channels(n) => write!(
+                f,
+                "too many channels on this connection (limit {n}, sftpd.max_channels_per_connection)"
+            ),
+            Exceeded::ConnectionHandles(n) => write!(
+                f,
+                "too many open handles on this connection (limit {n}, sftpd.max_handles_per_connection)"
+            ),
+            Exceeded::UserHandles(n) => write!(
+                f,
+                "too many open handles for this user (limit {n}, sftpd.max_handles_per_user)"
+            ),
+        }
+    }
+}
+
+impl Exceeded {
+    /// Counts the refusal, by limit, and logs it.
+    pub fn record(self) {
+        let which = match self {
+            Exceeded::Channels(_) => "channels_per_connection",
+            Exceeded::ConnectionHandles(_) => "handles_per_connection",
+            Exceeded::UserHandles(_) => "handles_per_user",
+        };
+        crate::metrics::METRICS
+            .limit_refusals
+            .with_label_values(&[which])
+            .inc();
+        tracing::warn!(limit = which, reason = %self, "limit reached, request refused");
+    }
+}
+
+/// A channel's place on its connection.
+#[derive(Debug)]
+pub struct ChannelSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// An open handle's places on its connection and its user.
+#[derive(Debug)]
+pub struct HandleSlot {
+    _connection: OwnedSemaphorePermit,
+    _user: Option<OwnedSemaphorePermit>,
+}
+
+impl SessionLimits {
+    pub fn new(settings: SessionLimitSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The budget of a new SSH connection.
+    pub fn connection(&self) -> Arc<ConnectionBudget> {
+        let s = self.settings;
+        Arc::new(ConnectionBudget {
+            settings: s,
+            channels: Arc::new(Semaphore::new(s.channels as usize)),
+            handles: Arc::new(Semaphore::new(s.handles_per_connection as usize)),
+            user_handles: std::sync::OnceLock::new(),
+            replies: Arc::new(Semaphore::new(s.queued_reply_bytes as usize)),
+        })
+    }
+
+    /// Gives `budget` the handle count of `user` (shared by all their
+    /// connections on this edge).
+    pub fn attach_user(&self, budget: &ConnectionBudget, user: &str) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(|_, w| w.strong_count() > 0);
+        let sem = match users.get(user).and_then(std::sync::Weak::upgrade) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(Semaphore::new(self.settings.handles_per_user as usize));
+                users.insert(user.to_string(), Arc::downgrade(&s));
+                s
+            }
+        };
+        let _ = budget.user_handles.set(sem);
+    }
+}
+
+impl ConnectionBudget {
+    pub fn channel(&self) -> Result<ChannelSlot, Exceeded> {
+        self.channels
+            .clone()
+            .try_acquire_owned()
+            .map(ChannelSlot)
+            .map_err(|_| Exceeded::Channels(self.settings.channels))
+    }
+
+    pub fn handle(&self) -> Result<HandleSlot, Exceeded> {
+        let connection = self
+            .handles
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Exceeded::ConnectionHandles(self.settings.handles_per_connection))?;
+        let user = match self.user_handles.get() {
+            Some(u) => Some(
+                u.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Exceeded::UserHandles(self.settings.handles_per_user))?,
+            ),
+            None => None,
+        };
+        Ok(HandleSlot {
+            _connection: connection,
+            _user: user,
+        })
+    }
+
+    /// Room for `bytes` of replies, waited for in request order (the
+    /// semaphore is fair); freed when the reply has been handed to SSH.
+    pub async fn reply_bytes(&self, bytes: u32) -> OwnedSemaphorePermit {
+        let n = bytes.min(self.settings.queued_reply_bytes);
+        self.replies
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the reply semaphore is never closed")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +294,34 @@ mod tests {
         let many: Vec<Slot> = (0..100).map(|_| unlimited.acquire(a).unwrap()).collect();
         drop(many);
         assert!(unlimited.held.lock().unwrap().hosts.is_empty());
+    }
+
+    #[test]
+    fn session_limits_count_channels_and_handles() {
+        let limits = SessionLimits::new(SessionLimitSettings {
+            channels: 2,
+            handles_per_connection: 3,
+            handles_per_user: 4,
+            queued_reply_bytes: 1 << 20,
+        });
+        let a = limits.connection();
+        let b = limits.connection();
+        limits.attach_user(&a, "u");
+        limits.attach_user(&b, "u");
+        let c1 = a.channel().unwrap();
+        let _c2 = a.channel().unwrap();
+        assert_eq!(a.channel().unwrap_err(), Exceeded::Channels(2));
+        drop(c1);
+        assert!(a.channel().is_ok());
+        let ha: Vec<HandleSlot> = (0..3).map(|_| a.handle().unwrap()).collect();
+        assert_eq!(a.handle().unwrap_err(), Exceeded::ConnectionHandles(3));
+        let _hb = b.handle().unwrap();
+        // The user's fourth handle is the last, on any connection.
+        assert_eq!(b.handle().unwrap_err(), Exceeded::UserHandles(4));
+        drop(ha);
+        assert!(b.handle().is_ok());
+        let other = limits.connection();
+        limits.attach_user(&other, "v");
+        assert!(other.handle().is_ok());
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub struct EdgeMetrics {
     pub uploads: IntCounter,
@@ -22,6 +22,8 @@ pub struct EdgeMetrics {
     pub control_plane_connected: IntGauge,
     pub connections_refused: IntCounter,
     pub reserve_seconds: Histogram,
+    /// Requests refused by a per-connection or per-user limit, by limit.
+    pub limit_refusals: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -46,6 +48,15 @@ pub static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
     )
     .expect("valid metric");
     prometheus::register(Box::new(reserve_seconds.clone())).expect("registered once");
+    let limit_refusals = IntCounterVec::new(
+        Opts::new(
+            "ferry_limit_refusals_total",
+            "Requests refused by a per-connection or per-user limit (channels, handles).",
+        ),
+        &["limit"],
+    )
+    .expect("valid metric");
+    prometheus::register(Box::new(limit_refusals.clone())).expect("registered once");
     EdgeMetrics {
         uploads: counter("ferry_uploads_total", "Completed uploads."),
         downloads: counter("ferry_downloads_total", "Completed downloads."),
@@ -79,6 +90,7 @@ pub static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
             "Connections dropped before the SSH handshake (defender, PROXY rules, post-connect hook).",
         ),
         reserve_seconds,
+        limit_refusals,
     }
 });
 

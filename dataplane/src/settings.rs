@@ -201,6 +201,19 @@ pub struct SftpdConfig {
     /// are under the data directory; at most 64 KiB). Read by the control
     /// plane.
     pub login_banner_file: PathBuf,
+    /// Channels (SFTP sessions, SCP and SSH commands) open at once on one
+    /// SSH connection, as OpenSSH's `MaxSessions`. Read by each edge.
+    pub max_channels_per_connection: u32,
+    /// SFTP handles (files and directories) open at once on one SSH
+    /// connection, all its channels together. Read by each edge.
+    pub max_handles_per_connection: u32,
+    /// SFTP handles open at once by one user on one edge, all their
+    /// connections together. Read by each edge.
+    pub max_handles_per_user: u32,
+    /// Bytes of READ replies one SSH connection may have waiting for the
+    /// client's window; further reads wait (at least 1 MiB). Read by each
+    /// edge.
+    pub max_queued_reply_bytes: u32,
 }
 
 impl Default for SftpdConfig {
@@ -219,11 +232,49 @@ impl Default for SftpdConfig {
             revoked_user_certs_file: PathBuf::new(),
             host_keys: Vec::new(),
             login_banner_file: PathBuf::new(),
+            max_channels_per_connection: 10,
+            max_handles_per_connection: 512,
+            max_handles_per_user: 2048,
+            max_queued_reply_bytes: 16 << 20,
         }
     }
 }
 
 impl SftpdConfig {
+    /// The per-connection limits, each at least 1 (a limit of 0 would
+    /// refuse every client, so it is a mistake, not "unlimited").
+    pub fn session_limits(&self) -> anyhow::Result<crate::limits::SessionLimitSettings> {
+        for (name, value, min) in [
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection,
+                1,
+            ),
+            (
+                "max_handles_per_connection",
+                self.max_handles_per_connection,
+                1,
+            ),
+            ("max_handles_per_user", self.max_handles_per_user, 1),
+            (
+                "max_queued_reply_bytes",
+                self.max_queued_reply_bytes,
+                1 << 20,
+            ),
+        ] {
+            anyhow::ensure!(
+                value >= min,
+                "sftpd.{name}: {value} is below the minimum of {min}"
+            );
+        }
+        Ok(crate::limits::SessionLimitSettings {
+            channels: self.max_channels_per_connection,
+            handles_per_connection: self.max_handles_per_connection,
+            handles_per_user: self.max_handles_per_user,
+            queued_reply_bytes: self.max_queued_reply_bytes,
+        })
+    }
+
     /// The enabled listeners' addresses (at least one).
     pub fn listen_addrs(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
         let mut out = Vec::new();
@@ -334,6 +385,7 @@ pub struct EdgeRuntime {
     pub idle_timeout: Option<std::time::Duration>,
     pub commands: commands::EnabledCommands,
     pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
+    pub session_limits: crate::limits::SessionLimitSettings,
 }
 
 impl CommonConfig {
@@ -369,6 +421,7 @@ impl CommonConfig {
                 self.max_total_connections,
                 self.max_per_host_connections,
             ),
+            session_limits: sftpd.session_limits()?,
         })
     }
 }

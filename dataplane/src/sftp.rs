@@ -25,7 +25,9 @@ use russh_sftp::protocol::{
     Status, StatusCode, Version,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
+use crate::limits::{ConnectionBudget, HandleSlot};
 use crate::policy::{Denial, UserPolicy};
 use crate::quota::QuotaError;
 use crate::registry::{Connection, TransferState};
@@ -39,8 +41,6 @@ pub const MAX_PACKET_LEN: u32 = 256 * 1024;
 /// Largest read served and write accepted (OpenSSH's values: packet minus headers).
 pub const MAX_READ_LEN: u32 = MAX_PACKET_LEN - 1024;
 pub const MAX_WRITE_LEN: u32 = MAX_PACKET_LEN - 1024;
-/// Open handles per channel.
-pub const MAX_HANDLES: usize = 512;
 /// Requests decoded but not yet answered, per channel.
 pub const MAX_IN_FLIGHT: u32 = 64;
 /// Directory entries per READDIR reply.
@@ -130,6 +130,9 @@ enum OpenHandle {
         reader: Arc<DirReader>,
         /// Virtual paths whose filters decide what is listed.
         filter_dirs: Vec<String>,
+        /// `.` and `..` (not at `/`), with the directory's own attributes,
+        /// sent first as OpenSSH and SFTPGo do; taken by the first READDIR.
+        dots: Mutex<Vec<(String, Meta)>>,
     },
 }
 
@@ -166,8 +169,9 @@ pub struct SftpSession {
     fs: UserFs,
     rules: Arc<UserPolicy>,
     conn: Arc<Connection>,
-    handles: Mutex<HashMap<String, Arc<OpenHandle>>>,
+    handles: Mutex<HashMap<String, (Arc<OpenHandle>, HandleSlot)>>,
     next_handle: AtomicU64,
+    budget: Arc<ConnectionBudget>,
 }
 
 fn attrs_of(meta: &Meta) -> FileAttributes {
@@ -270,13 +274,19 @@ fn read_string(buf: &mut &[u8]) -> Option<String> {
 }
 
 impl SftpSession {
-    pub fn new(fs: UserFs, rules: Arc<UserPolicy>, conn: Arc<Connection>) -> Self {
+    pub fn new(
+        fs: UserFs,
+        rules: Arc<UserPolicy>,
+        conn: Arc<Connection>,
+        budget: Arc<ConnectionBudget>,
+    ) -> Self {
         Self {
             fs,
             rules,
             conn,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            budget,
         }
     }
 
@@ -285,25 +295,24 @@ impl SftpSession {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(h)
-            .cloned()
+            .map(|(h, _)| h.clone())
             .ok_or_else(|| fail(StatusCode::Failure, "invalid handle"))
     }
 
-    fn add_handle(&self, h: OpenHandle) -> Result<String, Box<OpenHandle>> {
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        if handles.len() >= MAX_HANDLES {
-            return Err(Box::new(h));
-        }
-        let id = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
-        handles.insert(id.clone(), Arc::new(h));
-        Ok(id)
+    /// A place for one more handle, taken before anything is opened (so a
+    /// refusal changes nothing on disk).
+    fn reserve_handle(&self) -> Result<HandleSlot, (StatusCode, String)> {
+        self.budget.handle().map_err(|e| {
+            e.record();
+            fail(StatusCode::Failure, e.to_string())
+        })
     }
 
-    fn too_many_handles() -> (StatusCode, String) {
-        fail(
-            StatusCode::Failure,
-            format!("too many open handles (limit {MAX_HANDLES})"),
-        )
+    fn add_handle(&self, h: OpenHandle, slot: HandleSlot) -> String {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
+        handles.insert(id.clone(), (Arc::new(h), slot));
+        id
     }
 
     /// A permission check on the requested path and, when links led
@@ -348,7 +357,7 @@ impl SftpSession {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
-            .map(|(_, h)| h)
+            .map(|(_, (h, _))| h)
             .collect();
         for h in handles {
             if let Some((tid, _)) = h.transfer() {
@@ -368,6 +377,7 @@ impl SftpSession {
         attrs: FileAttributes,
     ) -> Reply {
         let vp = self.rules.resolve(&filename);
+        let slot = self.reserve_handle()?;
         let entry = self.entry(&vp, Follow::All).await?;
         let rv = entry.vpath().to_string();
         let write = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
@@ -420,18 +430,8 @@ impl SftpSession {
             }
         };
         self.conn.touch();
-        match self.add_handle(handle) {
-            Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
-            Err(h) => {
-                if let Some((tid, _)) = h.transfer() {
-                    self.conn.finish_transfer(*tid, false);
-                }
-                if let OpenHandle::Write { upload, .. } = &*h {
-                    upload.abort().await;
-                }
-                Err(Self::too_many_handles())
-            }
-        }
+        let handle = self.add_handle(handle, slot);
+        Ok(Packet::Handle(Handle { id, handle }))
     }
 
     async fn close(&self, id: u32, handle: &str) -> Reply {
@@ -439,7 +439,8 @@ impl SftpSession {
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(handle);
+            .remove(handle)
+            .map(|(h, _)| h);
         let Some(h) = removed else {
             return Err(fail(StatusCode::Failure, "invalid handle"));
         };
@@ -665,22 +666,30 @@ impl SftpSession {
         let vp = self.rules.resolve(path);
         self.rules.allows(Operation::List { dir: &vp })?;
         self.rules.visible(&vp)?;
+        let slot = self.reserve_handle()?;
         let entry = self.fs.resolve(&vp, Follow::All).await?;
         let rv = entry.vpath().to_string();
         self.check_at(&vp, &rv, |p| Operation::List { dir: p })?;
         self.check_visible(&vp, &rv)?;
+        let meta = *entry.meta().ok_or(FsError::NotFound)?;
         let reader = entry.open_dir().await?;
+        let mut dots = vec![(".".to_string(), meta)];
+        if vp != "/" {
+            dots.push(("..".to_string(), meta));
+        }
         let mut filter_dirs = vec![vp.clone()];
         if rv != vp {
             filter_dirs.push(rv);
         }
-        let handle = self
-            .add_handle(OpenHandle::Dir {
+        let handle = self.add_handle(
+            OpenHandle::Dir {
                 vpath: vp,
                 reader,
                 filter_dirs,
-            })
-            .map_err(|_| Self::too_many_handles())?;
+                dots: Mutex::new(dots),
+            },
+            slot,
+        );
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
@@ -689,18 +698,22 @@ impl SftpSession {
         let OpenHandle::Dir {
             reader,
             filter_dirs,
+            dots,
             ..
         } = &*h
         else {
             return Err(fail(StatusCode::Failure, "not a directory handle"));
         };
+        let mut entries = std::mem::take(&mut *dots.lock().unwrap_or_else(|e| e.into_inner()));
         let rules = self.rules.clone();
         let dirs = filter_dirs.clone();
-        let entries = reader
-            .next_batch(READDIR_BATCH, move |name| {
-                dirs.iter().all(|d| rules.listed(d, name))
-            })
-            .await?;
+        entries.extend(
+            reader
+                .next_batch(READDIR_BATCH - entries.len(), move |name| {
+                    dirs.iter().all(|d| rules.listed(d, name))
+                })
+                .await?,
+        );
         self.conn.touch();
         if entries.is_empty() {
             return Err(fail(StatusCode::Eof, "end of directory"));
@@ -897,7 +910,7 @@ impl SftpSession {
                 b.put_u64(u64::from(MAX_PACKET_LEN));
                 b.put_u64(u64::from(MAX_READ_LEN));
                 b.put_u64(u64::from(MAX_WRITE_LEN));
-                b.put_u64(MAX_HANDLES as u64);
+                b.put_u64(u64::from(self.budget.settings.handles_per_connection));
                 Ok(Packet::ExtendedReply(ExtendedReply {
                     id,
                     data: b.to_vec(),
@@ -1252,53 +1265,90 @@ fn reply_bytes(id: u32, reply: Reply) -> Bytes {
 }
 
 /// Queues a reply produced in the reader loop (one permit, like any
-/// request). False when the writer is gone.
+/// request). False when the writer is gone or the session ended.
 async fn send_inline(
     permits: &Arc<Semaphore>,
     out: &mpsc::Sender<Outgoing>,
+    gone: &CancellationToken,
     seq: u64,
     bytes: Bytes,
 ) -> bool {
-    let Ok(permit) = permits.clone().acquire_owned().await else {
+    let Some(permit) = acquire(permits, 1, gone).await else {
         return false;
     };
     out.send(Outgoing {
         seq,
         bytes,
         _permit: permit,
+        _reply_bytes: None,
     })
     .await
     .is_ok()
+}
+
+/// `n` request permits, or None once the session has ended.
+async fn acquire(
+    permits: &Arc<Semaphore>,
+    n: u32,
+    gone: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        p = permits.clone().acquire_many_owned(n) => p.ok(),
+        () = gone.cancelled() => None,
+    }
 }
 
 struct Outgoing {
     seq: u64,
     bytes: Bytes,
     _permit: OwnedSemaphorePermit,
+    /// A READ's share of the connection's queued-reply budget.
+    _reply_bytes: Option<OwnedSemaphorePermit>,
 }
 
-/// Serves SFTP on `channel` until the client closes it, then sends
-/// exit-status 0, EOF and close (OpenSSH's scp exits 1 without exit-status).
-pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
+/// Serves SFTP on `channel` until the client closes it or the SSH session
+/// ends (`gone`), then sends exit-status 0, EOF and close (OpenSSH's scp
+/// exits 1 without exit-status). Every wait here also waits on `gone`, so
+/// a vanished client's channel frees its files, permits and replies.
+pub async fn serve(
+    channel: russh::Channel<Msg>,
+    session: Arc<SftpSession>,
+    budget: Arc<ConnectionBudget>,
+    gone: CancellationToken,
+) {
     let (mut rx, tx) = channel.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT as usize);
+    let writer_gone = gone.clone();
     let writer = tokio::spawn(async move {
+        let gone = writer_gone;
         let mut next = 0u64;
         let mut pending: BTreeMap<u64, Outgoing> = BTreeMap::new();
         let mut broken = false;
-        while let Some(o) = out_rx.recv().await {
+        loop {
+            let o = tokio::select! {
+                o = out_rx.recv() => o,
+                () = gone.cancelled() => None,
+            };
+            let Some(o) = o else { break };
             pending.insert(o.seq, o);
             while let Some(o) = pending.remove(&next) {
                 next += 1;
-                // data_bytes hands russh slices of the reply: no copy per SSH packet.
-                if !broken && tx.data_bytes(o.bytes).await.is_err() {
-                    broken = true;
+                if broken {
+                    continue;
+                }
+                // data_bytes hands russh slices of the reply: no copy per
+                // SSH packet. It waits for the client's window.
+                tokio::select! {
+                    r = tx.data_bytes(o.bytes) => broken = r.is_err(),
+                    () = gone.cancelled() => broken = true,
                 }
             }
         }
-        let _ = tx.exit_status(0).await;
-        let _ = tx.eof().await;
-        let _ = tx.close().await;
+        if !gone.is_cancelled() {
+            let _ = tx.exit_status(0).await;
+            let _ = tx.eof().await;
+            let _ = tx.close().await;
+        }
     });
 
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
@@ -1325,7 +1375,7 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed SFTP packet");
                     let bytes = status_bytes(0, fail(StatusCode::BadMessage, "malformed packet"));
-                    if !send_inline(&permits, &out_tx, this_seq, bytes).await {
+                    if !send_inline(&permits, &out_tx, &gone, this_seq, bytes).await {
                         break 'outer;
                     }
                     continue;
@@ -1353,18 +1403,28 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
                 let bytes = encode(Packet::Version(version));
-                if !send_inline(&permits, &out_tx, this_seq, bytes).await {
+                if !send_inline(&permits, &out_tx, &gone, this_seq, bytes).await {
                     break 'outer;
                 }
                 continue;
             }
             match packet {
                 Packet::Read(_) | Packet::Write(_) => {
-                    let permit = permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
+                    let Some(permit) = acquire(&permits, 1, &gone).await else {
+                        break 'outer;
+                    };
+                    // A READ's reply waits for the client's window: it
+                    // holds its size of the connection's budget until sent.
+                    let reply_room = match &packet {
+                        Packet::Read(r) => {
+                            let want = r.len.min(MAX_READ_LEN) + DATA_HEADER as u32;
+                            tokio::select! {
+                                p = budget.reply_bytes(want) => Some(p),
+                                () = gone.cancelled() => break 'outer,
+                            }
+                        }
+                        _ => None,
+                    };
                     let s = session.clone();
                     let out = out_tx.clone();
                     tokio::spawn(async move {
@@ -1383,6 +1443,7 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                                 seq: this_seq,
                                 bytes,
                                 _permit: permit,
+                                _reply_bytes: reply_room,
                             })
                             .await;
                     });
@@ -1390,30 +1451,34 @@ pub async fn serve(channel: russh::Channel<Msg>, session: Arc<SftpSession>) {
                 other => {
                     // A barrier: wait until every earlier request has been
                     // answered, then run alone.
-                    let all = permits
-                        .clone()
-                        .acquire_many_owned(MAX_IN_FLIGHT)
-                        .await
-                        .expect("semaphore open");
+                    let Some(all) = acquire(&permits, MAX_IN_FLIGHT, &gone).await else {
+                        break 'outer;
+                    };
                     let id = other.get_request_id();
                     let reply = session.dispatch(other).await;
                     drop(all);
                     let bytes = reply_bytes(id, reply);
-                    if !send_inline(&permits, &out_tx, this_seq, bytes).await {
+                    if !send_inline(&permits, &out_tx, &gone, this_seq, bytes).await {
                         break 'outer;
                     }
                 }
             }
         }
-        match rx.wait().await {
+        let msg = tokio::select! {
+            m = rx.wait() => m,
+            () = gone.cancelled() => break,
+        };
+        match msg {
             Some(ChannelMsg::Data { data }) => buf.extend_from_slice(&data),
             Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => break,
             Some(_) => {}
         }
     }
+    drop(rx);
     drop(out_tx);
     // In-flight requests finish and their replies are written before the
-    // writer sends exit-status and closes.
+    // writer sends exit-status and closes (or, once the session has ended,
+    // dropped).
     let _ = writer.await;
     session.release_all().await;
 }

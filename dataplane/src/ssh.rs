@@ -19,7 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::control::ControlClient;
+use crate::limits::{ChannelSlot, ConnectionBudget};
 use crate::policy::UserPolicy;
 use crate::registry::{Registry, now_ms};
 use crate::sftp::SftpSession;
@@ -45,6 +48,7 @@ pub struct EdgeContext {
     fs: crate::vfs::FsSettings,
     commands: crate::commands::EnabledCommands,
     limits: Arc<crate::limits::ConnectionLimits>,
+    session_limits: Arc<crate::limits::SessionLimits>,
 }
 
 impl EdgeContext {
@@ -55,6 +59,7 @@ impl EdgeContext {
         fs: crate::vfs::FsSettings,
         commands: crate::commands::EnabledCommands,
         limits: Arc<crate::limits::ConnectionLimits>,
+        session_limits: Arc<crate::limits::SessionLimits>,
     ) -> Self {
         Self {
             control,
@@ -66,6 +71,7 @@ impl EdgeContext {
             fs,
             commands,
             limits,
+            session_limits,
         }
     }
 
@@ -335,8 +341,15 @@ pub struct SshHandler {
     session_tag: String,
     auth: Option<Authenticated>,
     client_version: String,
-    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels opened and not yet given a subsystem or command, with their
+    /// places on the connection.
+    channels: HashMap<ChannelId, (Channel<Msg>, ChannelSlot)>,
     channel_count: u64,
+    /// What this connection may hold (channels, handles, queued replies).
+    budget: Arc<ConnectionBudget>,
+    /// Cancelled when the SSH session ends (the handler is dropped): every
+    /// task of the connection stops waiting and releases what it holds.
+    gone: CancellationToken,
     /// The user's rules, built at the first channel and shared by all.
     rules: Option<Arc<UserPolicy>>,
     /// Methods still offered (narrowed to the second factors after a
@@ -367,6 +380,7 @@ impl SshHandler {
             .unwrap_or_else(|| MethodSet::from(&[MethodKind::PublicKey][..]));
         let session_no = ctx.next_session.fetch_add(1, Ordering::Relaxed);
         let session_tag = format!("{:016x}", rand::random::<u64>());
+        let budget = ctx.session_limits.connection();
         Self {
             ctx,
             peer,
@@ -376,6 +390,8 @@ impl SshHandler {
             client_version: String::new(),
             channels: HashMap::new(),
             channel_count: 0,
+            budget,
+            gone: CancellationToken::new(),
             rules: None,
             methods,
             partial: None,
@@ -532,6 +548,9 @@ impl SshHandler {
                     );
                     return self.reject();
                 };
+                self.ctx
+                    .session_limits
+                    .attach_user(&self.budget, &policy.username);
                 self.auth = Some(Authenticated {
                     policy,
                     lease_id: lease.lease_id,
@@ -642,15 +661,24 @@ impl SshHandler {
     }
 
     /// Runs `work` for a registered connection and unregisters it after.
-    fn spawn_connection<F>(&self, opened: &Opened, what: &'static str, work: F)
-    where
+    /// `work` gets the session's end as a token and must stop when it
+    /// fires; the channel's place is held until then.
+    fn spawn_connection<F>(
+        &self,
+        opened: &Opened,
+        what: &'static str,
+        slot: ChannelSlot,
+        work: impl FnOnce(CancellationToken) -> F,
+    ) where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let ctx = self.ctx.clone();
         let (connection_id, username) = (opened.connection_id.clone(), opened.username.clone());
+        let work = work(self.gone.clone());
         tokio::spawn(async move {
             info!(connection_id, username, what, "connection started");
             work.await;
+            drop(slot);
             if ctx.registry.remove_connection(&connection_id) {
                 ctx.control
                     .send_event(edge_message::Kind::ConnectionClosed(ConnectionClosed {
@@ -661,20 +689,25 @@ impl SshHandler {
         });
     }
 
-    async fn start_sftp(&mut self, channel: Channel<Msg>) -> Result<(), String> {
+    async fn start_sftp(&mut self, channel: Channel<Msg>, slot: ChannelSlot) -> Result<(), String> {
         let opened = self.open_connection("SFTP").await?;
         let session = Arc::new(SftpSession::new(
             opened.fs.clone(),
             opened.rules.clone(),
             opened.conn.clone(),
+            self.budget.clone(),
         ));
-        self.spawn_connection(&opened, "sftp", crate::sftp::serve(channel, session));
+        let budget = self.budget.clone();
+        self.spawn_connection(&opened, "sftp", slot, |gone| {
+            crate::sftp::serve(channel, session, budget, gone)
+        });
         Ok(())
     }
 
     async fn start_command(
         &mut self,
         channel: Channel<Msg>,
+        slot: ChannelSlot,
         command: crate::commands::Command,
     ) -> Result<(), String> {
         if let crate::commands::Command::Scp(args) = command {
@@ -684,7 +717,9 @@ impl SshHandler {
                 rules: opened.rules.clone(),
                 conn: opened.conn.clone(),
             };
-            self.spawn_connection(&opened, "scp", crate::scp::run(channel, args, ctx));
+            self.spawn_connection(&opened, "scp", slot, |gone| {
+                until_gone(gone, crate::scp::run(channel, args, ctx))
+            });
             return Ok(());
         }
         let opened = self.open_connection("SSH").await?;
@@ -694,12 +729,20 @@ impl SshHandler {
             conn: opened.conn.clone(),
             owner: opened.owner,
         };
-        self.spawn_connection(
-            &opened,
-            "ssh command",
-            crate::commands::run(channel, command, ctx),
-        );
+        self.spawn_connection(&opened, "ssh command", slot, |gone| {
+            until_gone(gone, crate::commands::run(channel, command, ctx))
+        });
         Ok(())
+    }
+}
+
+/// Runs `work` until it ends or the session does; then it is dropped,
+/// which releases what it holds (an unfinished upload ends as a
+/// disconnected client's would, a child program is killed).
+async fn until_gone(gone: CancellationToken, work: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        () = gone.cancelled() => {}
     }
 }
 
@@ -715,6 +758,7 @@ struct Opened {
 
 impl Drop for SshHandler {
     fn drop(&mut self) {
+        self.gone.cancel();
         for connection_id in self.ctx.registry.remove_session(self.session_no) {
             self.ctx
                 .control
@@ -852,8 +896,18 @@ impl russh::server::Handler for SshHandler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.insert(channel.id(), channel);
-        reply.accept().await;
+        match self.budget.channel() {
+            Ok(slot) => {
+                self.channels.insert(channel.id(), (channel, slot));
+                reply.accept().await;
+            }
+            Err(e) => {
+                e.record();
+                reply
+                    .reject(russh::ChannelOpenFailure::ResourceShortage)
+                    .await;
+            }
+        }
         Ok(())
     }
 
@@ -868,11 +922,11 @@ impl russh::server::Handler for SshHandler {
             session.channel_failure(channel_id)?;
             return Ok(());
         }
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some((channel, slot)) = self.channels.remove(&channel_id) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        match self.start_sftp(channel).await {
+        match self.start_sftp(channel, slot).await {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {
                 warn!(error = e, "cannot start sftp");
@@ -888,7 +942,7 @@ impl russh::server::Handler for SshHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some((channel, slot)) = self.channels.remove(&channel_id) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
@@ -909,7 +963,7 @@ impl russh::server::Handler for SshHandler {
         if matches!(command, crate::commands::Command::Unsupported { .. }) {
             crate::metrics::METRICS.ssh_command_errors.inc();
         }
-        match self.start_command(channel, command).await {
+        match self.start_command(channel, slot, command).await {
             Ok(()) => session.channel_success(channel_id)?,
             Err(e) => {
                 crate::metrics::METRICS.ssh_command_errors.inc();

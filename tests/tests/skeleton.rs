@@ -859,3 +859,43 @@ fn start_directory_is_where_relative_paths_begin() {
         r.body
     );
 }
+
+/// Listings start with `.` and `..` (not `..` at `/`), as OpenSSH's and
+/// SFTPGo's do; `ls -la` shows them, plain `ls` hides them.
+#[test]
+fn listings_include_dot_and_dot_dot() {
+    let t = Topology::serve().unwrap();
+    let home = t.home("dotty");
+    std::fs::create_dir_all(home.join("sub")).unwrap();
+    std::fs::write(home.join("sub/f"), b"x").unwrap();
+    t.api().add_user(user_json("dotty", "dotty-pw", &home));
+    let names = |dir: &str| -> Vec<String> {
+        let (ok, text) = sftp1(
+            t.sftp_port(),
+            "dotty",
+            &pw("dotty-pw"),
+            &format!("ls -la {dir}"),
+        );
+        assert!(ok, "{text}");
+        text.lines()
+            .filter(|l| l.starts_with('d') || l.starts_with('-'))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut sub = names("/sub");
+    sub.sort();
+    assert_eq!(sub, [".", "..", "f"]);
+    let mut root = names("/");
+    root.sort();
+    assert_eq!(root, [".", "sub"]);
+    let (ok, text) = sftp1(t.sftp_port(), "dotty", &pw("dotty-pw"), "ls /sub");
+    assert!(ok && !text.contains(" .\n") && text.contains('f'), "{text}");
+}

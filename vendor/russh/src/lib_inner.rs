@@ -512,6 +512,9 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// Flow-controlled channels: data received but not yet taken by the
+    /// application (Ferry's patch).
+    unconsumed: u32,
 }
 
 impl ChannelParams {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use byteorder::{BigEndian, ByteOrder};
 use bytes::Bytes;
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use ssh_encoding::Encode;
 use tokio::sync::oneshot;
 
@@ -300,6 +300,54 @@ impl Encrypted {
         } else {
             0
         }
+    }
+
+    /// Data arrived on a flow-controlled channel: it uses the window the
+    /// peer was given and waits for the application; no window is granted
+    /// back until the application takes it. Returns false for data beyond
+    /// the window (a peer ignoring flow control), which is dropped.
+    pub(crate) fn receive_flow_controlled(&mut self, channel: ChannelId, len: u32) -> bool {
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return false;
+        };
+        if len > c.sender_window_size {
+            warn!(
+                "channel {:?}: peer sent {} bytes beyond its window of {}, dropped",
+                channel, len, c.sender_window_size
+            );
+            return false;
+        }
+        c.sender_window_size -= len;
+        c.unconsumed = c.unconsumed.saturating_add(len);
+        true
+    }
+
+    /// The application took `consumed` bytes of a flow-controlled channel:
+    /// once what the peer may still send plus what waits for the
+    /// application is below half of `target`, the peer gets the difference.
+    pub(crate) fn consume_flow_controlled(
+        &mut self,
+        channel: ChannelId,
+        consumed: u64,
+        target: u32,
+    ) -> Result<(), crate::Error> {
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        c.unconsumed = c
+            .unconsumed
+            .saturating_sub(u32::try_from(consumed).unwrap_or(u32::MAX));
+        let outstanding = c.sender_window_size.saturating_add(c.unconsumed);
+        if outstanding < target / 2 {
+            let grant = target - outstanding;
+            push_packet!(self.write, {
+                self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+                c.recipient_channel.encode(&mut self.write)?;
+                grant.encode(&mut self.write)?;
+            });
+            c.sender_window_size += grant;
+        }
+        Ok(())
     }
 
     pub fn adjust_window_size(
@@ -783,6 +831,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                unconsumed: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }

@@ -145,6 +145,32 @@ impl WindowSizeRef {
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    /// Where consumed data is reported (flow-controlled channels).
+    pub(crate) consumption: Option<Consumption>,
+}
+
+/// Reports data taken by the application to the session, which grants the
+/// peer more window in return (Ferry's patch: the window follows
+/// consumption, so a slow reader never blocks the session loop).
+#[derive(Debug, Clone)]
+pub(crate) struct Consumption {
+    pub(crate) counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Consumption {
+    pub(crate) fn report(&self, msg: &ChannelMsg) {
+        let n = match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            _ => 0,
+        };
+        if n > 0 {
+            self.counter
+                .fetch_add(n as u64, std::sync::atomic::Ordering::AcqRel);
+        }
+        // Also for other messages: room was made for what is staged.
+        self.notify.notify_one();
+    }
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +182,11 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        let msg = self.receiver.recv().await;
+        if let (Some(m), Some(c)) = (&msg, &self.consumption) {
+            c.report(m);
+        }
+        msg
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -470,7 +500,10 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let read_half = ChannelReadHalf {
+            receiver: rx,
+            consumption: None,
+        };
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -486,8 +519,31 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
             ChannelRef {
                 sender: tx,
                 window_size,
+                consumed: None,
+                staged: Default::default(),
             },
         )
+    }
+
+    /// A channel whose data is reported to the session as the application
+    /// takes it (see [`Consumption`]).
+    pub(crate) fn new_flow_controlled(
+        id: ChannelId,
+        sender: Sender<S>,
+        max_packet_size: u32,
+        window_size: u32,
+        channel_buffer_size: usize,
+        notify: std::sync::Arc<tokio::sync::Notify>,
+    ) -> (Self, ChannelRef) {
+        let (mut channel, mut channel_ref) =
+            Self::new(id, sender, max_packet_size, window_size, channel_buffer_size);
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        channel.read_half.consumption = Some(Consumption {
+            counter: counter.clone(),
+            notify,
+        });
+        channel_ref.consumed = Some(counter);
+        (channel, channel_ref)
     }
 
     /// Returns the min between the maximum packet size and the

@@ -1477,10 +1477,13 @@ impl Session {
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Close).await.unwrap_or(())
+                if let Some(chan) = self.channels.remove(&channel_num) {
+                    if chan.is_flow_controlled() {
+                        chan.deliver_close();
+                    } else {
+                        chan.send(ChannelMsg::Close).await.unwrap_or(())
+                    }
                 }
-                self.channels.remove(&channel_num);
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -1490,8 +1493,12 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Eof).await.unwrap_or(())
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    if chan.is_flow_controlled() {
+                        chan.deliver_eof();
+                    } else {
+                        chan.send(ChannelMsg::Eof).await.unwrap_or(())
+                    }
                 }
                 debug!("handler.channel_eof {channel_num:?}");
                 handler.channel_eof(channel_num, self).await
@@ -1511,13 +1518,47 @@ impl Session {
                 let data = map_err!(Bytes::decode(r))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
+                let flow_controlled = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|c| c.is_flow_controlled());
 
-                #[allow(clippy::collapsible_if)]
-                if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let window = handler.adjust_window(channel_num, self.target_window_size);
-                        if window > 0 {
-                            self.target_window_size = window
+                if flow_controlled {
+                    // Ferry: the window comes back as the application
+                    // takes the data (see `grant_consumed_windows`); data
+                    // beyond the window is dropped, so what waits for the
+                    // application never exceeds the window.
+                    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    let accepted = match self.common.encrypted {
+                        Some(ref mut enc) => enc.receive_flow_controlled(channel_num, len),
+                        None => false,
+                    };
+                    if !accepted || data.is_empty() {
+                        return Ok(());
+                    }
+                    self.flush()?;
+                    if let Some(ext) = ext {
+                        // Nothing reads a client's extended data: it is
+                        // dropped and its window given back at once.
+                        let window = self.common.config.window_size;
+                        if let Some(ref mut enc) = self.common.encrypted {
+                            enc.consume_flow_controlled(channel_num, len.into(), window)?;
+                        }
+                        return handler.extended_data(channel_num, ext, &data, self).await;
+                    }
+                    if let Some(chan) = self.channels.get_mut(&channel_num) {
+                        chan.deliver_data(data.clone());
+                    }
+                    return handler.data(channel_num, &data, self).await;
+                } else {
+                    #[allow(clippy::collapsible_if)]
+                    if let Some(ref mut enc) = self.common.encrypted {
+                        if enc.adjust_window_size(channel_num, &data, target)? {
+                            let window =
+                                handler.adjust_window(channel_num, self.target_window_size);
+                            if window > 0 {
+                                self.target_window_size = window
+                            }
                         }
                     }
                 }
@@ -2074,14 +2115,16 @@ impl Session {
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,
+                unconsumed: 0,
         };
 
-        let (channel, channel_ref) = Channel::new(
+        let (channel, channel_ref) = Channel::new_flow_controlled(
             sender_channel,
             self.sender.sender.clone(),
             channel_params.recipient_maximum_packet_size,
             channel_params.recipient_window_size,
             self.common.config.channel_buffer_size,
+            self.consumption.clone(),
         );
 
         let pending = PendingChannelOpen {

@@ -1130,6 +1130,7 @@ where
         channels: HashMap::new(),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
+        consumption: std::sync::Arc::new(tokio::sync::Notify::new()),
     };
 
     session.begin_rekey()?;

@@ -29,6 +29,9 @@ pub struct Session {
     pub(crate) channels: HashMap<ChannelId, ChannelRef>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
+    /// Woken when the application took data from a flow-controlled channel
+    /// (Ferry's patch: windows are granted on consumption).
+    pub(crate) consumption: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug)]
@@ -414,7 +417,10 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf {
+                            receiver,
+                            consumption: None,
+                        },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -490,6 +496,22 @@ impl Session {
                 seqn: buffer.seqn,
             })
         }
+    }
+
+    /// Grants window back for what the application took from
+    /// flow-controlled channels.
+    fn grant_consumed_windows(&mut self) -> Result<(), Error> {
+        let target = self.common.config.window_size;
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            for (id, chan) in self.channels.iter_mut() {
+                chan.flush_staged();
+                let n = chan.take_consumed();
+                if n > 0 {
+                    enc.consume_flow_controlled(*id, n, target)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Dispatch a single message received on the session's internal channel
@@ -779,6 +801,9 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                () = self.consumption.notified() => {
+                    self.grant_consumed_windows()?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
                     match msg {
