@@ -736,15 +736,26 @@ impl SshHandler {
     }
 }
 
-/// Runs `work` until it ends or the session does; then it is dropped,
-/// which releases what it holds (an unfinished upload ends as a
-/// disconnected client's would, a child program is killed).
+/// Runs `work` until it ends, or at most [`GONE_GRACE`] after the session
+/// did. Its own waits end with the session (reads see the channel end,
+/// writes fail), so it normally finishes by itself and ends its uploads and
+/// child programs properly; the grace is a backstop, after which it is
+/// dropped (an unfinished upload's temporary file goes, a child program is
+/// killed).
 async fn until_gone(gone: CancellationToken, work: impl std::future::Future<Output = ()>) {
     tokio::select! {
         () = work => {}
-        () = gone.cancelled() => {}
+        () = async {
+            gone.cancelled().await;
+            tokio::time::sleep(GONE_GRACE).await;
+        } => {
+            warn!("a channel's task did not end with its session; stopped");
+        }
     }
 }
+
+/// See [`until_gone`].
+const GONE_GRACE: Duration = Duration::from_secs(10);
 
 /// A connection's storage, permissions and registry entry.
 struct Opened {

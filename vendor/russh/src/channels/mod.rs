@@ -409,7 +409,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
             }
             let notified = self.window_size.notifier.notified();
             drop(window_size);
-            notified.await;
+            // Ferry: once the session has ended nobody grows the window;
+            // the writer gets an error instead of waiting forever.
+            tokio::select! {
+                () = notified => {}
+                () = self.sender.closed() => return Err(Error::SendError),
+            }
         }
     }
 
