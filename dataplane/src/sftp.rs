@@ -299,6 +299,13 @@ impl SftpSession {
             .ok_or_else(|| fail(StatusCode::Failure, "invalid handle"))
     }
 
+    /// True for clients that send SYMLINK's arguments in the draft's
+    /// order (link path first): asyncssh, talking to a server whose
+    /// version string does not contain "OpenSSH".
+    fn draft_symlink_order(&self) -> bool {
+        self.conn.opened.client_version.contains("AsyncSSH")
+    }
+
     /// A place for one more handle, taken before anything is opened (so a
     /// refusal changes nothing on disk).
     fn reserve_handle(&self) -> Result<HandleSlot, (StatusCode, String)> {
@@ -1238,6 +1245,12 @@ impl SftpSession {
             Packet::RealPath(p) => self.realpath(p.id, &p.path),
             Packet::Rename(p) => self.rename(p.id, &p.oldpath, &p.newpath).await,
             Packet::ReadLink(p) => self.readlink(p.id, &p.path).await,
+            // OpenSSH swaps SYMLINK's arguments (target first) and its
+            // clients expect that; asyncssh sends the draft's order unless
+            // the server's version names OpenSSH.
+            Packet::Symlink(p) if self.draft_symlink_order() => {
+                self.symlink(p.id, &p.targetpath, &p.linkpath).await
+            }
             Packet::Symlink(p) => self.symlink(p.id, &p.linkpath, &p.targetpath).await,
             Packet::Extended(p) => self.extended(p.id, &p.request, p.data).await,
             other => Err(fail(
