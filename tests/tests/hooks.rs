@@ -42,8 +42,15 @@ fn ki_login(port: u16, user: &str, answers: &str) -> bool {
         .arg(format!("ki:{answers}"))
         .output()
         .unwrap();
+    // The script reaches a verdict either way; a crash is not a refusal.
+    assert!(out.status.success(), "ssh_auth.py: {}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.contains(r#""authenticated": true"#)
+    let end: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["step"] == "end")
+        .unwrap_or_else(|| panic!("no verdict from ssh_auth.py: {}", describe(&out)));
+    end["authenticated"] == true
 }
 
 /// Starts tests/py/hook_server.py; returns it and its base URL.

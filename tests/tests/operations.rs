@@ -36,11 +36,7 @@ fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "promtool must be installed in CI"
-        );
-        return;
+        panic!("promtool is not installed (install prometheus: see .ci/run)");
     };
     child
         .stdin

@@ -72,14 +72,17 @@ fn portable_shares_a_directory_with_generated_credentials() {
     assert!(ok, "{out}");
     assert_eq!(sha256_file(&share.join("up.bin")), sha256_file(&up));
     assert!(!sftp1(port, "user", &pw("not-the-password"), "ls").0);
-    // Paths stay inside the shared directory.
-    let (_, out) = sftp1(
+    // Paths stay inside the shared directory: `../../etc/passwd` is
+    // `/etc/passwd` of the share, which does not exist.
+    let got = dir.path().join("got-passwd");
+    let (ok, out) = sftp1(
         port,
         "user",
         &pw(&password),
-        "get ../../etc/passwd /dev/null",
+        &format!("get ../../etc/passwd {}", got.display()),
     );
-    assert!(!out.contains("root:"), "{out}");
+    assert!(!ok && out.contains("not found"), "{out}");
+    assert!(!got.exists(), "nothing was downloaded");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
