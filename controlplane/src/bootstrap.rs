@@ -96,7 +96,7 @@ fn host_key_files(files: &[std::path::PathBuf], data_dir: &Path) -> anyhow::Resu
             let pem = std::fs::read_to_string(&path).map_err(|e| {
                 anyhow::anyhow!("sftpd.host_keys: cannot read {}: {e}", path.display())
             })?;
-            let key = PrivateKey::from_openssh(&pem).map_err(|e| {
+            let key = crate::openssh_key::parse(&pem).map_err(|e| {
                 anyhow::anyhow!(
                     "sftpd.host_keys: {} is not an unencrypted OpenSSH private key: {e}",
                     path.display()
@@ -113,7 +113,11 @@ fn host_key_files(files: &[std::path::PathBuf], data_dir: &Path) -> anyhow::Resu
                 file = %path.display(),
                 "host key"
             );
-            Ok(pem)
+            // Re-encoded: what edges parse is what ssh-key writes (a short
+            // ECDSA scalar as OpenSSH writes it is padded).
+            key.to_openssh(LineEnding::LF)
+                .map(|s| s.to_string())
+                .map_err(|e| anyhow::anyhow!("sftpd.host_keys: {}: {e}", path.display()))
         })
         .collect()
 }

@@ -22,6 +22,7 @@ pub mod log_throttle;
 pub mod login_hooks;
 pub mod metrics;
 pub mod migrate;
+pub mod openssh_key;
 pub mod password_slots;
 pub mod passwords;
 pub mod provider;
