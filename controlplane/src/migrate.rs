@@ -22,10 +22,27 @@ const MYSQL_LOCK_NAME: &str = "ferry_schema_migrations";
 /// How long a starting control plane waits for another one's migration.
 const MYSQL_LOCK_WAIT_SECS: i64 = 300;
 
+const NEWER: &str = "the database schema is newer than this binary";
+
 /// Applies pending migrations; returns the versions applied.
 pub fn migrate(conn: &mut DbConnection) -> Result<Vec<String>, BoxError> {
     match conn {
-        DbConnection::Sqlite(c) => apply(c, ferry_schema::SQLITE_MIGRATIONS),
+        DbConnection::Sqlite(c) => {
+            // SQLite has no advisory lock. Each migration is a transaction,
+            // so of two control planes starting at once the loser of a step
+            // fails it whole (its CREATE finds the winner's table, or its
+            // snapshot is stale) and changes nothing; it then reads again
+            // what is applied and goes on from there.
+            let mut attempts = 0;
+            loop {
+                match apply(c, ferry_schema::SQLITE_MIGRATIONS) {
+                    Ok(applied) => return Ok(applied),
+                    Err(e) if e.to_string().contains(NEWER) => return Err(e),
+                    Err(e) if attempts >= 10 => return Err(e),
+                    Err(_) => attempts += 1,
+                }
+            }
+        }
         DbConnection::Postgresql(c) => {
             c.batch_execute(&format!("SELECT pg_advisory_lock({PG_LOCK_ID})"))?;
             let result = apply(c, ferry_schema::POSTGRES_MIGRATIONS);
@@ -71,7 +88,7 @@ where
     let applied = conn.applied_migrations()?;
     if let Some(unknown) = applied.iter().find(|v| !known.contains(&v.to_string())) {
         return Err(format!(
-            "the database schema is newer than this binary (it has migration {unknown}, unknown here): \
+            "{NEWER} (it has migration {unknown}, unknown here): \
              run a newer ferry, or restore a backup made with this version"
         )
         .into());
