@@ -156,9 +156,25 @@ impl Topology {
     /// Each edge is given the control plane's real gRPC address, read from
     /// the control plane's address file.
     pub fn split_full(edges: usize, cp_args: &[&str], edge_env: &[(&str, &str)]) -> Result<Self> {
+        Self::split_inner(edges, cp_args, edge_env, &[])
+    }
+
+    /// Like [`Topology::split_with`], with the control plane on `db`
+    /// (PostgreSQL or MariaDB) instead of SQLite.
+    pub fn split_on(db: &TempDatabase, edges: usize, cp_args: &[&str]) -> Result<Self> {
+        Self::split_inner(edges, cp_args, &[], &db.env())
+    }
+
+    fn split_inner(
+        edges: usize,
+        cp_args: &[&str],
+        edge_env: &[(&str, &str)],
+        cp_env: &[(String, String)],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = ferry_controlplane(&dir.path().join("data"));
         cmd.args(cp_args)
+            .envs(cp_env.iter().map(|(k, v)| (k, v)))
             .env("FERRY_DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("FERRY_EDGE_TOKEN", EDGE_TOKEN);
         let (cp, cp_bound) = start_bound(cmd, dir.path(), "controlplane")?;

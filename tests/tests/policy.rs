@@ -246,7 +246,16 @@ fn usage_of_users_without_limits_arrives_in_batches() {
 
 #[test]
 fn quota_holds_across_two_edges() {
-    let t = Topology::split(2).unwrap();
+    quota_across_edges(Topology::split(2).unwrap());
+}
+
+#[test]
+fn quota_holds_across_two_edges_on_postgresql() {
+    let db = TempDatabase::postgres();
+    quota_across_edges(Topology::split_on(&db, 2, &[]).unwrap());
+}
+
+fn quota_across_edges(t: Topology) {
     let api = t.api();
     let home = t.home("fleet");
     let mut u = user_json("fleet", "fleet-pw", &home);

@@ -12,7 +12,16 @@ fn can_login(port: u16, user: &str, cred: &Cred) -> bool {
 
 #[test]
 fn max_sessions_is_enforced_across_edges_and_freed_when_an_edge_dies() {
-    let mut t = Topology::split_with(2, &["--lease-ttl", "4"]).unwrap();
+    max_sessions_across_edges(Topology::split_with(2, &["--lease-ttl", "4"]).unwrap());
+}
+
+#[test]
+fn max_sessions_is_enforced_across_edges_on_postgresql() {
+    let db = TempDatabase::postgres();
+    max_sessions_across_edges(Topology::split_on(&db, 2, &["--lease-ttl", "4"]).unwrap());
+}
+
+fn max_sessions_across_edges(mut t: Topology) {
     let api = t.api();
     let mut user = user_json("quinn", "quinn-pw", &t.home("quinn"));
     user["max_sessions"] = json!(1);

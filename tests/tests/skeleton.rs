@@ -337,6 +337,12 @@ fn admin_closes_a_live_connection_on_a_separate_edge() {
     close_connection(&Topology::split(2).unwrap());
 }
 
+#[test]
+fn admin_closes_a_live_connection_on_a_separate_edge_on_postgresql() {
+    let db = TempDatabase::postgres();
+    close_connection(&Topology::split_on(&db, 2, &[]).unwrap());
+}
+
 fn close_connection(t: &Topology) {
     let api = t.api();
     api.add_user(user_json("dave", "dave-pw", &t.home("dave")));
@@ -469,6 +475,12 @@ fn updating_with_disconnect_or_deleting_a_user_ends_their_sessions() {
 #[test]
 fn updating_with_disconnect_or_deleting_a_user_ends_sessions_on_a_separate_edge() {
     disconnect_by_update_and_delete(&Topology::split(2).unwrap());
+}
+
+#[test]
+fn updating_with_disconnect_or_deleting_a_user_ends_sessions_on_postgresql() {
+    let db = TempDatabase::postgres();
+    disconnect_by_update_and_delete(&Topology::split_on(&db, 2, &[]).unwrap());
 }
 
 fn disconnect_by_update_and_delete(t: &Topology) {
