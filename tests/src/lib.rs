@@ -522,6 +522,9 @@ pub fn ssh_exec(port: u16, user: &str, cred: &Cred, command: &str, stdin: &[u8])
 pub struct OpenSftp {
     child: Child,
     stdin: Option<std::process::ChildStdin>,
+    /// The client's output lines, read by a thread from the first
+    /// [`OpenSftp::run_until`] on.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl OpenSftp {
@@ -541,7 +544,11 @@ impl OpenSftp {
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("sftp starts");
         let stdin = child.stdin.take();
-        Self { child, stdin }
+        Self {
+            child,
+            stdin,
+            lines: None,
+        }
     }
 
     /// Sends one command without waiting for its output.
@@ -552,25 +559,39 @@ impl OpenSftp {
         }
     }
 
-    /// Sends one command and waits for its output line containing `marker`.
+    /// Sends one command and waits for an output line containing `marker`
+    /// (output before the command is skipped).
     pub fn run_until(&mut self, command: &str, marker: &str, timeout: Duration) -> bool {
-        self.send(command);
-        let Some(out) = self.child.stdout.take() else {
-            return false;
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let marker = marker.to_string();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(out);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if line.contains(&marker) {
-                    let _ = tx.send(());
+        if self.lines.is_none() {
+            let Some(out) = self.child.stdout.take() else {
+                return false;
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(out);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if tx.send(std::mem::take(&mut line)).is_err() {
+                        break;
+                    }
                 }
-                line.clear();
+            });
+            self.lines = Some(rx);
+        }
+        let lines = self.lines.take().expect("set above");
+        while lines.try_recv().is_ok() {}
+        self.send(command);
+        let deadline = Instant::now() + timeout;
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
             }
-        });
-        rx.recv_timeout(timeout).is_ok()
+        };
+        self.lines = Some(lines);
+        found
     }
 
     /// Waits for the client to exit; None on timeout.

@@ -471,10 +471,11 @@ fn a_hanging_hook_refuses_its_login_and_blocks_no_other() {
         "auth.sh",
         &format!(
             r#"case "$SFTPGO_AUTHD_USERNAME" in
-  slow) sleep 120 ;;
+  slow) touch {}/slow-started; sleep 120 ;;
   quick) echo '{{"username":"quick","home_dir":"{}/quick","permissions":{{"/":["*"]}}}}' ;;
   *) exit 1 ;;
 esac"#,
+            hooks.path().display(),
             homes.display()
         ),
     );
@@ -483,7 +484,11 @@ esac"#,
     let port = t.sftp_port();
     let started = Instant::now();
     let slow = std::thread::spawn(move || login(port, "slow", "x"));
-    std::thread::sleep(Duration::from_millis(500));
+    let marker = hooks.path().join("slow-started");
+    assert!(
+        wait_for(Duration::from_secs(20), || marker.exists().then_some(())).is_some(),
+        "the slow hook never started"
+    );
     assert!(login(port, "quick", "quick-pw"));
     assert!(
         !slow.is_finished(),

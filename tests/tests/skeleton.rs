@@ -506,7 +506,9 @@ fn disconnect_by_update_and_delete(t: &Topology) {
         api.call("PUT", "/api/v2/users/ivan", Some(&body)).status,
         200
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The session still answers requests after the update (`df` asks the
+    // server; `pwd` is answered by the client).
+    assert!(s.run_until("df", "Capacity", Duration::from_secs(30)));
     assert_eq!(live(&api), 1);
     assert_eq!(
         api.call("PUT", "/api/v2/users/ivan?disconnect=1", Some(&body))
