@@ -221,12 +221,31 @@ fn disabled_and_expired_users_are_refused() {
     expired["expiration_date"] = json!(1_000_000_000_000i64);
     api.add_user(expired);
     let port = t.sftp_port();
-    for (u, p) in [("off", "pw-off"), ("old", "pw-old")] {
+    for (u, p, reason) in [
+        ("off", "pw-off", "user disabled"),
+        ("old", "pw-old", "user expired"),
+    ] {
         let out = sftp_batch(port, u, &Cred::Password(p.into()), "pwd\n", &[]);
         assert!(
             !out.status.success(),
             "{u} must be refused: {}",
             describe(&out)
+        );
+        // Refused at login (the client says so), for the user's status.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            describe(&out)
+        );
+        let logged = t.logs().lines().any(|l| {
+            l.contains("login failed")
+                && l.contains(&format!("\"user\":\"{u}\""))
+                && l.contains(reason)
+        });
+        assert!(
+            logged,
+            "no `login failed` line for {u} with {reason:?}:\n{}",
+            t.logs()
         );
     }
     // Enabling the user lets it in.
