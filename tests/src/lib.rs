@@ -335,6 +335,11 @@ impl Api {
         })
     }
 
+    /// The REST base URL this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn token(&self) -> &str {
         &self.token
     }

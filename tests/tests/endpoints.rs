@@ -93,7 +93,7 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
         .to_string();
     let status_only = Api::login(&t.base(), "status_only", "pw-12345").unwrap();
     let users_only = Api::login(&t.base(), "users_only", "pw-12345").unwrap();
-    let usage = json!({"used_quota_size": 0, "used_quota_files": 0});
+    let usage = json!({"used_quota_size": 1234, "used_quota_files": 5});
 
     let cases = vec![
         case("GET", "/api/v2/users", None, 200, "view_users").invalid(
@@ -417,6 +417,8 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
         assert_eq!(r.status, c.ok, "{what}: {:?}", r.body);
         if r.status == 404 {
             assert!(r.body["message"].is_string(), "{what}: {:?}", r.body);
+        } else {
+            verify(&api, c, &r.body);
         }
         if let Some((path, body)) = &c.missing {
             let r = api.call(c.method, path, body.as_ref());
@@ -429,4 +431,101 @@ fn every_endpoint_checks_permission_validates_and_reports_not_found() {
     let api = t.api();
     assert_eq!(api.call("GET", "/api/v2/users/u1", None).status, 200);
     assert_eq!(api.call("GET", "/api/v2/users/u2", None).status, 404);
+}
+
+/// The name field of each object collection.
+fn key_of(collection: &str) -> Option<&'static str> {
+    match collection {
+        "users" | "admins" => Some("username"),
+        "groups" | "folders" => Some("name"),
+        "apikeys" => Some("id"),
+        _ => None,
+    }
+}
+
+/// Scalars of `sent` (passwords aside) as `stored` holds them.
+fn assert_stored(what: &str, sent: &Value, stored: &Value) {
+    for (k, v) in sent.as_object().into_iter().flatten() {
+        if k.contains("password") || !(v.is_string() || v.is_number() || v.is_boolean()) {
+            continue;
+        }
+        assert_eq!(&stored[k], v, "{what}: {k} as sent, in {stored}");
+    }
+}
+
+/// A success did what it says: lists list, reads return the object asked
+/// for, creates and updates are read back, deletes are gone, and the other
+/// endpoints answer with their documented shape.
+fn verify(api: &Api, c: &Case, body: &Value) {
+    let what = format!("{} {}", c.method, c.path);
+    let path = c.path.split('?').next().unwrap();
+    let parts: Vec<&str> = path.trim_start_matches("/api/v2/").split('/').collect();
+    match (c.method, parts.as_slice()) {
+        ("GET", [coll]) if key_of(coll).is_some() => {
+            let list = body.as_array().unwrap_or_else(|| panic!("{what}: {body}"));
+            let key = key_of(coll).unwrap();
+            assert!(
+                !list.is_empty() && list.iter().all(|o| o[key].is_string()),
+                "{what}: {body}"
+            );
+        }
+        ("GET", [coll, id]) if key_of(coll).is_some() => {
+            assert_eq!(body[key_of(coll).unwrap()], *id, "{what}: {body}");
+        }
+        ("POST", [coll]) if key_of(coll).is_some() => {
+            let sent = c.body.as_ref().unwrap();
+            let id = match *coll {
+                "apikeys" => {
+                    let key = body["key"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{what}: {body}"));
+                    key.split('.').next().unwrap().to_string()
+                }
+                _ => sent[key_of(coll).unwrap()].as_str().unwrap().to_string(),
+            };
+            let back = api.call("GET", &format!("/api/v2/{coll}/{id}"), None);
+            assert_eq!(back.status, 200, "{what}: read back {:?}", back.body);
+            assert_stored(&what, sent, &back.body);
+        }
+        ("PUT", [coll, _]) if key_of(coll).is_some() => {
+            let back = api.call("GET", path, None);
+            assert_eq!(back.status, 200, "{what}: read back {:?}", back.body);
+            assert_stored(&what, c.body.as_ref().unwrap(), &back.body);
+        }
+        ("DELETE", [coll, _]) if key_of(coll).is_some() => {
+            assert_eq!(
+                api.call("GET", path, None).status,
+                404,
+                "{what}: still there"
+            );
+        }
+        ("PUT", ["quotas", coll, name, "usage"]) => {
+            let back = api.call("GET", &format!("/api/v2/{coll}/{name}"), None);
+            assert_stored(&what, c.body.as_ref().unwrap(), &back.body);
+        }
+        ("POST", ["quotas", _, _, "scan"])
+        | ("GET", ["dumpdata"])
+        | ("POST" | "GET", ["loaddata"]) => {
+            assert!(body["message"].is_string(), "{what}: {body}");
+        }
+        ("GET", ["quotas", _, "scans"])
+        | ("GET", ["connections"])
+        | ("GET", ["defender", "hosts"]) => {
+            assert!(body.is_array(), "{what}: {body}");
+        }
+        ("GET", ["status"]) => {
+            assert!(
+                body.is_object() && !body.as_object().unwrap().is_empty(),
+                "{what}: {body}"
+            );
+        }
+        ("PUT", ["admin", "changepwd"]) => {
+            let new = c.body.as_ref().unwrap()["new_password"].as_str().unwrap();
+            assert!(
+                Api::login(api.base(), "admin", new).is_ok(),
+                "{what}: the new password logs in"
+            );
+        }
+        _ => panic!("{what}: no check for this success; add one"),
+    }
 }
