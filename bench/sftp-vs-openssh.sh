@@ -10,8 +10,14 @@ SIZE_MIB=${1:-1024}
 ROUNDS=${2:-3}
 
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { echo "needs openssh-server (apt-get install openssh-server)"; exit 1; }
-cargo build --release --workspace -q
-FERRY=$PWD/target/release/ferry
+# FERRY_BIN: a ferry binary to measure instead of this tree's release build
+# (e.g. an older commit's, for a before/after comparison).
+if [ -n "${FERRY_BIN:-}" ]; then
+  FERRY=$FERRY_BIN
+else
+  cargo build --release --workspace -q
+  FERRY=$PWD/target/release/ferry
+fi
 
 work=$(mktemp -d "${TMPDIR:-/dev/shm}/ferry-bench.XXXXXX")
 pids=()
