@@ -261,22 +261,6 @@ impl Drop for InFlight {
     }
 }
 
-/// A spare descriptor, released when `accept` runs out of them.
-struct Reserve(Option<std::fs::File>);
-
-impl Reserve {
-    fn take() -> Self {
-        Self(std::fs::File::open("/dev/null").ok())
-    }
-}
-
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        rustix::io::Errno::from_io_error(e),
-        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
-    )
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves; then open
 /// connections finish their requests (at most 10 seconds).
 pub async fn serve(
@@ -287,32 +271,27 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut reserve = Reserve::take();
+    let mut reserve = ferry_dataplane::listeners::FdReserve::take();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(v) => v,
-                Err(e) if out_of_descriptors(&e) => {
-                    // Free the spare, take the waiting client off the
-                    // backlog and close it, take the spare again.
-                    reserve.0 = None;
-                    let peer = listener.accept().await.ok().map(|(_, p)| p);
-                    Limit::NoDescriptors.bit(peer);
-                    reserve = Reserve::take();
-                    continue;
-                }
                 Err(e) => {
-                    warn!(error = %e, "REST accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors: the spare is freed, the waiting
+                    // client taken off the backlog and closed.
+                    if let Some(peer) = reserve.shed(&e, &listener).await {
+                        Limit::NoDescriptors.bit(peer);
+                    } else {
+                        warn!(error = %e, "REST accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
-        if reserve.0.is_none() {
-            reserve = Reserve::take();
-        }
+        reserve.refill();
         let slot = match take_slot(&counts, &limits, peer.ip().to_canonical()) {
             Ok(s) => s,
             Err(limit) => {

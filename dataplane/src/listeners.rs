@@ -3,7 +3,11 @@
 //! running several edges on one host, the end-to-end tests) learns the real
 //! ports from one log line per listener and, with `--addr-file`, from a file
 //! written once every listener of the process is bound.
-// The addr file is the operator's, not user storage.
+//!
+//! [`FdReserve`] keeps one file descriptor spare for an accept loop, so a
+//! process out of descriptors still takes each waiting client off the
+//! backlog (and closes it) instead of spinning on `EMFILE`.
+// The addr file and /dev/null are the operator's, not user storage.
 #![allow(clippy::disallowed_methods)]
 
 use std::fmt;
@@ -132,4 +136,47 @@ mod tests {
         // Nothing but the file is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
+}
+
+/// One spare file descriptor (an open `/dev/null`) for an accept loop.
+#[derive(Debug)]
+pub struct FdReserve(Option<std::fs::File>);
+
+impl FdReserve {
+    pub fn take() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Takes the spare again if it was used.
+    pub fn refill(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// After `accept` failed with `e`: when the process is out of
+    /// descriptors, frees the spare, accepts and drops the waiting client,
+    /// and returns its address (None if `e` is another error). The caller
+    /// logs it and calls [`FdReserve::refill`].
+    pub async fn shed(
+        &mut self,
+        e: &std::io::Error,
+        listener: &tokio::net::TcpListener,
+    ) -> Option<Option<SocketAddr>> {
+        if !out_of_descriptors(e) {
+            return None;
+        }
+        self.0 = None;
+        let peer = listener.accept().await.ok().map(|(_, p)| p);
+        self.refill();
+        Some(peer)
+    }
+}
+
+/// True for `EMFILE`/`ENFILE`.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+    )
 }

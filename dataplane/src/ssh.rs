@@ -178,18 +178,25 @@ pub async fn accept_loop(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(shutdown);
+    let mut reserve = crate::listeners::FdReserve::take();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(peer) = reserve.shed(&e, &listener).await {
+                        warn!(?peer, "connection refused: out of file descriptors");
+                        crate::metrics::METRICS.connections_refused.inc();
+                    } else {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
+        reserve.refill();
         let Some(config) = ctx.ssh_config() else {
             warn!(%peer, "connection refused: not attached to the control plane yet");
             continue;

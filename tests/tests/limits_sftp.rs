@@ -263,3 +263,62 @@ fn session_limits_below_their_minimum_stop_the_start() {
         "{text}"
     );
 }
+
+/// An edge out of file descriptors closes each waiting client at once
+/// (one descriptor is kept spare for that) instead of leaving it hanging in
+/// the backlog, and logs in again once descriptors are free.
+#[test]
+fn out_of_descriptors_the_ssh_listener_sheds_clients_and_recovers() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let t = Topology::serve_with(&[("FERRY_COMMON__MAX_PER_HOST_CONNECTIONS".into(), "0".into())])
+        .unwrap();
+    let pid = t.procs[0].pid();
+    let home = t.home("fd");
+    t.api().add_user(user_json("fd", "fd-pw", &home));
+    let limit = fds(pid) + 40;
+    let out = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let addr = format!("127.0.0.1:{}", t.sftp_port());
+    // Each connection waiting for its SSH handshake holds a descriptor.
+    let mut held = Vec::new();
+    let (mut closed, mut hung) = (0, 0);
+    for _ in 0..80 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = [0u8; 4];
+        match s.read(&mut first) {
+            Ok(n) if n > 0 => {}
+            Ok(_) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            Err(_) => hung += 1,
+        }
+        held.push(s);
+    }
+    assert!(closed > 0, "no client was shed at the descriptor limit");
+    assert_eq!(hung, 0, "clients left hanging in the backlog");
+    assert!(
+        t.logs()
+            .contains("connection refused: out of file descriptors"),
+        "{}",
+        t.logs()
+    );
+    drop(held);
+    let back = wait_for(Duration::from_secs(30), || {
+        sftp1(t.sftp_port(), "fd", &pw("fd-pw"), "ls")
+            .0
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "no login after descriptors were freed:\n{}",
+        t.logs()
+    );
+}
