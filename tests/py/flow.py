@@ -18,6 +18,9 @@ modes:
                             subsystem) until one is refused or N are open;
                             then closes one and opens another.
   handles PATH N            opens PATH for reading until refused or N.
+  status                    raw requests whose status codes clients notice
+                            (/file, /dir and /dangling must exist); prints
+                            each request's code and text.
 """
 import hashlib
 import json
@@ -216,7 +219,41 @@ def handles(path, n):
     return None
 
 
-if mode == "pipeline":
+FXP_OPENDIR, FXP_MKDIR, FXP_READLINK = 11, 14, 19
+
+
+def status():
+    t = transport()
+    chan = t.open_session()
+    chan.settimeout(30)
+    chan.invoke_subsystem("sftp")
+    chan.sendall(packet(FXP_INIT, struct.pack(">I", 3)))
+    kind, _ = recv_packet(chan)
+    assert kind == FXP_VERSION, kind
+    requests = {
+        "stat_dangling": (FXP_STAT, string(b"/dangling")),
+        "open_missing": (FXP_OPEN, string(b"/missing") + struct.pack(">II", 0x01, 0)),
+        "opendir_file": (FXP_OPENDIR, string(b"/file")),
+        "readlink_file": (FXP_READLINK, string(b"/file")),
+        "mkdir_existing": (FXP_MKDIR, string(b"/dir") + struct.pack(">I", 0)),
+    }
+    out = {}
+    for rid, (name, (kind, payload)) in enumerate(requests.items(), start=1):
+        chan.sendall(packet(kind, struct.pack(">I", rid) + payload))
+        rkind, body = recv_packet(chan)
+        if rkind == FXP_STATUS:
+            (code,) = struct.unpack(">I", body[4:8])
+            (tlen,) = struct.unpack(">I", body[8:12])
+            out[name] = {"code": code, "text": body[12 : 12 + tlen].decode()}
+        else:
+            out[name] = {"kind": rkind}
+    t.close()
+    return out
+
+
+if mode == "status":
+    out = status()
+elif mode == "pipeline":
     out = pipeline(int(args[0]), int(args[1]))
 elif mode == "prefetch":
     out = prefetch(args[0])

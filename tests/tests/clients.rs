@@ -295,3 +295,40 @@ fn mtime(m: &std::fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
     m.mtime()
 }
+
+/// Status codes as OpenSSH's sftp-server sends them, with short texts that
+/// hold no OS error strings or server paths (raw SFTP requests).
+#[test]
+fn status_codes_match_openssh_and_texts_stay_short() {
+    let t = Topology::serve().unwrap();
+    let home = t.home("sam");
+    std::fs::create_dir_all(home.join("dir")).unwrap();
+    std::fs::write(home.join("file"), b"x").unwrap();
+    std::os::unix::fs::symlink(home.join("nothing-here"), home.join("dangling")).unwrap();
+    t.api().add_user(user_json("sam", "sam-pw", &home));
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/flow.py"))
+        .args(["status", &t.sftp_port().to_string(), "sam", "sam-pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("status report: {r}");
+    // SSH_FX_NO_SUCH_FILE 2, SSH_FX_FAILURE 4, SSH_FX_BAD_MESSAGE 5.
+    for (name, code) in [
+        ("stat_dangling", 2),
+        ("open_missing", 2),
+        ("opendir_file", 2),
+        ("readlink_file", 5),
+        ("mkdir_existing", 4),
+    ] {
+        assert_eq!(r[name]["code"], code, "{name}: {r}");
+        let text = r[name]["text"].as_str().unwrap();
+        assert!(
+            !text.contains("os error")
+                && !text.contains(home.to_str().unwrap())
+                && !text.is_empty(),
+            "{name}: {text:?}"
+        );
+    }
+}
