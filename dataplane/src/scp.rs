@@ -94,7 +94,8 @@ pub struct ScpContext {
 type Tx = russh::ChannelWriteHalf<Msg>;
 
 /// A failure reported to the client; `fatal` ends the transfer.
-struct ScpError {
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub struct ScpError {
     message: String,
     fatal: bool,
 }
@@ -159,7 +160,8 @@ pub async fn run(channel: russh::Channel<Msg>, args: ScpArgs, ctx: ScpContext) {
     let _ = tx.close().await;
 }
 
-async fn read_line<R: AsyncRead + Unpin>(
+#[doc(hidden)]
+pub async fn read_line<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
 ) -> Result<Option<Vec<u8>>, ScpError> {
     let mut line = Vec::new();
@@ -180,7 +182,8 @@ async fn read_line<R: AsyncRead + Unpin>(
     Ok(Some(line))
 }
 
-async fn read_ack<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<(), ScpError> {
+#[doc(hidden)]
+pub async fn read_ack<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<(), ScpError> {
     let b = r
         .read_u8()
         .await
@@ -211,8 +214,9 @@ struct Sink<'a> {
     preserve: bool,
 }
 
+#[doc(hidden)]
 #[derive(Clone, Copy)]
-enum Times {
+pub enum Times {
     None,
     Set { mtime: u32, atime: u32 },
 }
@@ -255,7 +259,7 @@ impl Sink<'_> {
             };
             let rest = String::from_utf8_lossy(rest).into_owned();
             let result = match kind {
-                b'T' => match self.parse_times(&rest) {
+                b'T' => match parse_times(&rest) {
                     Ok(t) => {
                         times = t;
                         send(self.tx, &b"\0"[..]).await
@@ -320,17 +324,6 @@ impl Sink<'_> {
             }
         }
         ok
-    }
-
-    fn parse_times(&self, rest: &str) -> Result<Times, ScpError> {
-        let parts: Vec<&str> = rest.split(' ').collect();
-        let bad = || ScpError::fatal("protocol error: bad time message");
-        if parts.len() != 4 {
-            return Err(bad());
-        }
-        let mtime = parts[0].parse::<u32>().map_err(|_| bad())?;
-        let atime = parts[2].parse::<u32>().map_err(|_| bad())?;
-        Ok(Times::Set { mtime, atime })
     }
 
     /// Resolves a path of the upload after its filters allow it (on the
@@ -508,8 +501,22 @@ fn denial(vp: &str, d: Denial) -> ScpError {
     }
 }
 
+/// Parses `<mtime> 0 <atime> 0` of a `T` line.
+#[doc(hidden)]
+pub fn parse_times(rest: &str) -> Result<Times, ScpError> {
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let bad = || ScpError::fatal("protocol error: bad time message");
+    if parts.len() != 4 {
+        return Err(bad());
+    }
+    let mtime = parts[0].parse::<u32>().map_err(|_| bad())?;
+    let atime = parts[2].parse::<u32>().map_err(|_| bad())?;
+    Ok(Times::Set { mtime, atime })
+}
+
 /// Parses `<mode> <size> <name>` of a `C`/`D` line.
-fn parse_entry(rest: &str) -> Result<(u32, u64, String), ScpError> {
+#[doc(hidden)]
+pub fn parse_entry(rest: &str) -> Result<(u32, u64, String), ScpError> {
     let bad = || ScpError::fatal("protocol error: bad file message");
     let mut it = rest.splitn(3, ' ');
     let mode = u32::from_str_radix(it.next().ok_or_else(bad)?, 8).map_err(|_| bad())?;

@@ -358,7 +358,8 @@ impl SftpSession {
 
     /// Ends what a vanished client left open: transfers stop being listed;
     /// uploads end per the upload mode.
-    async fn release_all(&self) {
+    #[doc(hidden)] // also driven by the fuzz targets (fuzz/)
+    pub async fn release_all(&self) {
         let handles: Vec<Arc<OpenHandle>> = self
             .handles
             .lock()
@@ -465,7 +466,8 @@ impl SftpSession {
         Ok(ok(id))
     }
 
-    async fn read(
+    #[doc(hidden)]
+    pub async fn read(
         &self,
         id: u32,
         handle: &str,
@@ -490,7 +492,8 @@ impl SftpSession {
         Ok(finish_data(packet, id))
     }
 
-    async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
+    #[doc(hidden)]
+    pub async fn write(&self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Reply {
         let h = self.handle(handle)?;
         let OpenHandle::Write {
             upload, transfer, ..
@@ -1128,7 +1131,14 @@ impl SftpSession {
                 "overlapping copy within one file",
             ));
         }
-        let mut left = if length == 0 { u64::MAX } else { length };
+        // What the source holds now bounds the copy: another handle on the
+        // same file grows as it is written, and would be read forever.
+        let available = src.meta().await?.size.saturating_sub(read_offset);
+        let mut left = if length == 0 {
+            available
+        } else {
+            length.min(available)
+        };
         while left > 0 {
             let want = left.min(u64::from(MAX_WRITE_LEN)) as usize;
             let chunk = src
@@ -1173,7 +1183,8 @@ impl SftpSession {
     }
 
     /// Runs one request; changes that succeed are logged.
-    async fn dispatch(self: &Arc<Self>, packet: Packet) -> Reply {
+    #[doc(hidden)]
+    pub async fn dispatch(self: &Arc<Self>, packet: Packet) -> Reply {
         type Entry = (&'static str, String, String, Vec<(&'static str, String)>);
         let one = |sender, path: &str, target: &str| -> Vec<Entry> {
             vec![(sender, path.to_string(), target.to_string(), vec![])]
