@@ -813,3 +813,27 @@ pub fn jwt_key(data_dir: &Path) -> Vec<u8> {
     hex::decode(open_sealed(&master, &stored, "jwt_signing_key").expect("sealed key opens"))
         .expect("hex key")
 }
+
+/// rclone's sftp backend against `t`'s first edge, logging in as `user`
+/// (rclone and its `obscure`d password; no config file).
+pub fn rclone(t: &Topology, user: &str, password: &str, args: &[&str]) -> Output {
+    let obscured = Command::new("rclone")
+        .args(["obscure", password])
+        .output()
+        .expect("rclone (.ci/run installs it)");
+    let obscured = String::from_utf8(obscured.stdout).unwrap();
+    Command::new("rclone")
+        .args(args)
+        .args(["--sftp-host", "127.0.0.1", "--sftp-user", user])
+        .args(["--sftp-port", &t.sftp_port().to_string()])
+        .args(["--sftp-pass", obscured.trim(), "--config", "/dev/null"])
+        .output()
+        .unwrap()
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}

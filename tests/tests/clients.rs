@@ -51,21 +51,6 @@ fn asyncssh_transfers_copies_links_and_syncs() {
     assert_eq!(r["dots"], serde_json::json!(["."]), "{r}");
 }
 
-fn rclone(t: &Topology, user: &str, password: &str, args: &[&str]) -> std::process::Output {
-    let obscured = Command::new("rclone")
-        .args(["obscure", password])
-        .output()
-        .expect("rclone (.ci/run installs it)");
-    let obscured = String::from_utf8(obscured.stdout).unwrap();
-    Command::new("rclone")
-        .args(args)
-        .args(["--sftp-host", "127.0.0.1", "--sftp-user", user])
-        .args(["--sftp-port", &t.sftp_port().to_string()])
-        .args(["--sftp-pass", obscured.trim(), "--config", "/dev/null"])
-        .output()
-        .unwrap()
-}
-
 fn tree(dir: &Path, files: usize) {
     for i in 0..files {
         let sub = dir.join(format!("d{}", i % 7));

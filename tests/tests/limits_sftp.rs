@@ -34,13 +34,6 @@ fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// Open file descriptors of `pid`.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// Resident memory of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -92,22 +85,23 @@ fn rclone_copies_with_eight_transfers() {
         // STATs and OPENs of the others.
         random_file(&src.join(format!("f{i:02}.bin")), 65536 + i * 30_000);
     }
-    let obscured = Command::new("rclone")
-        .args(["obscure", "rc-pw"])
-        .output()
-        .expect("rclone is installed (.ci/run)");
-    let obscured = String::from_utf8(obscured.stdout).unwrap();
-    let out = Command::new("rclone")
-        .arg("copy")
-        .arg(&src)
-        .arg(":sftp:dst")
-        .args(["--transfers", "8", "--checkers", "8", "--timeout", "60s"])
-        .args(["--sftp-host", "127.0.0.1", "--sftp-user", "rc"])
-        .args(["--sftp-port", &t.sftp_port().to_string()])
-        .args(["--sftp-pass", obscured.trim()])
-        .args(["--sftp-disable-hashcheck", "--config", "/dev/null"])
-        .output()
-        .unwrap();
+    let out = rclone(
+        &t,
+        "rc",
+        "rc-pw",
+        &[
+            "copy",
+            src.to_str().unwrap(),
+            ":sftp:dst",
+            "--transfers",
+            "8",
+            "--checkers",
+            "8",
+            "--timeout",
+            "60s",
+            "--sftp-disable-hashcheck",
+        ],
+    );
     assert!(out.status.success(), "{}\n{}", describe(&out), t.logs());
     for i in 0..50 {
         let name = format!("f{i:02}.bin");
@@ -131,7 +125,7 @@ fn prefetching_downloads_of_dead_clients_are_freed() {
     // session warms up (thread pools, the database connection).
     let (ok, text) = sftp1(t.sftp_port(), "quitter", &pw("quitter-pw"), "ls -l");
     assert!(ok, "{text}");
-    let fds_before = fds(pid);
+    let fds_before = open_fds(pid);
     let rss_before = rss_kib(pid);
     let mut peak = rss_before;
     // 20 is max_per_host_connections: had any of them stayed, the last
@@ -147,13 +141,13 @@ fn prefetching_downloads_of_dead_clients_are_freed() {
         peak = peak.max(rss_kib(pid));
     }
     let freed = wait_for(Duration::from_secs(20), || {
-        (t.api().connections().is_empty() && fds(pid) <= fds_before).then_some(())
+        (t.api().connections().is_empty() && open_fds(pid) <= fds_before).then_some(())
     });
     assert!(
         freed.is_some(),
         "connections {:?}, fds {} (before {fds_before})\n{}",
         t.api().connections(),
-        fds(pid),
+        open_fds(pid),
         t.logs()
     );
     let (ok, text) = sftp1(t.sftp_port(), "quitter", &pw("quitter-pw"), "ls -l");
@@ -276,7 +270,7 @@ fn out_of_descriptors_the_ssh_listener_sheds_clients_and_recovers() {
     let pid = t.procs[0].pid();
     let home = t.home("fd");
     t.api().add_user(user_json("fd", "fd-pw", &home));
-    let limit = fds(pid) + 40;
+    let limit = open_fds(pid) + 40;
     let out = Command::new("prlimit")
         .args([
             "--pid",

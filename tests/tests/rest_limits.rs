@@ -206,12 +206,6 @@ fn is_closed(c: &mut std::net::TcpStream) -> bool {
     }
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn half_open_http_connections_starve_neither_ssh_nor_rest() {
     use std::io::{Read, Write};
