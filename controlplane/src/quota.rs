@@ -297,6 +297,7 @@ pub async fn recover_orphans(state: &AppState) {
                 home_dir,
                 uploads: uploads.clone(),
                 virtual_folders,
+                storage: None,
             })),
         };
         if state.fleet.send_to_any_edge(msg) {
@@ -411,6 +412,7 @@ pub async fn start_scan(
             scan_id: scan_id.clone(),
             paths,
             uploads_in_progress: state.fleet.temp_names_in_progress(),
+            stores: Vec::new(),
         })),
     };
     if !state.fleet.send_to_any_edge(msg) {

@@ -524,6 +524,7 @@ pub fn virtual_folders(
             mapped_path: f.data.path.clone(),
             quota_size: m.quota_size,
             quota_files: m.quota_files,
+            storage: None,
         })
         .collect()
 }
@@ -570,6 +571,7 @@ pub fn session_policy(
         max_upload_file_size: filters.max_upload_file_size,
         virtual_folders: virtual_folders(folders),
         start_directory: filters.start_directory,
+        storage: None,
     }
 }
 

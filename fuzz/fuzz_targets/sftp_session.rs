@@ -84,6 +84,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             mapped_path: folder.display().to_string(),
             quota_size: 0,
             quota_files: 0,
+            storage: None,
         }],
         ..SessionPolicy::default()
     };

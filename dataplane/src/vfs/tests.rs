@@ -19,6 +19,7 @@ fn vf(name: &str, vp: &str, path: &Path, quota: i64) -> ferry_proto::edge::v1::V
         mapped_path: path.display().to_string(),
         quota_size: quota,
         quota_files: quota,
+        storage: None,
     }
 }
 
