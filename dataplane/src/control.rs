@@ -328,9 +328,12 @@ fn handle_control_message(
             );
             let control = control.clone();
             tokio::spawn(async move {
-                let result =
-                    crate::vfs::scan_usage(scan.paths.clone(), scan.uploads_in_progress.clone())
-                        .await;
+                let result = crate::vfs::scan_usage(
+                    scan.paths.clone(),
+                    scan.stores.clone(),
+                    scan.uploads_in_progress.clone(),
+                )
+                .await;
                 let (size, files, error) = match result {
                     Ok((s, f)) => (s, f, String::new()),
                     Err(e) => (0, 0, e),
@@ -421,8 +424,9 @@ fn spawn_heartbeat(
 /// the target in mode 2, and the real change of each upload is settled once.
 async fn recover_uploads(control: ControlClient, cmd: ferry_proto::edge::v1::RecoverUploads) {
     let username = cmd.username.clone();
-    let fs = match crate::vfs::UserFs::open(
+    let fs = match crate::vfs::UserFs::open_with(
         std::path::Path::new(&cmd.home_dir),
+        cmd.storage.as_ref(),
         None,
         &cmd.virtual_folders,
         crate::vfs::FsSettings::default(),

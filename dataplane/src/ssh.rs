@@ -614,8 +614,9 @@ impl SshHandler {
         let auth = self.auth.as_ref().ok_or("not authenticated")?;
         let policy = &auth.policy;
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
-        let fs = UserFs::open(
+        let fs = UserFs::open_with(
             std::path::Path::new(&policy.home_dir),
+            policy.storage.as_ref(),
             owner,
             &policy.virtual_folders,
             self.ctx.fs,

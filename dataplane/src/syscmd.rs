@@ -199,6 +199,11 @@ pub async fn run(
         );
     })?;
     let vp = vpath::clean("/", &cmd.target);
+    if ctx.fs.home_real().is_none() {
+        return Err(format!(
+            "{name}: not available on object storage (local storage only)"
+        ));
+    }
     if !ctx.rules.files.is_empty() {
         return Err(format!("{name}: not available to users with file filters"));
     }
@@ -282,7 +287,11 @@ pub async fn run(
     if cmd.target.ends_with('/') && !target_arg.ends_with('/') {
         target_arg.push('/');
     }
-    let home = ctx.fs.home_real().to_path_buf();
+    let home = ctx
+        .fs
+        .home_real()
+        .ok_or_else(|| format!("{name}: not available on object storage"))?
+        .to_path_buf();
     let mut command = sandbox::command(
         program,
         &home,

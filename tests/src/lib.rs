@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub mod ports;
 pub mod procs;
+pub mod stores;
 pub use ports::claim_port;
 pub use procs::*;
 
@@ -835,5 +836,28 @@ pub fn rclone(t: &Topology, user: &str, password: &str, args: &[&str]) -> Output
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .count()
+}
+
+/// TCP connections whose local port is `port` and that are still open on
+/// that side (ESTABLISHED or CLOSE_WAIT), from `/proc/net/tcp{,6}`.
+pub fn open_tcp_on(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    let local_port = cols
+                        .get(1)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    local_port == Some(port) && matches!(cols.get(3), Some(&"01") | Some(&"08"))
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
         .count()
 }

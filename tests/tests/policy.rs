@@ -444,9 +444,10 @@ fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
         let (c, f) = (c.clone(), f.clone());
         std::thread::spawn(move || sftp1(edge0, "kim", &c, &format!("put {f} big")).0)
     };
-    // Wait until the upload is under way and the control plane heard of it.
+    // Wait until the upload is under way and the control plane heard of its
+    // bytes (a heartbeat carried them, with the upload's recovery data).
     let seen = wait_for(Duration::from_secs(20), || {
-        let transfers = api
+        let written = api
             .connections()
             .iter()
             .flat_map(|c| {
@@ -455,11 +456,10 @@ fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
                     .cloned()
                     .unwrap_or_default()
             })
-            .count();
-        (transfers > 0 && !temp_uploads(&home).is_empty()).then_some(())
+            .any(|t| t["size"].as_i64() > Some(0));
+        (written && !temp_uploads(&home).is_empty()).then_some(())
     });
     assert!(seen.is_some(), "upload not seen:\n{}", t.logs());
-    std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !sftp1(edge1, "kim", &c, "pwd").0,
         "max_sessions=1 holds across edges"

@@ -76,7 +76,6 @@ fn concurrent_bad_token_requests_stay_within_the_hashing_slots() {
     };
     assert_eq!(token("admin", "wrong").0, 401);
     assert_eq!(token("nobody", "wrong").0, 401);
-    std::thread::sleep(Duration::from_millis(300));
     let baseline = proc_status_bytes(pid, "VmRSS");
 
     // Half for the admin, half for unknown names (the dummy check).
@@ -236,8 +235,11 @@ fn half_open_http_connections_starve_neither_ssh_nor_rest() {
         let api = Api::login(&base, "admin", ADMIN_PASSWORD).unwrap();
         api.add_user(user_json("hal", "hal-pw", &dir.path().join("homes/hal")));
     }
-    // Let the admin client's kept-alive connection go idle and close.
-    std::thread::sleep(Duration::from_secs(6));
+    // The admin client's kept-alive connection is closed before counting.
+    let quiet = wait_for(Duration::from_secs(15), || {
+        (open_tcp_on(http) == 0).then_some(())
+    });
+    assert!(quiet.is_some(), "the admin client's connection stays open");
     let fds_before = open_fds(pid);
 
     // 2,000 connections that never send a request, from 127.0.0.1.

@@ -20,6 +20,7 @@
 //! outside this module (see ARCHITECTURE.md).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod object;
 mod ops;
 mod scan;
 mod tree;

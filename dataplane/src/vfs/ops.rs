@@ -10,8 +10,9 @@ use bytes::BytesMut;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
+use super::object::{ObjectReader, ObjectWriter};
 use super::tree::{Entry, STEP, UserFs};
-use super::{CHMOD_MASK, FsError, blocking};
+use super::{CHMOD_MASK, FsError, SetstatMode, blocking};
 
 /// What a stat shows of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,13 +165,46 @@ pub(super) fn apply_umask(dir: BorrowedFd<'_>, name: &[u8], mode: u32, umask: Op
 #[derive(Debug, Clone)]
 pub struct FileReader {
     pub(super) file: Arc<File>,
+    /// Set for an object: reads and stats go to the store instead (`file`
+    /// is then `/dev/null`, never read or written).
+    pub(super) object: Option<ObjectFile>,
+}
+
+/// The object side of a [`FileReader`].
+#[derive(Debug, Clone)]
+pub(super) enum ObjectFile {
+    Read(Arc<ObjectReader>, Meta),
+    /// The file of an upload in progress: it cannot be read back.
+    Write(Arc<ObjectWriter>, SetstatMode),
+}
+
+/// What attribute changes do on an object: chmod and chown are accepted and
+/// ignored (objects have no owner or mode), times are refused unless the
+/// `setstat_mode` ignores them, a size change only when it changes nothing.
+pub(super) fn object_attrs(attrs: &SetAttrs, size: u64, mode: SetstatMode) -> Result<(), FsError> {
+    if attrs.size.is_some_and(|s| s != size) {
+        return Err(FsError::Unsupported("truncating an object"));
+    }
+    if (attrs.atime.is_some() || attrs.mtime.is_some()) && mode == SetstatMode::Apply {
+        return Err(FsError::Unsupported("changing the times of an object"));
+    }
+    Ok(())
 }
 
 impl FileReader {
     pub(super) fn new(file: File) -> Self {
         Self {
             file: Arc::new(file),
+            object: None,
         }
+    }
+
+    pub(super) fn for_object(object: ObjectFile) -> Result<Self, FsError> {
+        let null = File::open("/dev/null")?;
+        Ok(Self {
+            file: Arc::new(null),
+            object: Some(object),
+        })
     }
 
     /// Fills `buf[start..]` from `offset` until full or the end of the
@@ -181,6 +215,19 @@ impl FileReader {
         start: usize,
         offset: u64,
     ) -> Result<BytesMut, FsError> {
+        match &self.object {
+            Some(ObjectFile::Read(r, _)) => {
+                let filled = r.read_at(&mut buf[start..], offset).await?;
+                buf.truncate(start + filled);
+                return Ok(buf);
+            }
+            Some(ObjectFile::Write(..)) => {
+                return Err(FsError::Unsupported(
+                    "reading an upload in progress on object storage",
+                ));
+            }
+            None => {}
+        }
         let file = self.file.clone();
         blocking(move || {
             let filled = read_full_at(&file, &mut buf[start..], offset)?;
@@ -197,6 +244,15 @@ impl FileReader {
         mut state: S,
         mut f: impl FnMut(&mut S, &[u8]) + Send + 'static,
     ) -> Result<S, FsError> {
+        match &self.object {
+            Some(ObjectFile::Read(r, _)) => return r.fold(state, &mut f).await,
+            Some(ObjectFile::Write(..)) => {
+                return Err(FsError::Unsupported(
+                    "reading an upload in progress on object storage",
+                ));
+            }
+            None => {}
+        }
         let file = self.file.clone();
         blocking(move || {
             let mut buf = vec![0u8; 256 * 1024];
@@ -214,11 +270,24 @@ impl FileReader {
     }
 
     pub async fn meta(&self) -> Result<Meta, FsError> {
+        match &self.object {
+            Some(ObjectFile::Read(_, m)) => return Ok(*m),
+            Some(ObjectFile::Write(w, _)) => {
+                let mut m = super::object::file_meta_now();
+                m.size = w.written().await;
+                return Ok(m);
+            }
+            None => {}
+        }
         let file = self.file.clone();
         blocking(move || Ok(Meta::from_stat(&rustix::fs::fstat(file.as_fd())?))).await
     }
 
     pub async fn sync(&self) -> Result<(), FsError> {
+        if self.object.is_some() {
+            // An object is durable once its upload completes.
+            return Ok(());
+        }
         let file = self.file.clone();
         blocking(move || Ok(file.sync_all()?)).await
     }
@@ -229,6 +298,15 @@ impl FileReader {
 
     /// Applies attribute changes to the open file itself (FSETSTAT).
     pub async fn set_attrs(&self, attrs: SetAttrs) -> Result<(), FsError> {
+        match &self.object {
+            Some(ObjectFile::Read(_, m)) => {
+                return object_attrs(&attrs, m.size, SetstatMode::Apply);
+            }
+            Some(ObjectFile::Write(w, mode)) => {
+                return object_attrs(&attrs, w.written().await, *mode);
+            }
+            None => {}
+        }
         let file = self.file.clone();
         blocking(move || {
             let fd = file.as_fd();
@@ -297,6 +375,9 @@ pub(super) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<u
 #[derive(Debug)]
 pub struct DirReader {
     dir: std::sync::Mutex<Option<rustix::fs::Dir>>,
+    /// An object-store directory: its entries, listed at open, handed out
+    /// in batches.
+    listed: std::sync::Mutex<std::collections::VecDeque<(String, Meta)>>,
 }
 
 impl DirReader {
@@ -307,6 +388,21 @@ impl DirReader {
         max: usize,
         keep: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<Vec<(String, Meta)>, FsError> {
+        {
+            let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+            if !listed.is_empty() {
+                let mut out = Vec::new();
+                while out.len() < max {
+                    let Some((name, meta)) = listed.pop_front() else {
+                        break;
+                    };
+                    if keep(&name) {
+                        out.push((name, meta));
+                    }
+                }
+                return Ok(out);
+            }
+        }
         let this = self.clone();
         blocking(move || {
             let mut guard = this.dir.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,8 +456,15 @@ impl DirReader {
 impl Entry {
     /// Opens a regular file for reading.
     pub async fn open_read(&self) -> Result<(FileReader, Meta), FsError> {
-        if !self.exists() {
+        let Some(meta) = self.meta().copied() else {
             return Err(FsError::NotFound);
+        };
+        if let Some((o, inner)) = self.object() {
+            if meta.is_dir() {
+                return Err(FsError::IsADirectory);
+            }
+            let r = Arc::new(o.reader(inner, meta.size)?);
+            return Ok((FileReader::for_object(ObjectFile::Read(r, meta))?, meta));
         }
         let this = self.clone();
         blocking(move || {
@@ -378,6 +481,19 @@ impl Entry {
             Some(m) if !m.is_dir() => return Err(FsError::NotADirectory),
             _ => {}
         }
+        if let Some((o, inner)) = self.object() {
+            let mut listed = o.list_dir(inner).await?;
+            // Mount points of folders inside this directory show too.
+            for name in self.mounts_under() {
+                if !listed.iter().any(|(n, _)| *n == name) {
+                    listed.push((name, super::object::dir_meta(0)));
+                }
+            }
+            return Ok(Arc::new(DirReader {
+                dir: std::sync::Mutex::new(None),
+                listed: std::sync::Mutex::new(listed.into()),
+            }));
+        }
         let this = self.clone();
         blocking(move || {
             let fd: OwnedFd = rustix::fs::openat(
@@ -388,6 +504,7 @@ impl Entry {
             )?;
             Ok(Arc::new(DirReader {
                 dir: std::sync::Mutex::new(Some(rustix::fs::Dir::new(fd)?)),
+                listed: Default::default(),
             }))
         })
         .await
@@ -398,6 +515,9 @@ impl Entry {
     pub async fn mkdir(&self, mode: u32) -> Result<(), FsError> {
         if self.exists() || self.is_self() {
             return Err(FsError::Exists);
+        }
+        if let Some((o, inner)) = self.object() {
+            return o.mkdir(inner).await;
         }
         let this = self.clone();
         blocking(move || {
@@ -419,6 +539,13 @@ impl Entry {
         if self.is_self() {
             return Err(FsError::PermissionDenied);
         }
+        if let Some((o, inner)) = self.object() {
+            return match self.meta() {
+                None => Err(FsError::NotFound),
+                Some(m) if !m.is_dir() => Err(FsError::NotADirectory),
+                Some(_) => o.rmdir(inner).await,
+            };
+        }
         let this = self.clone();
         blocking(move || {
             Ok(rustix::fs::unlinkat(
@@ -434,6 +561,14 @@ impl Entry {
     pub async fn remove_file(&self) -> Result<Meta, FsError> {
         if self.is_self() {
             return Err(FsError::IsADirectory);
+        }
+        if let Some((o, inner)) = self.object() {
+            let meta = *self.meta().ok_or(FsError::NotFound)?;
+            if meta.is_dir() {
+                return Err(FsError::IsADirectory);
+            }
+            o.remove(inner).await?;
+            return Ok(meta);
         }
         let this = self.clone();
         blocking(move || {
@@ -457,6 +592,22 @@ impl Entry {
         if self.is_self() || to.is_self() {
             return Err(FsError::PermissionDenied);
         }
+        match (self.object(), to.object()) {
+            (None, None) => {}
+            (Some((a, from)), Some((b, to_inner))) => {
+                let meta = *self.meta().ok_or(FsError::NotFound)?;
+                if let Some(m) = to.meta() {
+                    if m.is_dir() {
+                        return Err(FsError::IsADirectory);
+                    }
+                    if meta.is_dir() {
+                        return Err(FsError::NotADirectory);
+                    }
+                }
+                return a.rename(from, &meta, b, to_inner).await;
+            }
+            _ => return Err(FsError::CrossDevice),
+        }
         let (from, to) = (self.clone(), to.clone());
         blocking(move || {
             Ok(rustix::fs::renameat(
@@ -475,7 +626,10 @@ impl Entry {
         if self.exists() || self.is_self() {
             return Err(FsError::Exists);
         }
-        let text = fs.link_text(vtarget);
+        if self.is_object() {
+            return Err(FsError::Unsupported("symbolic links on object storage"));
+        }
+        let text = fs.link_text(vtarget)?;
         let this = self.clone();
         blocking(move || {
             rustix::fs::symlinkat(text.as_path(), this.dirfd(), this.name.as_slice())?;
@@ -517,6 +671,9 @@ impl Entry {
         if link.exists() || link.is_self() {
             return Err(FsError::Exists);
         }
+        if self.is_object() || link.is_object() {
+            return Err(FsError::Unsupported("hard links on object storage"));
+        }
         let (target, link) = (self.clone(), link.clone());
         blocking(move || {
             Ok(rustix::fs::linkat(
@@ -537,6 +694,14 @@ impl Entry {
         attrs: SetAttrs,
         file: Option<FileReader>,
     ) -> Result<(), FsError> {
+        if self.is_object() {
+            let m = self.meta().ok_or(FsError::NotFound)?;
+            let mode = match self.tree.settings.setstat_mode {
+                SetstatMode::Apply if m.is_dir() => SetstatMode::Ignore,
+                mode => mode,
+            };
+            return object_attrs(&attrs, m.size, mode);
+        }
         let this = self.clone();
         blocking(move || {
             let dir = this.dirfd();
@@ -580,6 +745,23 @@ impl Entry {
 
     /// `statvfs` of the storage holding the entry.
     pub async fn statvfs(&self) -> Result<StatVfs, FsError> {
+        if self.is_object() {
+            // No capacity to tell: as much room as 64-bit counters hold
+            // (the SFTP layer answers from the quota when there is one).
+            return Ok(StatVfs {
+                bsize: 4096,
+                frsize: 4096,
+                blocks: u64::MAX / 8192,
+                bfree: u64::MAX / 8192,
+                bavail: u64::MAX / 8192,
+                files: u64::MAX / 2,
+                ffree: u64::MAX / 2,
+                favail: u64::MAX / 2,
+                fsid: 0,
+                flag: 0,
+                namemax: 255,
+            });
+        }
         let this = self.clone();
         blocking(move || {
             let st = rustix::fs::fstatvfs(this.dirfd())?;
@@ -603,6 +785,13 @@ impl Entry {
     /// (bytes, regular files) at or under this entry, links not followed,
     /// uploads in progress left out.
     pub async fn usage(&self) -> Result<(i64, i64), FsError> {
+        if let Some((o, inner)) = self.object() {
+            return match self.meta() {
+                None => Ok((0, 0)),
+                Some(m) if m.is_dir() => o.usage(inner).await,
+                Some(m) => Ok((i64::try_from(m.size).unwrap_or(i64::MAX), 1)),
+            };
+        }
         let this = self.clone();
         blocking(move || {
             Ok(super::scan::usage_at(
@@ -624,6 +813,25 @@ impl Entry {
         if to.exists() || to.is_self() {
             return Err(FsError::Exists);
         }
+        match (self.object(), to.object()) {
+            (None, None) => {}
+            (Some((a, from)), Some((b, to_inner))) => {
+                let meta = *self.meta().ok_or(FsError::NotFound)?;
+                if meta.is_dir() {
+                    return Err(FsError::Unsupported(
+                        "copying a directory on object storage",
+                    ));
+                }
+                a.copy_within(from, b, to_inner).await?;
+                touch();
+                return Ok(());
+            }
+            _ => {
+                return Err(FsError::Unsupported(
+                    "copying between object and local storage",
+                ));
+            }
+        }
         let (from, to) = (self.clone(), to.clone());
         blocking(move || {
             let owner = to.tree.owner;
@@ -644,6 +852,12 @@ impl Entry {
     pub async fn remove_tree(&self) -> (i64, i64, Result<(), FsError>) {
         if self.is_self() {
             return (0, 0, Err(FsError::PermissionDenied));
+        }
+        if let Some((o, inner)) = self.object() {
+            return match self.meta() {
+                None => (0, 0, Err(FsError::NotFound)),
+                Some(m) => o.remove_tree(inner, m).await,
+            };
         }
         let this = self.clone();
         blocking(move || {

@@ -102,10 +102,20 @@ pub(super) fn usage_at(
 /// upload files in progress on other edges.
 pub async fn scan_usage(
     paths: Vec<String>,
+    stores: Vec<ferry_proto::edge::v1::Storage>,
     in_progress: Vec<String>,
 ) -> Result<(i64, i64), String> {
+    let mut objects = (0i64, 0i64);
+    for s in &stores {
+        let root = super::object::ObjectRoot::open(s).map_err(|e| e.to_string())?;
+        let (b, f) = root
+            .usage("")
+            .await
+            .map_err(|e| format!("{}: {e}", root.label))?;
+        objects = (objects.0.saturating_add(b), objects.1 + f);
+    }
     let elsewhere: HashSet<String> = in_progress.into_iter().collect();
-    tokio::task::spawn_blocking(move || {
+    let local = tokio::task::spawn_blocking(move || {
         let mut total = (0i64, 0i64);
         for p in &paths {
             let path = Path::new(p);
@@ -129,7 +139,8 @@ pub async fn scan_usage(
         Ok(total)
     })
     .await
-    .unwrap_or_else(|e| Err(format!("scan failed: {e}")))
+    .unwrap_or_else(|e| Err(format!("scan failed: {e}")))?;
+    Ok((local.0.saturating_add(objects.0), local.1 + objects.1))
 }
 
 /// What recovering one upload left under its target name.
@@ -150,6 +161,19 @@ pub async fn recover_upload(
 ) -> Result<UploadRecoveryOutcome, FsError> {
     let fs = fs.clone();
     let (target, temp) = (target.to_string(), temp.to_string());
+    {
+        // An object upload left nothing but (at most) a pending multipart
+        // upload, which the store expires; the target is what it was.
+        let probe = fs.clone();
+        let t = target.clone();
+        let mut entry = super::blocking(move || probe.walk(&t, Follow::NotLast)).await?;
+        if entry.is_object() {
+            entry.stat_object().await?;
+            return Ok(UploadRecoveryOutcome {
+                final_size: entry.meta().filter(|m| m.is_file()).map(|m| m.size),
+            });
+        }
+    }
     super::blocking(move || {
         let target = fs.walk(&target, Follow::NotLast)?;
         if !temp.is_empty() {

@@ -155,7 +155,7 @@ async fn temporary_upload_names_are_refused_and_still_counted() {
     let root = f.fs.resolve("/", Follow::All).await.unwrap();
     assert_eq!(root.usage().await.unwrap(), (5000, 1));
     assert_eq!(
-        scan_usage(vec![f.home.display().to_string()], vec![])
+        scan_usage(vec![f.home.display().to_string()], vec![], vec![])
             .await
             .unwrap(),
         (5000, 1)
@@ -165,6 +165,7 @@ async fn temporary_upload_names_are_refused_and_still_counted() {
     assert_eq!(
         scan_usage(
             vec![f.home.display().to_string()],
+            vec![],
             vec![".ferry-upload.9.big".into()]
         )
         .await

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::object::ObjectRoot;
 use super::ops::Meta;
 use super::{FsError, FsSettings, MAX_SYMLINKS, blocking, is_temp_name};
 use crate::quota::QuotaDomain;
@@ -30,17 +31,50 @@ pub(super) struct MountInfo {
     pub quota_files: i64,
 }
 
+/// Where a root's data lives.
+#[derive(Debug)]
+pub(super) enum Backing {
+    Local {
+        /// `O_PATH` handle on the root directory.
+        fd: OwnedFd,
+        /// Canonical real path (absolute link targets are mapped against it).
+        real: PathBuf,
+    },
+    /// A bucket and key prefix: no handle, no real path, no links.
+    Object(Arc<ObjectRoot>),
+}
+
 /// One root of a user's tree.
 #[derive(Debug)]
 pub(super) struct Root {
-    /// `O_PATH` handle on the root directory.
-    pub fd: OwnedFd,
-    /// Canonical real path (absolute link targets are mapped against it).
-    pub real: PathBuf,
+    pub backing: Backing,
     /// Where it appears in the virtual tree (`/` for the home).
     pub vpath: String,
     /// None for the home.
     pub mount: Option<MountInfo>,
+}
+
+impl Root {
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Local { fd, .. } => Some(fd.as_fd()),
+            Backing::Object(_) => None,
+        }
+    }
+
+    pub fn real(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::Local { real, .. } => Some(real),
+            Backing::Object(_) => None,
+        }
+    }
+
+    pub fn object(&self) -> Option<&Arc<ObjectRoot>> {
+        match &self.backing {
+            Backing::Object(o) => Some(o),
+            Backing::Local { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +107,9 @@ pub struct UserFs {
 pub(super) enum DirFd {
     Root(usize),
     Dir(Arc<OwnedFd>),
+    /// An entry of an object-store root: `name` is its path inside the
+    /// root (empty for the root itself).
+    Object,
 }
 
 /// A resolved path: the handle of the directory holding the entry, the
@@ -123,17 +160,68 @@ impl Entry {
             .map(|m| m.name.as_str())
     }
 
+    /// The handle of the directory holding a local entry. Object entries
+    /// have none: every operation checks [`Entry::object`] first.
     pub(super) fn dirfd(&self) -> BorrowedFd<'_> {
         match &self.dir {
-            DirFd::Root(i) => self.tree.roots[*i].fd.as_fd(),
+            DirFd::Root(i) => self.tree.roots[*i]
+                .fd()
+                .expect("a local root (object entries are handled before)"),
             DirFd::Dir(fd) => fd.as_fd(),
+            DirFd::Object => unreachable!("object entries are handled before"),
         }
+    }
+
+    /// The object root and the path inside it, for an object-store entry.
+    pub(super) fn object(&self) -> Option<(&Arc<ObjectRoot>, &str)> {
+        match self.dir {
+            DirFd::Object => Some((
+                self.tree.roots[self.root].object()?,
+                std::str::from_utf8(&self.name).unwrap_or_default(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Fills in what is at an object entry (the walk itself never waits
+    /// on a store).
+    pub(super) async fn stat_object(&mut self) -> Result<(), FsError> {
+        if let Some((o, inner)) = self.object() {
+            let (o, inner) = (o.clone(), inner.to_string());
+            self.meta = o.stat(&inner).await?;
+        }
+        Ok(())
+    }
+
+    /// First components of the mount points below this directory (they
+    /// show in its listing even where nothing is stored for them).
+    pub(super) fn mounts_under(&self) -> Vec<String> {
+        let dir = if self.vpath == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", self.vpath)
+        };
+        let mut names: Vec<String> = self.tree.roots[1..]
+            .iter()
+            .filter_map(|m| m.vpath.strip_prefix(dir.as_str()))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// True when the entry lives in an object store.
+    pub fn is_object(&self) -> bool {
+        matches!(self.dir, DirFd::Object)
     }
 
     /// True when the entry is a directory reached as itself (a root, or
     /// through `.`/`..`): it cannot be removed, renamed or replaced here.
     pub(super) fn is_self(&self) -> bool {
-        self.name == b"."
+        self.name == b"." || (self.is_object() && self.name.is_empty())
     }
 }
 
@@ -210,10 +298,25 @@ impl UserFs {
         folders: &[ferry_proto::edge::v1::VirtualFolder],
         settings: FsSettings,
     ) -> std::io::Result<Self> {
+        Self::open_with(home, None, owner, folders, settings).await
+    }
+
+    /// [`UserFs::open`] with the home in an object store when `storage`
+    /// names one.
+    pub async fn open_with(
+        home: &Path,
+        storage: Option<&ferry_proto::edge::v1::Storage>,
+        owner: Option<(u32, u32)>,
+        folders: &[ferry_proto::edge::v1::VirtualFolder],
+        settings: FsSettings,
+    ) -> std::io::Result<Self> {
         let (home, folders) = (home.to_path_buf(), folders.to_vec());
-        tokio::task::spawn_blocking(move || Self::open_blocking(&home, owner, &folders, settings))
-            .await
-            .map_err(std::io::Error::other)?
+        let storage = storage.filter(|s| s.provider != 0).cloned();
+        tokio::task::spawn_blocking(move || {
+            Self::open_blocking_with(&home, storage.as_ref(), owner, &folders, settings)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// [`UserFs::open`] for code already off the async threads.
@@ -223,10 +326,25 @@ impl UserFs {
         folders: &[ferry_proto::edge::v1::VirtualFolder],
         settings: FsSettings,
     ) -> std::io::Result<Self> {
-        let (fd, real) = open_root(home, owner)?;
+        Self::open_blocking_with(home, None, owner, folders, settings)
+    }
+
+    fn open_blocking_with(
+        home: &Path,
+        storage: Option<&ferry_proto::edge::v1::Storage>,
+        owner: Option<(u32, u32)>,
+        folders: &[ferry_proto::edge::v1::VirtualFolder],
+        settings: FsSettings,
+    ) -> std::io::Result<Self> {
+        let backing = match storage {
+            Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s)?)),
+            None => {
+                let (fd, real) = open_root(home, owner)?;
+                Backing::Local { fd, real }
+            }
+        };
         let mut roots = vec![Root {
-            fd,
-            real,
+            backing,
             vpath: "/".into(),
             mount: None,
         }];
@@ -239,11 +357,19 @@ impl UserFs {
                     format!("folder {:?} cannot be mounted on /", f.name),
                 ));
             }
-            let (fd, real) = open_root(Path::new(&f.mapped_path), owner)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name)))?;
+            let backing = match f.storage.as_ref().filter(|s| s.provider != 0) {
+                Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name))
+                })?)),
+                None => {
+                    let (fd, real) = open_root(Path::new(&f.mapped_path), owner).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name))
+                    })?;
+                    Backing::Local { fd, real }
+                }
+            };
             mounts.push(Root {
-                fd,
-                real,
+                backing,
                 vpath,
                 mount: Some(MountInfo {
                     name: f.name.clone(),
@@ -277,11 +403,16 @@ impl UserFs {
     fn make_mount_point(&self, i: usize) {
         let target = &self.tree.roots[i].vpath;
         let (root, inner) = self.locate_excluding(target, i);
+        // In an object store, the mount point shows as long as the mount is
+        // there (listings add it); nothing is written for it.
+        let Some(root_fd) = self.tree.roots[root].fd() else {
+            return;
+        };
         let mut cur: Option<OwnedFd> = None;
         for name in components(inner) {
             let dir = match &cur {
                 Some(fd) => fd.as_fd(),
-                None => self.tree.roots[root].fd.as_fd(),
+                None => root_fd,
             };
             let step =
                 rustix::fs::openat(dir, name.as_str(), STEP | OFlags::DIRECTORY, Mode::empty());
@@ -394,9 +525,15 @@ impl UserFs {
         self.tree.owner
     }
 
-    /// The home's real path, for programs that run on it (rsync, git).
-    pub fn home_real(&self) -> &Path {
-        &self.tree.roots[0].real
+    /// The home's real path, for programs that run on it (rsync, git);
+    /// None when the home is in an object store.
+    pub fn home_real(&self) -> Option<&Path> {
+        self.tree.roots[0].real()
+    }
+
+    /// True when anything of the user's tree lives in an object store.
+    pub fn has_object_roots(&self) -> bool {
+        self.tree.roots.iter().any(|r| r.object().is_some())
     }
 
     /// Resolves a client's (clean, absolute) virtual path. A last component
@@ -406,14 +543,16 @@ impl UserFs {
             return Err(FsError::Reserved);
         }
         let (this, vpath) = (self.clone(), vpath.to_string());
-        blocking(move || {
+        let mut e = blocking(move || {
             let e = this.walk(&vpath, follow)?;
             if is_temp_name(&String::from_utf8_lossy(&e.name)) {
                 return Err(FsError::Reserved);
             }
             Ok(e)
         })
-        .await
+        .await?;
+        e.stat_object().await?;
+        Ok(e)
     }
 
     /// The confined walk (blocking). `vpath` is clean and absolute.
@@ -421,7 +560,33 @@ impl UserFs {
         let mut links = 0u32;
         let mut todo: VecDeque<String> = components(vpath).collect();
         let mut stack = self.start(&mut todo);
-        while let Some(name) = todo.pop_front() {
+        loop {
+            let top = stack.last().expect("the stack holds a root");
+            if self.tree.roots[top.root].object().is_some() {
+                // The rest lies in an object store: no links there, so `.`
+                // and `..` are taken lexically.
+                let rest: Vec<String> = todo.drain(..).collect();
+                let full =
+                    ferry_proto::vpath::clean("/", &format!("{}/{}", top.vpath, rest.join("/")));
+                let (root, inner) = self.locate(&full);
+                if self.tree.roots[root].object().is_some() {
+                    return Ok(Entry {
+                        tree: self.tree.clone(),
+                        dir: DirFd::Object,
+                        name: inner.trim_matches('/').as_bytes().to_vec(),
+                        root,
+                        vpath: full,
+                        meta: None,
+                    });
+                }
+                // `..` led out of the store: go on from there.
+                todo = components(&full).collect();
+                stack = self.start(&mut todo);
+                continue;
+            }
+            let Some(name) = todo.pop_front() else {
+                break;
+            };
             let last = todo.is_empty();
             match name.as_str() {
                 "." => {}
@@ -454,10 +619,7 @@ impl UserFs {
                         });
                         continue;
                     }
-                    let dir = match &top.fd {
-                        DirFd::Root(i) => self.tree.roots[*i].fd.as_fd(),
-                        DirFd::Dir(fd) => fd.as_fd(),
-                    };
+                    let dir = self.frame_fd(top);
                     let fd = match rustix::fs::openat(dir, name.as_str(), STEP, Mode::empty()) {
                         Ok(fd) => fd,
                         Err(Errno::NOENT) if last => {
@@ -527,8 +689,11 @@ impl UserFs {
 
     fn frame_fd<'a>(&'a self, f: &'a Frame) -> BorrowedFd<'a> {
         match &f.fd {
-            DirFd::Root(i) => self.tree.roots[*i].fd.as_fd(),
+            DirFd::Root(i) => self.tree.roots[*i]
+                .fd()
+                .expect("object roots end the walk before"),
             DirFd::Dir(fd) => fd.as_fd(),
+            DirFd::Object => unreachable!("object roots end the walk before"),
         }
     }
 
@@ -573,8 +738,9 @@ impl UserFs {
     fn real_to_root(&self, real: &Path) -> Option<(usize, Vec<String>)> {
         let mut best: Option<(usize, usize)> = None;
         for (i, r) in self.tree.roots.iter().enumerate() {
-            if real.starts_with(&r.real) {
-                let len = r.real.components().count();
+            let Some(root_real) = r.real() else { continue };
+            if real.starts_with(root_real) {
+                let len = root_real.components().count();
                 if best.is_none_or(|(_, l)| len > l) {
                     best = Some((i, len));
                 }
@@ -596,13 +762,16 @@ impl UserFs {
     /// The real path a new symlink stores for the virtual target `vtarget`
     /// (clean, absolute): the target's place under its root, so tools that
     /// read the link outside Ferry find the same file.
-    pub(super) fn link_text(&self, vtarget: &str) -> PathBuf {
+    pub(super) fn link_text(&self, vtarget: &str) -> Result<PathBuf, FsError> {
         let (root, inner) = self.locate(vtarget);
-        let mut p = self.tree.roots[root].real.clone();
+        let mut p = self.tree.roots[root]
+            .real()
+            .ok_or(FsError::Unsupported("links into object storage"))?
+            .to_path_buf();
         for c in components(inner) {
             p.push(c);
         }
-        p
+        Ok(p)
     }
 
     /// The virtual form of a link's stored target, read at the link's

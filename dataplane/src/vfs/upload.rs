@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ferry_proto::edge::v1::UploadRecovery;
 use rustix::fs::{AtFlags, OFlags, RenameFlags};
 
+use super::object::ObjectWriter;
 use super::ops::{
-    FileReader, Meta, apply_umask, chmod_entry, chown_entry, copy_data, open_regular,
+    FileReader, Meta, ObjectFile, apply_umask, chmod_entry, chown_entry, copy_data, open_regular,
 };
 use super::scan::{register_temp, unregister_temp};
 use super::tree::Entry;
@@ -58,6 +59,9 @@ pub struct Upload {
     target: Entry,
     temp: Option<Temp>,
     file: FileReader,
+    /// Set when the target is in an object store: data goes to a
+    /// multipart upload that appears at the commit.
+    object: Option<Arc<ObjectWriter>>,
     mode: UploadMode,
     quota: UploadQuota,
     append_floor: Option<u64>,
@@ -109,6 +113,9 @@ impl Upload {
         }
         if target.is_self() {
             return Err(FsError::IsADirectory.into());
+        }
+        if target.is_object() {
+            return Self::begin_object(target, opts, agent).await;
         }
         let settings = target.tree.settings;
         let mode = if opts.read {
@@ -207,10 +214,68 @@ impl Upload {
             target,
             temp,
             file: FileReader::new(file),
+            object: None,
             mode,
             quota,
             append_floor,
             keep_existing,
+            old_size,
+            exclusive: opts.exclusive,
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// An upload into an object store: always the whole object, replaced
+    /// at the commit (nothing visible before); resumes, appends and
+    /// read-write opens cannot be done on an object.
+    async fn begin_object(
+        target: Entry,
+        opts: OpenWrite,
+        agent: &Arc<QuotaAgent>,
+    ) -> Result<Self, UploadError> {
+        if opts.read || opts.append {
+            return Err(FsError::Unsupported(
+                "resuming, appending to or reading and writing an object",
+            )
+            .into());
+        }
+        let existing = target.meta().copied();
+        let old_size = existing.map(|m| m.size);
+        let quota = agent
+            .begin_upload(
+                target.domain(),
+                existing.is_some(),
+                old_size.unwrap_or(0),
+                0,
+            )
+            .await?;
+        let writer = target
+            .object()
+            .map(|(o, inner)| o.writer(inner))
+            .expect("an object entry");
+        let file = writer.map(Arc::new).and_then(|w| {
+            let f = FileReader::for_object(ObjectFile::Write(
+                w.clone(),
+                target.tree.settings.setstat_mode,
+            ))?;
+            Ok((w, f))
+        });
+        let (writer, file) = match file {
+            Ok(o) => o,
+            Err(e) => {
+                quota.finish(old_size).await;
+                return Err(e.into());
+            }
+        };
+        Ok(Self {
+            target,
+            temp: None,
+            file,
+            object: Some(writer),
+            mode: UploadMode::Atomic,
+            quota,
+            append_floor: None,
+            keep_existing: false,
             old_size,
             exclusive: opts.exclusive,
             finished: AtomicBool::new(false),
@@ -271,6 +336,9 @@ impl Upload {
     pub async fn write_at(&self, offset: u64, data: Vec<u8>) -> Result<(), UploadError> {
         let end = self.check_end(offset, data.len() as u64)?;
         self.quota.admit(end).await?;
+        if let Some(w) = &self.object {
+            return Ok(w.write_at(offset, data.into()).await?);
+        }
         let file = self.file.file.clone();
         blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
         Ok(())
@@ -281,6 +349,12 @@ impl Upload {
     pub async fn set_len(&self, size: u64) -> Result<(), UploadError> {
         let end = self.check_end(size, 0)?;
         self.quota.admit(end).await?;
+        if let Some(w) = &self.object {
+            if w.written().await != size {
+                return Err(FsError::Unsupported("truncating an object").into());
+            }
+            return Ok(());
+        }
         let file = self.file.file.clone();
         blocking(move || Ok(rustix::fs::ftruncate(&*file, size)?)).await?;
         Ok(())
@@ -341,6 +415,19 @@ impl Upload {
     /// Applies the end to the files; returns its outcome and the size of
     /// the regular file left at the target.
     async fn finish_files(&self, end: End) -> (Result<(), FsError>, Option<u64>) {
+        if let Some(w) = &self.object {
+            // The old object (if any) stays unless a commit replaces it.
+            return match end {
+                End::Commit => match w.finish().await {
+                    Ok(n) => (Ok(()), Some(n)),
+                    Err(e) => (Err(e), self.old_size),
+                },
+                End::Discard | End::Undo => {
+                    w.abort().await;
+                    (Ok(()), self.old_size)
+                }
+            };
+        }
         let target = self.target.clone();
         let temp = self.temp.as_ref().map(|t| (t.name.clone(), t.meta));
         let (keep_existing, old_size, exclusive) =
@@ -401,6 +488,7 @@ impl Drop for Upload {
         if !self.finished.load(Ordering::Acquire) {
             // Every protocol ends its uploads; one dropped unended (a task
             // aborted mid-way) still leaves no temporary file registered.
+            // (An object upload is aborted by its writer's own drop.)
             if let Some(t) = &self.temp {
                 let _ =
                     rustix::fs::unlinkat(self.target.dirfd(), t.name.as_slice(), AtFlags::empty());
