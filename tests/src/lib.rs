@@ -861,3 +861,28 @@ pub fn open_tcp_on(port: u16) -> usize {
         })
         .count()
 }
+
+/// Runs an `sftp` login that must be refused at authentication: asserts the
+/// client failed with OpenSSH's `Permission denied (…)` (not a later error)
+/// and returns the client's output.
+pub fn refused_login(port: u16, user: &str, cred: &Cred) -> String {
+    let out = sftp_batch(port, user, cred, "pwd\n", &[]);
+    let text = describe(&out);
+    assert!(!out.status.success(), "{user} was let in: {text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{user} was not refused at authentication: {text}"
+    );
+    text
+}
+
+/// True when `logs` hold a `login failed`/`login refused` line for `user`
+/// that gives `reason`.
+pub fn refusal_logged(logs: &str, user: &str, reason: &str) -> bool {
+    logs.lines().any(|l| {
+        (l.contains("login failed") || l.contains("login refused"))
+            && (l.contains(&format!("\"user\":\"{user}\""))
+                || l.contains(&format!("\"username\":\"{user}\"")))
+            && l.contains(reason)
+    })
+}

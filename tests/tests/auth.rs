@@ -187,8 +187,17 @@ fn password_switch_keyboard_interactive_and_max_auth_tries() {
     // Password is not offered; the keyboard-interactive prompt still is.
     let s = auth_steps(port, "pia", &[password("pia-pw"), ki("pia-pw")], None);
     assert_eq!(results(&s), ["ok", "denied", "ok", ""], "{s:?}");
-    let (ok, _) = sftp1(port, "pia", &pw("pia-pw"), "ls");
-    assert!(!ok, "password logins are off");
+    // Password logins are off: the server does not offer the method.
+    let out = refused_login(port, "pia", &pw("pia-pw"));
+    let offered = out
+        .split("Permission denied (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_default();
+    assert!(
+        offered.contains("publickey") && !offered.split(',').any(|m| m == "password"),
+        "{out}"
+    );
     let out = Command::new("sshpass")
         .args(["-p", "pia-pw", "sftp"])
         .args([

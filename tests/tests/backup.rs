@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use ferry_tests::*;
 use serde_json::{Value, json};
@@ -501,6 +502,10 @@ fn import_system_users_keeps_verifiable_hashes_and_keys() {
     }
     let (ok, out) = sftp1(t.sftp_port(), "carl", &Cred::Key(key), "pwd");
     assert!(ok, "carl: {out}");
-    let (ok, _) = sftp1(t.sftp_port(), "alice", &pw("wrong"), "pwd");
-    assert!(!ok);
+    refused_login(t.sftp_port(), "alice", &pw("wrong"));
+    let logs = wait_for(Duration::from_secs(10), || {
+        let l = t.logs();
+        refusal_logged(&l, "alice", "invalid password").then_some(l)
+    });
+    assert!(logs.is_some(), "no refusal logged:\n{}", t.logs());
 }

@@ -28,7 +28,7 @@ fn json_lines_in_a_file_fail2ban_and_no_secrets() {
     let home = dir.path().join("homes/lena");
     api.add_user(user_json("lena", "lena-secret-pw", &home));
     for guess in ["guess-one-pw", "guess-two-pw", "guess-three-pw"] {
-        assert!(!sftp1(sftp, "lena", &pw(guess), "pwd").0);
+        refused_login(sftp, "lena", &pw(guess));
     }
     let file = dir.path().join("up.bin");
     random_file(&file, 4096);

@@ -460,10 +460,12 @@ fn a_killed_edge_frees_its_lease_and_reservation_and_leaves_no_partial_file() {
         (written && !temp_uploads(&home).is_empty()).then_some(())
     });
     assert!(seen.is_some(), "upload not seen:\n{}", t.logs());
-    assert!(
-        !sftp1(edge1, "kim", &c, "pwd").0,
-        "max_sessions=1 holds across edges"
-    );
+    // max_sessions=1 holds across edges.
+    refused_login(edge1, "kim", &c);
+    let logged = wait_for(Duration::from_secs(10), || {
+        refusal_logged(&t.logs(), "kim", "too many open sessions").then_some(())
+    });
+    assert!(logged.is_some(), "{}", t.logs());
     let killed = Instant::now();
     t.kill_edge(0);
     assert!(!uploader.join().unwrap(), "the upload died with its edge");
