@@ -276,12 +276,10 @@ pub async fn apply_batch(state: &AppState, u: UsageDelta) {
 pub async fn recover_orphans(state: &AppState) {
     for (username, uploads) in state.fleet.due_orphans() {
         let found = match state.store.user(username.clone()).await {
-            Ok(u) => crate::groups::effective(&state.store, u)
-                .await
-                .map(|(u, f)| (u.data.home_dir, crate::users::virtual_folders(&f))),
+            Ok(u) => crate::groups::effective(&state.store, u).await,
             Err(e) => Err(e),
         };
-        let (home_dir, virtual_folders) = match found {
+        let (user, folders) = match found {
             Ok(found) => found,
             Err(StoreError::NotFound) => continue,
             Err(e) => {
@@ -290,6 +288,23 @@ pub async fn recover_orphans(state: &AppState) {
                 continue;
             }
         };
+        // Storage settings that cannot be used now will not be usable at
+        // the next try either: the uploads are dropped, and said so.
+        let roots = crate::storage::stored_storage(&user.data.filesystem)
+            .and_then(|s| Ok((s, crate::users::virtual_folders(&folders)?)));
+        let (storage, virtual_folders) = match roots {
+            Ok(roots) => roots,
+            Err(e) => {
+                tracing::warn!(
+                    username,
+                    uploads = uploads.len(),
+                    error = e,
+                    "uploads of a vanished edge not recovered: the storage settings cannot be used"
+                );
+                continue;
+            }
+        };
+        let home_dir = user.data.home_dir;
         let count = uploads.len();
         let msg = ControlMessage {
             kind: Some(control_message::Kind::RecoverUploads(RecoverUploads {
@@ -297,7 +312,7 @@ pub async fn recover_orphans(state: &AppState) {
                 home_dir,
                 uploads: uploads.clone(),
                 virtual_folders,
-                storage: None,
+                storage,
             })),
         };
         if state.fleet.send_to_any_edge(msg) {
@@ -352,6 +367,8 @@ pub enum ScanError {
     Running,
     /// No edge is attached to walk the storage.
     NoEdge,
+    /// An object store's settings cannot be used (the text says which).
+    Storage(String),
     Store(StoreError),
 }
 
@@ -368,19 +385,31 @@ pub async fn start_scan(
     username: String,
     folder: String,
 ) -> Result<(), ScanError> {
-    let paths = if folder.is_empty() {
+    // Each root is a local path or an object store, never both.
+    let mut paths = Vec::new();
+    let mut stores = Vec::new();
+    let mut add_root = |path: String, filesystem: &str, what: &str| {
+        match crate::storage::stored_storage(filesystem) {
+            Ok(Some(s)) => stores.push(s),
+            Ok(None) => paths.push(path),
+            Err(e) => return Err(ScanError::Storage(format!("{what}: {e}"))),
+        }
+        Ok(())
+    };
+    if folder.is_empty() {
         let user = state.store.user(username.clone()).await?;
         let (user, folders) = crate::groups::effective(&state.store, user).await?;
-        let mut paths = vec![user.data.home_dir.clone()];
+        add_root(user.data.home_dir, &user.data.filesystem, "the home")?;
         for (f, m) in folders {
             if m.quota_size < 0 {
-                paths.push(f.data.path);
+                let what = format!("folder {:?}", f.data.name);
+                add_root(f.data.path, &f.data.filesystem, &what)?;
             }
         }
-        paths
     } else {
-        vec![state.store.folder(folder.clone()).await?.data.path]
-    };
+        let f = state.store.folder(folder.clone()).await?;
+        add_root(f.data.path, &f.data.filesystem, "the folder")?;
+    }
     let key = domain_key(&username, &folder);
     let scan_id = crate::random_token(12);
     {
@@ -412,7 +441,7 @@ pub async fn start_scan(
             scan_id: scan_id.clone(),
             paths,
             uploads_in_progress: state.fleet.temp_names_in_progress(),
-            stores: Vec::new(),
+            stores,
         })),
     };
     if !state.fleet.send_to_any_edge(msg) {
