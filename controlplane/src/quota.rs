@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::edge::v1::{
     ControlMessage, QuotaScanned, QuotaStatusResponse, RecoverUploads, ReserveRequest,
-    ReserveResponse, ScanQuota, SettleRequest, UsageDelta, control_message,
+    ReserveResponse, ScanQuota, SettleRequest, Storage, UsageDelta, control_message,
 };
 
 use crate::AppState;
@@ -378,6 +378,62 @@ impl From<StoreError> for ScanError {
     }
 }
 
+/// A root a quota scan walks, as stored.
+#[derive(Debug, Clone)]
+struct ScanRoot {
+    path: String,
+    /// The stored `filesystem` (JSON text).
+    filesystem: String,
+    /// What to call it in errors.
+    what: String,
+}
+
+impl ScanRoot {
+    fn of_folder(f: &crate::store::FolderRow) -> Self {
+        ScanRoot {
+            path: f.data.path.clone(),
+            filesystem: f.data.filesystem.clone(),
+            what: format!("folder {:?}", f.data.name),
+        }
+    }
+}
+
+/// What a user's scan counts: the home, and the folders counted in the
+/// user's quota (-1); folders with their own quota are scanned on their own.
+fn user_scan_roots(
+    user: &crate::store::UserRow,
+    folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+) -> Vec<ScanRoot> {
+    let home = ScanRoot {
+        path: user.data.home_dir.clone(),
+        filesystem: user.data.filesystem.clone(),
+        what: "the home".into(),
+    };
+    std::iter::once(home)
+        .chain(
+            folders
+                .iter()
+                .filter(|(_, m)| m.quota_size < 0)
+                .map(|(f, _)| ScanRoot::of_folder(f)),
+        )
+        .collect()
+}
+
+/// `ScanQuota`'s `paths` (local roots) and `stores` (object-backed roots,
+/// secrets opened): each root is one or the other, never both.
+fn split_roots(roots: Vec<ScanRoot>) -> Result<(Vec<String>, Vec<Storage>), String> {
+    let mut paths = Vec::new();
+    let mut stores = Vec::new();
+    for root in roots {
+        match crate::storage::stored_storage(&root.filesystem) {
+            Ok(Some(s)) => stores.push(s),
+            Ok(None) => paths.push(root.path),
+            Err(e) => return Err(format!("{}: {e}", root.what)),
+        }
+    }
+    Ok((paths, stores))
+}
+
 /// Starts a quota scan of a user (empty `folder`: the home and the folders
 /// counted in the user's quota) or of a folder, walked by an attached edge.
 pub async fn start_scan(
@@ -385,31 +441,15 @@ pub async fn start_scan(
     username: String,
     folder: String,
 ) -> Result<(), ScanError> {
-    // Each root is a local path or an object store, never both.
-    let mut paths = Vec::new();
-    let mut stores = Vec::new();
-    let mut add_root = |path: String, filesystem: &str, what: &str| {
-        match crate::storage::stored_storage(filesystem) {
-            Ok(Some(s)) => stores.push(s),
-            Ok(None) => paths.push(path),
-            Err(e) => return Err(ScanError::Storage(format!("{what}: {e}"))),
-        }
-        Ok(())
-    };
-    if folder.is_empty() {
+    let roots = if folder.is_empty() {
         let user = state.store.user(username.clone()).await?;
         let (user, folders) = crate::groups::effective(&state.store, user).await?;
-        add_root(user.data.home_dir, &user.data.filesystem, "the home")?;
-        for (f, m) in folders {
-            if m.quota_size < 0 {
-                let what = format!("folder {:?}", f.data.name);
-                add_root(f.data.path, &f.data.filesystem, &what)?;
-            }
-        }
+        user_scan_roots(&user, &folders)
     } else {
         let f = state.store.folder(folder.clone()).await?;
-        add_root(f.data.path, &f.data.filesystem, "the folder")?;
-    }
+        vec![ScanRoot::of_folder(&f)]
+    };
+    let (paths, stores) = split_roots(roots).map_err(ScanError::Storage)?;
     let key = domain_key(&username, &folder);
     let scan_id = crate::random_token(12);
     {
@@ -530,6 +570,66 @@ pub async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{FolderData, FolderRow, Mapping, UserData, UserRow};
+
+    fn folder(name: &str, filesystem: serde_json::Value, quota: i64) -> (FolderRow, Mapping) {
+        (
+            FolderRow {
+                id: 1,
+                data: FolderData {
+                    name: name.into(),
+                    description: String::new(),
+                    path: format!("/srv/{name}"),
+                    used_quota_size: 0,
+                    used_quota_files: 0,
+                    last_quota_update: 0,
+                    filesystem: filesystem.to_string(),
+                },
+            },
+            Mapping {
+                folder: name.into(),
+                virtual_path: format!("/{name}"),
+                quota_size: quota,
+                quota_files: quota,
+            },
+        )
+    }
+
+    /// A user's scan lists local roots as paths and object-backed ones as
+    /// stores, never a local path for an object-backed root; folders with
+    /// their own quota are left to their own scans.
+    #[test]
+    fn scans_walk_local_paths_and_list_object_stores() {
+        let s3 = |bucket: &str| serde_json::json!({"provider": 1, "s3config": {"bucket": bucket, "region": "r"}});
+        let mut user = UserRow {
+            id: 1,
+            data: UserData::new("ann", "/home/ann"),
+        };
+        let folders = vec![
+            folder("local", serde_json::json!({"provider": 0}), -1),
+            folder("cloud", s3("in-quota"), -1),
+            folder("own", s3("own-quota"), 0),
+        ];
+        let (paths, stores) = split_roots(user_scan_roots(&user, &folders)).unwrap();
+        assert_eq!(paths, ["/home/ann", "/srv/local"]);
+        let buckets: Vec<&str> = stores.iter().map(|s| s.bucket.as_str()).collect();
+        assert_eq!(buckets, ["in-quota"]);
+        user.data.filesystem = s3("home").to_string();
+        let (paths, stores) = split_roots(user_scan_roots(&user, &folders)).unwrap();
+        assert_eq!(
+            paths,
+            ["/srv/local"],
+            "no local path for an object-backed home"
+        );
+        let buckets: Vec<&str> = stores.iter().map(|s| s.bucket.as_str()).collect();
+        assert_eq!(buckets, ["home", "in-quota"]);
+        let (paths, stores) = split_roots(vec![ScanRoot::of_folder(&folders[2].0)]).unwrap();
+        assert!(paths.is_empty() && stores[0].bucket == "own-quota");
+        // Settings that cannot be used name the root.
+        user.data.filesystem = r#"{"provider": 1, "s3config": {"region": "r"}}"#.into();
+        let err = split_roots(user_scan_roots(&user, &[])).unwrap_err();
+        assert_eq!(err, "the home: filesystem.s3config.bucket is required");
+    }
 
     #[test]
     fn an_upload_is_settled_once() {

@@ -97,15 +97,26 @@ pub fn is_object_backed(stored: &str) -> bool {
     serde_json::from_str::<Value>(stored).is_ok_and(|fs| provider_of(&fs) != 0)
 }
 
+/// An integer, also written as `5.0` (JSON Schema's integers; the typed
+/// REST fields accept it too).
+fn integer(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 /// One field as given, checked against its kind; None drops it (null, or an
 /// empty secret).
 fn field_value(field: &str, kind: Kind, v: &Value) -> Result<Option<Value>, String> {
-    if v.is_null() {
-        return Ok(None);
-    }
     let ok = match kind {
+        _ if v.is_null() => return Ok(None),
         Text => v.is_string(),
-        Int => v.is_i64(),
+        Int => match integer(v) {
+            Some(n) => return Ok(Some(n.into())),
+            None => false,
+        },
         Bool => v.is_boolean(),
         Secret => return secret_value(field, v),
     };
@@ -160,7 +171,7 @@ pub fn normalize(fs: Option<Value>) -> Result<Value, String> {
     };
     let provider = match given.get("provider") {
         None | Some(Value::Null) => 0,
-        Some(v) => v.as_i64().ok_or("filesystem.provider must be an integer")?,
+        Some(v) => integer(v).ok_or("filesystem.provider must be an integer")?,
     };
     let provider = shared::check_provider(provider).map_err(|e| e.to_string())?;
     let mut out = Map::new();
@@ -352,7 +363,7 @@ mod tests {
     #[test]
     fn only_the_providers_sub_object_is_kept() {
         let fs = normalize(Some(json!({
-            "provider": 1,
+            "provider": 1.0,
             "s3config": {"bucket": "b", "region": "r", "key_prefix": "a//b", "colour": "red",
                          "storage_class": " STANDARD ", "endpoint": null},
             "gcsconfig": {"bucket": "other"},
@@ -407,6 +418,10 @@ mod tests {
             ),
             (
                 s3(json!({"upload_part_size": "5"})),
+                "filesystem.s3config.upload_part_size must be an integer",
+            ),
+            (
+                s3(json!({"upload_part_size": 5.5})),
                 "filesystem.s3config.upload_part_size must be an integer",
             ),
             (
@@ -527,7 +542,7 @@ mod tests {
             "bucket": "b", "region": "eu-west-1", "endpoint": "http://127.0.0.1:9000",
             "access_key": "AK", "access_secret": plain("SK"), "session_token": "ST",
             "key_prefix": "users/ann", "storage_class": "STANDARD_IA", "acl": "private",
-            "upload_part_size": 8, "upload_concurrency": 3, "download_part_size": 16,
+            "upload_part_size": 8.0, "upload_concurrency": 3, "download_part_size": 16,
             "download_concurrency": 4, "force_path_style": true, "skip_tls_verify": true,
             "role_arn": "arn:aws:iam::1:role/r"}}))
         .unwrap()
