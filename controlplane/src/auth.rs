@@ -726,10 +726,18 @@ async fn grant(
     // The stored name: an external hook may map a login name to another user.
     let username = user.data.username.clone();
     // Homes from group templates (and rows stored before the check existed)
-    // are checked as the edge would open them.
-    let reach = crate::server_paths::check_inside("home_dir", &user.data.home_dir).and_then(|()| {
+    // are checked as the edge would open them. Roots kept in an object store
+    // are never opened on disk: their paths are only names.
+    let local = |fs: &str| !crate::storage::is_object_backed(fs);
+    let home = if local(&user.data.filesystem) {
+        crate::server_paths::check_inside("home_dir", &user.data.home_dir)
+    } else {
+        Ok(())
+    };
+    let reach = home.and_then(|()| {
         folders
             .iter()
+            .filter(|(f, _)| local(&f.data.filesystem))
             .try_for_each(|(f, _)| crate::server_paths::check_inside("mapped_path", &f.data.path))
     });
     if let Err(e) = reach {
@@ -742,6 +750,19 @@ async fn grant(
             "the home or a virtual folder is inside Ferry's own directories",
         ));
     }
+    // Before the lease: a storage that cannot be used (a secret that no
+    // longer opens) refuses the login without holding a session slot.
+    let policy = match crate::users::session_policy(user, &folders, ip) {
+        Ok(policy) => policy,
+        Err(e) => {
+            warn!(
+                username,
+                error = e,
+                "login refused: the user's storage settings cannot be used"
+            );
+            return Ok(rejected("the user's storage settings cannot be used"));
+        }
+    };
     let Some((lease_id, expires)) =
         state
             .fleet
@@ -781,7 +802,7 @@ async fn grant(
     );
     Ok(LoginResponse {
         outcome: LoginOutcome::Accepted as i32,
-        policy: Some(crate::users::session_policy(user, &folders, ip)),
+        policy: Some(policy),
         lease: Some(SessionLease {
             lease_id,
             expires_at_ms,

@@ -592,6 +592,7 @@ pub async fn restore(
                 crate::quota::ScanError::NoEdge => {
                     "no edge is attached to walk the storage".to_string()
                 }
+                crate::quota::ScanError::Storage(e) => e,
                 crate::quota::ScanError::Store(e) => e.to_string(),
             };
             notes.push(format!("user {u:?}: quota scan not started: {why}"));
@@ -618,6 +619,51 @@ mod tests {
         assert!(Mode::parse(Some("3")).is_err());
         assert_eq!(ScanQuota::parse(Some("2")).unwrap(), ScanQuota::WithLimits);
         assert!(ScanQuota::parse(Some("x")).is_err());
+    }
+
+    /// Cloud secrets Ferry cannot open (SFTPGo 1.x's `$aes$` strings, a v2
+    /// backup's KMS-sealed secrets) refuse the object, naming it, rather
+    /// than being stored unusable; plain ones are restored.
+    #[tokio::test]
+    async fn cloud_secrets_that_cannot_be_opened_refuse_the_import() {
+        let user = |fs: Value| {
+            json!({"users": [{"username": "s3u", "password": "p", "home_dir": "/srv/s3u",
+                              "permissions": {"/": ["*"]}, "filesystem": fs}]})
+        };
+        let s3 = |secret: Value| {
+            json!({"provider": 1, "s3config": {"bucket": "b", "region": "r",
+                                               "access_key": "AK", "access_secret": secret}})
+        };
+        let e = prepare(&user(s3(json!("$aes$6c4f2b"))))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("users[0] (\"s3u\"): filesystem.s3config.access_secret is a value SFTPGo 1.x encrypted"),
+            "{e}"
+        );
+        let sealed_by_sftpgo = json!({"status": "AES-256-GCM", "payload": "a1b2c3",
+                                      "key": "d4e5f6", "additional_data": "s3u", "mode": 0});
+        let e = prepare(&user(s3(sealed_by_sftpgo))).await.err().unwrap();
+        assert!(
+            e.contains(
+                "filesystem.s3config.access_secret is encrypted by another key management service"
+            ),
+            "{e}"
+        );
+        let folder = json!({"folders": [{"name": "az", "filesystem": {"provider": 3,
+            "azblobconfig": {"container": "c", "account_name": "a",
+                             "account_key": {"status": "Secretbox", "payload": "x"}}}}]});
+        let e = prepare(&folder).await.err().unwrap();
+        assert!(
+            e.starts_with("folders[0] (\"az\"): filesystem.azblobconfig.account_key is encrypted"),
+            "{e}"
+        );
+        let ok = prepare(&user(s3(json!({"status": "Plain", "payload": "SK"}))))
+            .await
+            .unwrap();
+        let stored: Value = serde_json::from_str(&ok.plan.users[0].data.filesystem).unwrap();
+        assert_eq!(stored["s3config"]["bucket"], "b");
     }
 
     #[tokio::test]

@@ -24,12 +24,30 @@ pub fn install(keys: crate::secrets::KeyRing) {
     let _ = KEYS.set(keys);
 }
 
+/// Installs a fixed key for unit tests (every test that needs one calls
+/// this, so whichever runs first installs the same key).
+#[cfg(test)]
+pub fn install_test_keys() {
+    let primary = crate::secrets::SecretsConfig {
+        master_key: "unit tests' master key, 32+ characters".into(),
+        ..Default::default()
+    }
+    .master_key()
+    .expect("a valid test key")
+    .expect("a key");
+    install(crate::secrets::KeyRing {
+        primary,
+        previous: None,
+        generated: None,
+    });
+}
+
 fn master_key() -> Option<&'static crate::secrets::MasterKey> {
     KEYS.get().map(|k| &k.primary)
 }
 
 /// True for an object shaped like SFTPGo's `Secret`.
-fn is_secret(m: &Map<String, Value>) -> bool {
+pub fn is_secret(m: &Map<String, Value>) -> bool {
     m.get("status").is_some_and(Value::is_string)
         && m.keys().all(|k| {
             matches!(
@@ -95,6 +113,47 @@ pub fn reveal(v: &mut Value) {
             m.insert("payload".into(), Value::String(plain));
         }
     });
+}
+
+/// The clear value of one stored secret (`field` names it in errors), for
+/// what an edge must be given: None when absent or empty. A secret sealed by
+/// another KMS (an SFTPGo backup's `Secretbox`, `AWS`, … or SFTPGo's own
+/// `AES-256-GCM` with its `key`) cannot be opened here and is refused, as is
+/// a redacted one (never stored: [`prepare`] replaces it).
+pub fn open_secret(v: &Value, field: &str) -> Result<Option<String>, String> {
+    let m = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::Object(m) if m.is_empty() => return Ok(None),
+        Value::Object(m) if is_secret(m) => m,
+        _ => {
+            return Err(format!(
+                "{field} must be a secret: {{\"status\": \"Plain\", \"payload\": \"…\"}}"
+            ));
+        }
+    };
+    match status(m) {
+        "" if payload(m).is_empty() => Ok(None),
+        PLAIN => Ok(Some(payload(m).to_string()).filter(|p| !p.is_empty())),
+        SEALED_STATUS if crate::secrets::is_sealed(payload(m)) => {
+            let keys = KEYS
+                .get()
+                .ok_or_else(|| format!("{field} is sealed and no master key is loaded"))?;
+            keys.open(payload(m), AAD)
+                .map(|(plain, _)| Some(plain))
+                .map_err(|_| {
+                    format!("{field} cannot be opened: it was sealed with another master key")
+                })
+        }
+        REDACTED => Err(format!(
+            "{field} is redacted: send the secret as {{\"status\": \"Plain\", \"payload\": \"…\"}}"
+        )),
+        other => Err(format!(
+            "{field} is encrypted by another key management service (status {other:?}, e.g. \
+             SFTPGo's), which Ferry cannot open: send it as {{\"status\": \"Plain\", \
+             \"payload\": \"…\"}} (SFTPGo shows it in the clear with confidential_data=1)"
+        )),
+    }
 }
 
 /// Readies secrets sent by a client for storage: a redacted one takes the

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::store::{FolderData, FolderRow, Mapping, NewMapping};
 
 fn empty_object_filesystem() -> Value {
-    serde_json::json!({"provider": 0})
+    crate::storage::local()
 }
 
 /// A folder as clients send it; counters and `users` may be present (GET-
@@ -96,21 +96,6 @@ fn validate_mapped_path(path: &str) -> Result<(), String> {
     crate::server_paths::check_inside("mapped_path", path)
 }
 
-fn validate_filesystem(fs: Option<Value>) -> Result<Value, String> {
-    match fs {
-        None | Some(Value::Null) => Ok(empty_object_filesystem()),
-        Some(Value::Object(obj)) => {
-            match obj.get("provider").and_then(Value::as_i64).unwrap_or(0) {
-                0 => Ok(Value::Object(obj)),
-                p => Err(format!(
-                    "filesystem provider {p} is not supported yet: only 0 (local) is"
-                )),
-            }
-        }
-        Some(_) => Err("filesystem must be a JSON object".into()),
-    }
-}
-
 impl FolderInput {
     /// The row to store; on update the name cannot change and the counters
     /// carry over.
@@ -125,8 +110,12 @@ impl FolderInput {
                 self.name
             }
         };
-        validate_mapped_path(&self.mapped_path)?;
-        let mut filesystem = validate_filesystem(self.filesystem)?;
+        let mut filesystem = crate::storage::normalize(self.filesystem)?;
+        // SFTPGo's rule: a folder in an object store needs no mapped_path
+        // (one given is still checked like a local one).
+        if crate::storage::provider_of(&filesystem) == 0 || !self.mapped_path.is_empty() {
+            validate_mapped_path(&self.mapped_path)?;
+        }
         crate::confidential::prepare(
             &mut filesystem,
             existing
@@ -134,6 +123,8 @@ impl FolderInput {
                 .as_ref(),
             "filesystem",
         )?;
+        // Checks the values, and that every secret opens for the edge.
+        crate::storage::storage_of(&filesystem)?;
         let carried = existing.map(|r| &r.data);
         Ok(FolderData {
             name,

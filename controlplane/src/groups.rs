@@ -5,7 +5,9 @@
 //! ([`effective`]), so every edge enforces the merged user:
 //!
 //! - primary only: `home_dir` (replaces the user's; `%username%` is replaced),
-//!   numeric limits where the user has 0, `max_upload_file_size` where unset;
+//!   a non-local `filesystem` (replaces the user's; `%username%` is replaced
+//!   in its key prefix), numeric limits where the user has 0,
+//!   `max_upload_file_size` where unset;
 //! - primary and secondary: virtual folders on virtual paths the user does
 //!   not use, permissions for paths the user does not define (`/` only from
 //!   the primary), file patterns, bandwidth limits per source, allowed and
@@ -167,7 +169,7 @@ pub fn refs_view(refs: &[GroupRef]) -> Vec<Value> {
 }
 
 fn validate_settings(v: Option<Value>) -> Result<Map<String, Value>, String> {
-    let obj = match v {
+    let mut obj = match v {
         None | Some(Value::Null) => return Ok(Map::new()),
         Some(Value::Object(o)) => o,
         Some(_) => return Err("user_settings must be a JSON object".into()),
@@ -220,14 +222,9 @@ fn validate_settings(v: Option<Value>) -> Result<Map<String, Value>, String> {
             .map_err(|e| format!("user_settings.filters: {e}"))?;
     }
     if let Some(fs) = obj.get("filesystem") {
-        match fs.get("provider").and_then(Value::as_i64).unwrap_or(0) {
-            0 => {}
-            p => {
-                return Err(format!(
-                    "user_settings.filesystem: provider {p} is not supported yet: only 0 (local) is"
-                ));
-            }
-        }
+        let fs = crate::storage::normalize(Some(fs.clone()))
+            .map_err(|e| format!("user_settings.{e}"))?;
+        obj.insert("filesystem".into(), fs);
     }
     Ok(obj)
 }
@@ -258,6 +255,11 @@ impl GroupInput {
                 .as_ref(),
             "user_settings",
         )?;
+        // Checks the values (`%username%` stays in the prefix until login),
+        // and that every secret opens for the edge.
+        if let Some(fs) = settings.get("filesystem") {
+            crate::storage::storage_of(fs).map_err(|e| format!("user_settings.{e}"))?;
+        }
         let mappings = crate::folders::validate_mappings(self.virtual_folders)?
             .into_iter()
             .map(|m| m.mapping)
@@ -303,6 +305,12 @@ pub fn merge(row: &mut UserRow, folders: &mut Vec<(FolderRow, Mapping)>, groups:
                 && !home.is_empty()
             {
                 d.home_dir = home.replace("%username%", &d.username);
+            }
+            // A non-local filesystem replaces the user's (SFTPGo's rule).
+            if let Some(fs) = settings.get("filesystem")
+                && crate::storage::provider_of(fs) != 0
+            {
+                d.filesystem = crate::storage::for_member(fs, &d.username).to_string();
             }
             for key in LIMITS {
                 let Some(v) = settings.get(*key).and_then(Value::as_i64) else {
@@ -540,6 +548,72 @@ mod tests {
             mounted,
             [("mine", "/shared"), ("team", "/team"), ("x", "/x")],
             "the user's own mount wins; memberships bring nothing"
+        );
+    }
+
+    /// A primary group's object storage replaces the member's filesystem,
+    /// `%username%` in its prefix; a secondary's, or a local one, does not.
+    #[test]
+    fn object_storage_is_inherited_from_the_primary_group() {
+        crate::confidential::install_test_keys();
+        let settings = |fs: Value| {
+            let (data, _) = serde_json::from_value::<GroupInput>(
+                serde_json::json!({"name": "g", "user_settings": {"filesystem": fs}}),
+            )
+            .unwrap()
+            .validate(None)
+            .unwrap();
+            GroupRow { id: 1, data }
+        };
+        let s3 = settings(
+            serde_json::json!({"provider": 1, "s3config": {"bucket": "shared",
+            "region": "r", "key_prefix": "users/%username%", "access_key": "AK",
+            "access_secret": {"status": "Plain", "payload": "SK"}}}),
+        );
+        assert!(
+            !s3.data.user_settings.contains("\"SK\""),
+            "sealed: {}",
+            s3.data.user_settings
+        );
+        let azure = settings(serde_json::json!({"provider": 3, "azblobconfig": {
+            "container": "c", "use_emulator": true}}));
+        let member = |groups: Vec<MemberGroup>| {
+            let mut row = UserRow {
+                id: 1,
+                data: UserData::new("ann", "/home/ann"),
+            };
+            merge(&mut row, &mut Vec::new(), &groups);
+            crate::users::session_policy(&row, &[], None)
+                .unwrap()
+                .storage
+        };
+        let as_type = |group: &GroupRow, group_type| MemberGroup {
+            group: group.clone(),
+            group_type,
+            folders: Vec::new(),
+        };
+        let got = member(vec![as_type(&s3, PRIMARY)]).unwrap();
+        assert_eq!(
+            (
+                got.provider,
+                got.bucket.as_str(),
+                got.key_prefix.as_str(),
+                got.secret.as_str()
+            ),
+            (1, "shared", "users/ann/", "SK")
+        );
+        assert_eq!(member(vec![as_type(&azure, SECONDARY)]), None);
+        let local = settings(serde_json::json!({"provider": 0}));
+        assert_eq!(member(vec![as_type(&local, PRIMARY)]), None);
+        // Bad templates are refused naming the field.
+        let err = serde_json::from_value::<GroupInput>(serde_json::json!({"name": "g",
+            "user_settings": {"filesystem": {"provider": 3, "azblobconfig": {}}}}))
+        .unwrap()
+        .validate(None)
+        .unwrap_err();
+        assert!(
+            err.starts_with("user_settings.filesystem.azblobconfig.container is required"),
+            "{err}"
         );
     }
 

@@ -32,6 +32,7 @@ pub mod rest;
 pub mod rest_listener;
 pub mod secrets;
 pub mod server_paths;
+pub mod storage;
 pub mod store;
 pub mod sysusers;
 pub mod users;

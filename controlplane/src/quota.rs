@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::edge::v1::{
     ControlMessage, QuotaScanned, QuotaStatusResponse, RecoverUploads, ReserveRequest,
-    ReserveResponse, ScanQuota, SettleRequest, UsageDelta, control_message,
+    ReserveResponse, ScanQuota, SettleRequest, Storage, UsageDelta, control_message,
 };
 
 use crate::AppState;
@@ -276,12 +276,10 @@ pub async fn apply_batch(state: &AppState, u: UsageDelta) {
 pub async fn recover_orphans(state: &AppState) {
     for (username, uploads) in state.fleet.due_orphans() {
         let found = match state.store.user(username.clone()).await {
-            Ok(u) => crate::groups::effective(&state.store, u)
-                .await
-                .map(|(u, f)| (u.data.home_dir, crate::users::virtual_folders(&f))),
+            Ok(u) => crate::groups::effective(&state.store, u).await,
             Err(e) => Err(e),
         };
-        let (home_dir, virtual_folders) = match found {
+        let (user, folders) = match found {
             Ok(found) => found,
             Err(StoreError::NotFound) => continue,
             Err(e) => {
@@ -290,6 +288,23 @@ pub async fn recover_orphans(state: &AppState) {
                 continue;
             }
         };
+        // Storage settings that cannot be used now will not be usable at
+        // the next try either: the uploads are dropped, and said so.
+        let roots = crate::storage::stored_storage(&user.data.filesystem)
+            .and_then(|s| Ok((s, crate::users::virtual_folders(&folders)?)));
+        let (storage, virtual_folders) = match roots {
+            Ok(roots) => roots,
+            Err(e) => {
+                tracing::warn!(
+                    username,
+                    uploads = uploads.len(),
+                    error = e,
+                    "uploads of a vanished edge not recovered: the storage settings cannot be used"
+                );
+                continue;
+            }
+        };
+        let home_dir = user.data.home_dir;
         let count = uploads.len();
         let msg = ControlMessage {
             kind: Some(control_message::Kind::RecoverUploads(RecoverUploads {
@@ -297,7 +312,7 @@ pub async fn recover_orphans(state: &AppState) {
                 home_dir,
                 uploads: uploads.clone(),
                 virtual_folders,
-                storage: None,
+                storage,
             })),
         };
         if state.fleet.send_to_any_edge(msg) {
@@ -352,6 +367,8 @@ pub enum ScanError {
     Running,
     /// No edge is attached to walk the storage.
     NoEdge,
+    /// An object store's settings cannot be used (the text says which).
+    Storage(String),
     Store(StoreError),
 }
 
@@ -361,6 +378,62 @@ impl From<StoreError> for ScanError {
     }
 }
 
+/// A root a quota scan walks, as stored.
+#[derive(Debug, Clone)]
+struct ScanRoot {
+    path: String,
+    /// The stored `filesystem` (JSON text).
+    filesystem: String,
+    /// What to call it in errors.
+    what: String,
+}
+
+impl ScanRoot {
+    fn of_folder(f: &crate::store::FolderRow) -> Self {
+        ScanRoot {
+            path: f.data.path.clone(),
+            filesystem: f.data.filesystem.clone(),
+            what: format!("folder {:?}", f.data.name),
+        }
+    }
+}
+
+/// What a user's scan counts: the home, and the folders counted in the
+/// user's quota (-1); folders with their own quota are scanned on their own.
+fn user_scan_roots(
+    user: &crate::store::UserRow,
+    folders: &[(crate::store::FolderRow, crate::store::Mapping)],
+) -> Vec<ScanRoot> {
+    let home = ScanRoot {
+        path: user.data.home_dir.clone(),
+        filesystem: user.data.filesystem.clone(),
+        what: "the home".into(),
+    };
+    std::iter::once(home)
+        .chain(
+            folders
+                .iter()
+                .filter(|(_, m)| m.quota_size < 0)
+                .map(|(f, _)| ScanRoot::of_folder(f)),
+        )
+        .collect()
+}
+
+/// `ScanQuota`'s `paths` (local roots) and `stores` (object-backed roots,
+/// secrets opened): each root is one or the other, never both.
+fn split_roots(roots: Vec<ScanRoot>) -> Result<(Vec<String>, Vec<Storage>), String> {
+    let mut paths = Vec::new();
+    let mut stores = Vec::new();
+    for root in roots {
+        match crate::storage::stored_storage(&root.filesystem) {
+            Ok(Some(s)) => stores.push(s),
+            Ok(None) => paths.push(root.path),
+            Err(e) => return Err(format!("{}: {e}", root.what)),
+        }
+    }
+    Ok((paths, stores))
+}
+
 /// Starts a quota scan of a user (empty `folder`: the home and the folders
 /// counted in the user's quota) or of a folder, walked by an attached edge.
 pub async fn start_scan(
@@ -368,19 +441,15 @@ pub async fn start_scan(
     username: String,
     folder: String,
 ) -> Result<(), ScanError> {
-    let paths = if folder.is_empty() {
+    let roots = if folder.is_empty() {
         let user = state.store.user(username.clone()).await?;
         let (user, folders) = crate::groups::effective(&state.store, user).await?;
-        let mut paths = vec![user.data.home_dir.clone()];
-        for (f, m) in folders {
-            if m.quota_size < 0 {
-                paths.push(f.data.path);
-            }
-        }
-        paths
+        user_scan_roots(&user, &folders)
     } else {
-        vec![state.store.folder(folder.clone()).await?.data.path]
+        let f = state.store.folder(folder.clone()).await?;
+        vec![ScanRoot::of_folder(&f)]
     };
+    let (paths, stores) = split_roots(roots).map_err(ScanError::Storage)?;
     let key = domain_key(&username, &folder);
     let scan_id = crate::random_token(12);
     {
@@ -412,7 +481,7 @@ pub async fn start_scan(
             scan_id: scan_id.clone(),
             paths,
             uploads_in_progress: state.fleet.temp_names_in_progress(),
-            stores: Vec::new(),
+            stores,
         })),
     };
     if !state.fleet.send_to_any_edge(msg) {
@@ -501,6 +570,66 @@ pub async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{FolderData, FolderRow, Mapping, UserData, UserRow};
+
+    fn folder(name: &str, filesystem: serde_json::Value, quota: i64) -> (FolderRow, Mapping) {
+        (
+            FolderRow {
+                id: 1,
+                data: FolderData {
+                    name: name.into(),
+                    description: String::new(),
+                    path: format!("/srv/{name}"),
+                    used_quota_size: 0,
+                    used_quota_files: 0,
+                    last_quota_update: 0,
+                    filesystem: filesystem.to_string(),
+                },
+            },
+            Mapping {
+                folder: name.into(),
+                virtual_path: format!("/{name}"),
+                quota_size: quota,
+                quota_files: quota,
+            },
+        )
+    }
+
+    /// A user's scan lists local roots as paths and object-backed ones as
+    /// stores, never a local path for an object-backed root; folders with
+    /// their own quota are left to their own scans.
+    #[test]
+    fn scans_walk_local_paths_and_list_object_stores() {
+        let s3 = |bucket: &str| serde_json::json!({"provider": 1, "s3config": {"bucket": bucket, "region": "r"}});
+        let mut user = UserRow {
+            id: 1,
+            data: UserData::new("ann", "/home/ann"),
+        };
+        let folders = vec![
+            folder("local", serde_json::json!({"provider": 0}), -1),
+            folder("cloud", s3("in-quota"), -1),
+            folder("own", s3("own-quota"), 0),
+        ];
+        let (paths, stores) = split_roots(user_scan_roots(&user, &folders)).unwrap();
+        assert_eq!(paths, ["/home/ann", "/srv/local"]);
+        let buckets: Vec<&str> = stores.iter().map(|s| s.bucket.as_str()).collect();
+        assert_eq!(buckets, ["in-quota"]);
+        user.data.filesystem = s3("home").to_string();
+        let (paths, stores) = split_roots(user_scan_roots(&user, &folders)).unwrap();
+        assert_eq!(
+            paths,
+            ["/srv/local"],
+            "no local path for an object-backed home"
+        );
+        let buckets: Vec<&str> = stores.iter().map(|s| s.bucket.as_str()).collect();
+        assert_eq!(buckets, ["home", "in-quota"]);
+        let (paths, stores) = split_roots(vec![ScanRoot::of_folder(&folders[2].0)]).unwrap();
+        assert!(paths.is_empty() && stores[0].bucket == "own-quota");
+        // Settings that cannot be used name the root.
+        user.data.filesystem = r#"{"provider": 1, "s3config": {"region": "r"}}"#.into();
+        let err = split_roots(user_scan_roots(&user, &[])).unwrap_err();
+        assert_eq!(err, "the home: filesystem.s3config.bucket is required");
+    }
 
     #[test]
     fn an_upload_is_settled_once() {

@@ -373,7 +373,8 @@ impl Admin {
         if self.0.permissions.iter().any(|p| p == "*") {
             return Ok(());
         }
-        for (field, path) in paths {
+        // An empty path is an object-backed folder's: nothing on disk.
+        for (field, path) in paths.into_iter().filter(|(_, p)| !p.is_empty()) {
             crate::server_paths::check_contains(field, path).map_err(ApiError::bad_request)?;
         }
         Ok(())
@@ -2228,6 +2229,10 @@ fn scan_reply(r: Result<(), crate::quota::ScanError>) -> Result<Response, ApiErr
         Err(ScanError::NoEdge) => Err(ApiError::new(
             ErrorCode::Unavailable,
             "no edge is attached to scan the storage",
+        )),
+        Err(ScanError::Storage(e)) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("the storage to scan cannot be used: {e}"),
         )),
         Err(ScanError::Store(e)) => Err(e.into()),
     }

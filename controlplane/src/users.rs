@@ -325,25 +325,14 @@ impl UserInput {
         )?;
         crate::filters::LoginFilters::parse(&filters)?;
         crate::filters::SessionFilters::parse(&filters)?;
-        let mut filesystem = match self.filesystem {
-            None | Some(Value::Null) => serde_json::json!({"provider": 0}),
-            Some(Value::Object(obj)) => {
-                match obj.get("provider").and_then(Value::as_i64).unwrap_or(0) {
-                    0 => Value::Object(obj),
-                    p => {
-                        return Err(format!(
-                            "filesystem provider {p} is not supported yet: only 0 (local) is"
-                        ));
-                    }
-                }
-            }
-            Some(_) => return Err("filesystem must be a JSON object".into()),
-        };
+        let mut filesystem = crate::storage::normalize(self.filesystem)?;
         crate::confidential::prepare(
             &mut filesystem,
             existing.and_then(|r| stored(&r.data.filesystem)).as_ref(),
             "filesystem",
         )?;
+        // Checks the values, and that every secret opens for the edge.
+        crate::storage::storage_of(&filesystem)?;
         let mappings = crate::folders::validate_mappings(self.virtual_folders)?;
         let groups = crate::groups::validate_refs(self.groups)?;
         let password = PasswordChange::from_input(self.password)?;
@@ -512,30 +501,39 @@ impl UserView {
     }
 }
 
-/// A user's folder mappings as edges get them.
+/// A user's folder mappings as edges get them, with the object storage of
+/// folders that have one (secrets opened).
 pub fn virtual_folders(
     folders: &[(crate::store::FolderRow, crate::store::Mapping)],
-) -> Vec<VirtualFolder> {
+) -> Result<Vec<VirtualFolder>, String> {
     folders
         .iter()
-        .map(|(f, m)| VirtualFolder {
-            name: f.data.name.clone(),
-            virtual_path: m.virtual_path.clone(),
-            mapped_path: f.data.path.clone(),
-            quota_size: m.quota_size,
-            quota_files: m.quota_files,
-            storage: None,
+        .map(|(f, m)| {
+            let storage = crate::storage::stored_storage(&f.data.filesystem)
+                .map_err(|e| format!("folder {:?}: {e}", f.data.name))?;
+            Ok(VirtualFolder {
+                name: f.data.name.clone(),
+                virtual_path: m.virtual_path.clone(),
+                mapped_path: f.data.path.clone(),
+                quota_size: m.quota_size,
+                quota_files: m.quota_files,
+                storage,
+            })
         })
         .collect()
 }
 
-/// The policy an edge enforces for one session of this user.
+/// The policy an edge enforces for one session of this user (groups already
+/// merged: a primary group's object storage is in `row`). Fails when a
+/// storage cannot be used (a secret that no longer opens).
 pub fn session_policy(
     row: &UserRow,
     folders: &[(crate::store::FolderRow, crate::store::Mapping)],
     client_ip: Option<std::net::IpAddr>,
-) -> SessionPolicy {
+) -> Result<SessionPolicy, String> {
     let d = &row.data;
+    let storage = crate::storage::stored_storage(&d.filesystem)?;
+    let virtual_folders = virtual_folders(folders)?;
     let perms: BTreeMap<String, Vec<String>> = json_or(&d.permissions, BTreeMap::new());
     // Validated when stored; a row that no longer parses gets no extras.
     let filters = serde_json::from_str::<Value>(&d.filters)
@@ -544,7 +542,7 @@ pub fn session_policy(
         .unwrap_or_default();
     let (upload_bandwidth, download_bandwidth) =
         filters.bandwidth_for(client_ip, d.upload_bandwidth, d.download_bandwidth);
-    SessionPolicy {
+    Ok(SessionPolicy {
         username: d.username.clone(),
         home_dir: d.home_dir.clone(),
         uid: u32::try_from(d.uid).unwrap_or(0),
@@ -569,10 +567,10 @@ pub fn session_policy(
             })
             .collect(),
         max_upload_file_size: filters.max_upload_file_size,
-        virtual_folders: virtual_folders(folders),
+        virtual_folders,
         start_directory: filters.start_directory,
-        storage: None,
-    }
+        storage,
+    })
 }
 
 /// The user's login filters (validated when stored; a row that no longer
@@ -644,6 +642,72 @@ mod tests {
         check_err(v, "quota_size must not be negative");
         let mut v = base();
         v["filesystem"] = serde_json::json!({"provider": 1});
-        check_err(v, "not supported");
+        check_err(v, "filesystem.s3config.bucket is required");
+        let mut v = base();
+        v["filesystem"] = serde_json::json!({"provider": 4});
+        check_err(
+            v,
+            "filesystem.provider 4 (local encrypted) is not supported",
+        );
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(body: Value, existing: Option<&UserRow>) -> Result<UserRow, String> {
+        let valid = serde_json::from_value::<UserInput>(body)
+            .unwrap()
+            .validate(existing)?;
+        Ok(UserRow {
+            id: 1,
+            data: valid.data,
+        })
+    }
+
+    /// An S3 user: stored sealed, shown redacted, and a GET-modify-PUT that
+    /// sends the redacted secret back keeps it: the edge still gets it.
+    #[test]
+    fn a_redacted_secret_sent_back_keeps_the_stored_one() {
+        crate::confidential::install_test_keys();
+        let body = json!({"username": "s3u", "password": "pw", "home_dir": "/srv/s3u",
+            "permissions": {"/": ["*"]},
+            "filesystem": {"provider": 1, "s3config": {"bucket": "b", "region": "r",
+                "access_key": "AK", "access_secret": {"status": "Plain", "payload": "SK-1"},
+                "upload_part_size": 10}}});
+        let row = validate(body, None).unwrap();
+        assert!(!row.data.filesystem.contains("SK-1"), "sealed when stored");
+        let view = serde_json::to_value(UserView::from(&row).redacted()).unwrap();
+        assert_eq!(
+            view["filesystem"]["s3config"]["access_secret"],
+            json!({"status": "Redacted"})
+        );
+        let mut back = view.clone();
+        back["filesystem"]["s3config"]["bucket"] = json!("b2");
+        // (No hash is computed here, so the row holds no password to keep.)
+        back["password"] = json!("pw");
+        let updated = validate(back, Some(&row)).unwrap();
+        let policy = session_policy(&updated, &[], None).unwrap();
+        let storage = policy.storage.unwrap();
+        assert_eq!(
+            (storage.bucket.as_str(), storage.secret.as_str()),
+            ("b2", "SK-1")
+        );
+        assert_eq!(storage.upload_part_size, 10 * ferry_proto::storage::MB);
+        // A redacted secret where none is stored is refused.
+        let mut fresh = view;
+        fresh["username"] = json!("other");
+        let err = validate(fresh, None).unwrap_err();
+        assert!(err.contains("redacted"), "{err}");
+        // A local user's policy carries no storage.
+        let local = validate(
+            json!({"username": "loc", "password": "pw", "home_dir": "/srv/loc",
+                   "permissions": {"/": ["*"]}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(session_policy(&local, &[], None).unwrap().storage, None);
     }
 }

@@ -1,12 +1,14 @@
 //! Ferry's shared vocabulary: the gRPC contract between control plane and edges
 //! (`edge::v1`, generated from `ferry/edge/v1/edge.proto`), the permission engine
-//! both planes evaluate, virtual-path cleaning, and the one error-code enum.
+//! both planes evaluate, the checks of object-storage settings, virtual-path
+//! cleaning, and the one error-code enum.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod filters;
 pub mod pattern;
 pub mod permissions;
+pub mod storage;
 pub mod vpath;
 
 /// Generated code of the `ferry.edge.v1` package.
