@@ -425,6 +425,7 @@ fn spawn_heartbeat(
 async fn recover_uploads(control: ControlClient, cmd: ferry_proto::edge::v1::RecoverUploads) {
     let username = cmd.username.clone();
     let fs = match crate::vfs::UserFs::open_with(
+        &cmd.username,
         std::path::Path::new(&cmd.home_dir),
         cmd.storage.as_ref(),
         None,

@@ -615,6 +615,7 @@ impl SshHandler {
         let policy = &auth.policy;
         let owner = (self.ctx.as_root && policy.uid > 0).then_some((policy.uid, policy.gid));
         let fs = UserFs::open_with(
+            &policy.username,
             std::path::Path::new(&policy.home_dir),
             policy.storage.as_ref(),
             owner,

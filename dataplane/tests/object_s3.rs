@@ -64,6 +64,7 @@ async fn session(storage: &Storage) -> Arc<SftpSession> {
     let quota = QuotaAgent::new(control, registry.clone(), "ann".into(), "l".into(), 0, 0, 0);
     let rules = Arc::new(UserPolicy::from_session(&policy, quota, &registry).unwrap());
     let fs = UserFs::open_with(
+        "ann",
         home.path(),
         policy.storage.as_ref(),
         None,

@@ -83,6 +83,8 @@ pub(super) struct ObjectRoot {
     prefix: String,
     /// `s3://bucket/prefix` for logs (never a secret).
     pub label: String,
+    /// The user whose tree this is (for logs).
+    user: String,
     tuning: Tuning,
 }
 
@@ -114,7 +116,7 @@ fn size_or(v: i64, default: usize) -> usize {
 
 impl ObjectRoot {
     /// The root for `s` (a client from the cache, or a new one).
-    pub fn open(s: &Storage) -> std::io::Result<Self> {
+    pub fn open(s: &Storage, user: &str) -> std::io::Result<Self> {
         if !s.key_prefix.is_empty()
             && (!s.key_prefix.ends_with('/') || s.key_prefix.starts_with('/'))
         {
@@ -151,6 +153,7 @@ impl ObjectRoot {
             client,
             prefix: s.key_prefix.clone(),
             label: format!("{}://{}/{}", scheme(s.provider), s.bucket, s.key_prefix),
+            user: user.to_string(),
             tuning: Tuning {
                 part: size_or(s.upload_part_size, DEFAULT_PART).max(DEFAULT_PART),
                 up_concurrency: size_or(s.upload_concurrency.into(), DEFAULT_UP_CONCURRENCY),
@@ -195,7 +198,7 @@ impl ObjectRoot {
             | object_store::Error::Precondition { .. } => FsError::Exists,
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => {
-                tracing::warn!(storage = %self.label, op, error = %e, "object storage refused the request");
+                tracing::warn!(user = %self.user, storage = %self.label, op, error = %e, "object storage refused the request");
                 FsError::Failure("the object storage refused the credentials")
             }
             object_store::Error::NotSupported { .. }
@@ -203,7 +206,7 @@ impl ObjectRoot {
                 FsError::Unsupported("not supported by the object storage")
             }
             e => {
-                tracing::warn!(storage = %self.label, op, error = %e, "object storage request failed");
+                tracing::warn!(user = %self.user, storage = %self.label, op, error = %e, "object storage request failed");
                 FsError::Failure("the object storage is unavailable")
             }
         }
@@ -212,7 +215,11 @@ impl ObjectRoot {
     /// What is at `inner`: a file (an object), a directory (a prefix with
     /// something under it, or a marker), or nothing.
     pub async fn stat(&self, inner: &str) -> Result<Option<Meta>, FsError> {
-        let Some(path) = self.dir_path(inner)? else {
+        // The root is a directory, whether or not anything is stored yet.
+        let Some(path) = self
+            .dir_path(inner)?
+            .filter(|_| !inner.trim_matches('/').is_empty())
+        else {
             return Ok(Some(dir_meta(0)));
         };
         match self.store().head(&path).await {
@@ -323,14 +330,14 @@ impl ObjectRoot {
             .try_authorize(&mut req, None)
             .map_err(|e| self.fail("sign", e))?;
         let resp = raw.http.execute(req).await.map_err(|e| {
-            tracing::warn!(storage = %self.label, error = %e, "object storage request failed");
+            tracing::warn!(user = %self.user, storage = %self.label, error = %e, "object storage request failed");
             FsError::Failure("the object storage is unavailable")
         })?;
         let status = resp.status();
         if status.is_success() || (method == "DELETE" && status.as_u16() == 404) {
             return Ok(());
         }
-        tracing::warn!(storage = %self.label, method, %status, "object storage refused a directory marker");
+        tracing::warn!(user = %self.user, storage = %self.label, method, %status, "object storage refused a directory marker");
         Err(match status.as_u16() {
             401 | 403 => FsError::Failure("the object storage refused the credentials"),
             404 => FsError::NotFound,
@@ -915,7 +922,7 @@ impl ObjectWriter {
         if let Some(up) = up
             && let Err(e) = up.abort().await
         {
-            tracing::warn!(storage = %self.root.label, error = %e, "cannot abort a multipart upload");
+            tracing::warn!(user = %self.root.user, storage = %self.root.label, error = %e, "cannot abort a multipart upload");
         }
     }
 }

@@ -107,7 +107,7 @@ pub async fn scan_usage(
 ) -> Result<(i64, i64), String> {
     let mut objects = (0i64, 0i64);
     for s in &stores {
-        let root = super::object::ObjectRoot::open(s).map_err(|e| e.to_string())?;
+        let root = super::object::ObjectRoot::open(s, "(quota scan)").map_err(|e| e.to_string())?;
         let (b, f) = root
             .usage("")
             .await

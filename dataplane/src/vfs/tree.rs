@@ -298,12 +298,13 @@ impl UserFs {
         folders: &[ferry_proto::edge::v1::VirtualFolder],
         settings: FsSettings,
     ) -> std::io::Result<Self> {
-        Self::open_with(home, None, owner, folders, settings).await
+        Self::open_with("", home, None, owner, folders, settings).await
     }
 
     /// [`UserFs::open`] with the home in an object store when `storage`
     /// names one.
     pub async fn open_with(
+        user: &str,
         home: &Path,
         storage: Option<&ferry_proto::edge::v1::Storage>,
         owner: Option<(u32, u32)>,
@@ -312,8 +313,9 @@ impl UserFs {
     ) -> std::io::Result<Self> {
         let (home, folders) = (home.to_path_buf(), folders.to_vec());
         let storage = storage.filter(|s| s.provider != 0).cloned();
+        let user = user.to_string();
         tokio::task::spawn_blocking(move || {
-            Self::open_blocking_with(&home, storage.as_ref(), owner, &folders, settings)
+            Self::open_blocking_with(&user, &home, storage.as_ref(), owner, &folders, settings)
         })
         .await
         .map_err(std::io::Error::other)?
@@ -326,10 +328,11 @@ impl UserFs {
         folders: &[ferry_proto::edge::v1::VirtualFolder],
         settings: FsSettings,
     ) -> std::io::Result<Self> {
-        Self::open_blocking_with(home, None, owner, folders, settings)
+        Self::open_blocking_with("", home, None, owner, folders, settings)
     }
 
     fn open_blocking_with(
+        user: &str,
         home: &Path,
         storage: Option<&ferry_proto::edge::v1::Storage>,
         owner: Option<(u32, u32)>,
@@ -337,7 +340,7 @@ impl UserFs {
         settings: FsSettings,
     ) -> std::io::Result<Self> {
         let backing = match storage {
-            Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s)?)),
+            Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s, user)?)),
             None => {
                 let (fd, real) = open_root(home, owner)?;
                 Backing::Local { fd, real }
@@ -358,7 +361,7 @@ impl UserFs {
                 ));
             }
             let backing = match f.storage.as_ref().filter(|s| s.provider != 0) {
-                Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s).map_err(|e| {
+                Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s, user).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name))
                 })?)),
                 None => {
