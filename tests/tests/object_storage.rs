@@ -42,6 +42,23 @@ fn sftp_ok(port: u16, user: &str, password: &str, commands: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs one SSH command (as `ssh user@host cmd`) and returns its stdout.
+fn ssh_command(port: u16, user: &str, password: &str, command: &str) -> String {
+    let out = Command::new("sshpass")
+        .args(["-p", password, "ssh"])
+        .args([
+            "-oStrictHostKeyChecking=no",
+            "-oUserKnownHostsFile=/dev/null",
+        ])
+        .args(["-oLogLevel=ERROR", "-p", &port.to_string()])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn keys(s3: &S3Server, prefix: &str) -> Vec<(String, u64)> {
     s3.list(BUCKET, prefix)
 }
@@ -103,6 +120,23 @@ fn openssh_and_rclone_round_trip_files_and_directories_on_s3() {
     // Nothing was written to the local home.
     assert!(!t.home("sam").join("docs").exists());
 
+    // Hash commands stream from the store; a quota scan lists the prefix.
+    let out = ssh_command(port, "sam", "sam-pw", "sha256sum docs/big");
+    assert!(
+        out.starts_with(&sha256_file(&big)),
+        "{out} (expected {})",
+        sha256_file(&big)
+    );
+    // (An object written behind Ferry's back is found by the scan.)
+    s3.put(BUCKET, "sam/docs/extra", b"12345");
+    assert_eq!(api.usage("sam"), ((100 << 20) + 1, 3));
+    let r = api.call("POST", "/api/v2/quotas/users/sam/scan", None);
+    assert_eq!(r.status, 202, "{r:?}");
+    let scanned = wait_for(Duration::from_secs(30), || {
+        (api.usage("sam") == ((100 << 20) + 6, 4)).then_some(())
+    });
+    assert!(scanned.is_some(), "{:?}\n{}", api.usage("sam"), t.logs());
+
     // Rename, remove, rmdir (refused while not empty, with the reason: a
     // client that prints the server's message says why).
     let out = sftp_batch(port, "sam", &pw("sam-pw"), "rmdir docs\n", &[]);
@@ -114,12 +148,12 @@ fn openssh_and_rclone_round_trip_files_and_directories_on_s3() {
         "{}",
         describe(&out)
     );
-    assert_eq!(keys(&s3, "sam/docs/").len(), 4);
+    assert_eq!(keys(&s3, "sam/docs/").len(), 5);
     let listing = sftp_ok(
         port,
         "sam",
         "sam-pw",
-        "rename docs/one docs/uno\nrm docs/empty\nrm docs/big\nls -l docs\n",
+        "rename docs/one docs/uno\nrm docs/empty\nrm docs/big\nrm docs/extra\nls -l docs\n",
     );
     assert!(listing.contains("uno"), "{listing}");
     sftp_ok(port, "sam", "sam-pw", "rm docs/uno\nrmdir docs\n");
