@@ -442,3 +442,48 @@ fn two_edges_share_one_bucket() {
 fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+#[test]
+fn an_azure_blob_user_round_trips_with_openssh() {
+    let az = ferry_tests::stores::AzuriteServer::start().unwrap();
+    az.create_container("ferry-box");
+    let t = Topology::serve().unwrap();
+    let mut u = user_json("azu", "azu-pw", &t.home("azu"));
+    u["filesystem"] = json!({
+        "provider": 3,
+        "azblobconfig": {
+            "container": "ferry-box",
+            "account_name": az.account,
+            "account_key": {"status": "Plain", "payload": az.key},
+            "endpoint": az.endpoint,
+            "use_emulator": true,
+            "key_prefix": "azu/",
+        }
+    });
+    t.api().add_user(u);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    random_file(&f, 6 << 20);
+    let got = dir.path().join("got");
+    let port = t.sftp_port();
+    let listing = sftp_ok(
+        port,
+        "azu",
+        "azu-pw",
+        &format!(
+            "mkdir d\nput {} d/f\nls -l d\nget d/f {}\n",
+            f.display(),
+            got.display()
+        ),
+    );
+    assert!(listing.contains(" f"), "{listing}");
+    assert_eq!(sha256_file(&got), sha256_file(&f));
+    let mut blobs = az.list("ferry-box", "azu/");
+    blobs.sort();
+    assert_eq!(
+        blobs,
+        vec![("azu/d/".to_string(), 0), ("azu/d/f".to_string(), 6 << 20)]
+    );
+    sftp_ok(port, "azu", "azu-pw", "rm d/f\nrmdir d\n");
+    assert!(az.list("ferry-box", "azu/").is_empty());
+}

@@ -57,7 +57,22 @@ struct Client {
     /// S3 only: raw signed requests for directory markers (`object_store`
     /// paths cannot end with `/`).
     s3: Option<S3Raw>,
+    /// Azure only: the same, with shared-key (or SAS) requests.
+    azure: Option<AzureRaw>,
 }
+
+struct AzureRaw {
+    store: object_store::azure::MicrosoftAzure,
+    http: HttpClient,
+    /// `{account URL}/{container}`.
+    base: String,
+    account: String,
+}
+
+/// Azurite's well-known development account (public, in Microsoft's docs).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 struct S3Raw {
     store: AmazonS3,
@@ -235,7 +250,20 @@ impl ObjectRoot {
                 0
             }))),
             Some(Err(e)) => Err(self.fail("list", e)),
-            None => Ok(None),
+            None => Ok(self.hidden_marker(inner).await?.then(|| dir_meta(0))),
+        }
+    }
+
+    /// Azure listings leave out blobs whose name ends in `/`: an empty
+    /// directory's marker is found by asking for it.
+    async fn hidden_marker(&self, inner: &str) -> Result<bool, FsError> {
+        if self.client.azure.is_none() {
+            return Ok(false);
+        }
+        match self.marker("HEAD", inner).await {
+            Ok(()) => Ok(true),
+            Err(FsError::NotFound) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -285,7 +313,7 @@ impl ObjectRoot {
                 return Err(FsError::NotEmpty);
             }
         }
-        if !marker {
+        if !marker && !self.hidden_marker(inner).await? {
             return Err(FsError::NotFound);
         }
         self.marker("DELETE", inner).await
@@ -294,26 +322,17 @@ impl ObjectRoot {
     /// PUT or DELETE of the `dir/` marker of `inner` (S3: a signed raw
     /// request, since `object_store` paths never end with `/`).
     async fn marker(&self, method: &str, inner: &str) -> Result<(), FsError> {
+        let key = format!("{}/", self.key(inner));
+        self.path(inner)?;
+        if let Some(raw) = &self.client.azure {
+            return self.azure_marker(raw, method, &key).await;
+        }
         let Some(raw) = &self.client.s3 else {
             return Err(FsError::Unsupported(
                 "empty directories on this object storage",
             ));
         };
-        let key = format!("{}/", self.key(inner));
-        self.path(inner)?;
-        let encoded: String = key
-            .split('/')
-            .map(|seg| {
-                percent_encoding::utf8_percent_encode(seg, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-                    .replace("%2D", "-")
-                    .replace("%2E", ".")
-                    .replace("%5F", "_")
-                    .replace("%7E", "~")
-            })
-            .collect::<Vec<_>>()
-            .join("/");
-        let url = format!("{}/{encoded}", raw.base);
+        let url = format!("{}/{}", raw.base, encode_key(&key));
         let mut req: HttpRequest = http::Request::builder()
             .method(method)
             .uri(&url)
@@ -329,7 +348,46 @@ impl ObjectRoot {
         AwsAuthorizer::new(&cred, "s3", &raw.region)
             .try_authorize(&mut req, None)
             .map_err(|e| self.fail("sign", e))?;
-        let resp = raw.http.execute(req).await.map_err(|e| {
+        self.send_marker(&raw.http, method, req).await
+    }
+
+    /// The Azure side of [`ObjectRoot::marker`]: a zero-length block blob
+    /// named `key` (ending in `/`).
+    async fn azure_marker(&self, raw: &AzureRaw, method: &str, key: &str) -> Result<(), FsError> {
+        let cred = raw
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| self.fail("credentials", e))?;
+        let mut url = format!("{}/{}", raw.base, encode_key(key));
+        if let object_store::azure::AzureCredential::SASToken(pairs) = &*cred {
+            let query: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+                .collect();
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let mut req: HttpRequest = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-length", "0")
+            .header("x-ms-blob-type", "BlockBlob")
+            .body(Vec::<u8>::new().into())
+            .map_err(|_| FsError::Invalid)?;
+        object_store::azure::AzureAuthorizer::new(&cred, &raw.account)
+            .try_authorize(&mut req)
+            .map_err(|e| self.fail("sign", e))?;
+        self.send_marker(&raw.http, method, req).await
+    }
+
+    async fn send_marker(
+        &self,
+        http: &HttpClient,
+        method: &str,
+        req: HttpRequest,
+    ) -> Result<(), FsError> {
+        let resp = http.execute(req).await.map_err(|e| {
             tracing::warn!(user = %self.user, storage = %self.label, error = %e, "object storage request failed");
             FsError::Failure("the object storage is unavailable")
         })?;
@@ -492,6 +550,25 @@ impl ObjectRoot {
     }
 }
 
+/// One component of a URL, percent-encoded except RFC 3986's unreserved
+/// characters (as SigV4 and Azure's canonical form expect).
+fn encode_component(seg: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(seg, KEEP).to_string()
+}
+
+/// A key in a URL path: each segment encoded, `/` kept.
+fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(encode_component)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn build(s: &Storage) -> std::io::Result<Client> {
     let bad = |e: object_store::Error| {
         std::io::Error::new(
@@ -542,6 +619,7 @@ fn build(s: &Storage) -> std::io::Result<Client> {
             let http = ReqwestConnector::default().connect(&options).map_err(bad)?;
             Ok(Client {
                 store: Arc::new(store.clone()),
+                azure: None,
                 s3: Some(S3Raw {
                     store,
                     http,
@@ -564,22 +642,42 @@ fn build(s: &Storage) -> std::io::Result<Client> {
             Ok(Client {
                 store: Arc::new(b.build().map_err(bad)?),
                 s3: None,
+                azure: None,
             })
         }
         PROVIDER_AZURE => {
+            // The emulator's account unless one is given; with an endpoint
+            // the account URL is path-style (`{endpoint}/{account}`), as
+            // Azurite serves it (object_store's own emulator mode would ignore
+            // the endpoint).
+            let emulated = s.use_emulator;
+            let account = match (&s.access_key, emulated) {
+                (a, _) if !a.is_empty() => a.clone(),
+                (_, true) => AZURITE_ACCOUNT.to_string(),
+                _ => String::new(),
+            };
+            let mut account_url = s.endpoint.trim_end_matches('/').to_string();
+            if emulated {
+                if account_url.is_empty() {
+                    account_url = "http://127.0.0.1:10000".into();
+                }
+                if !account_url.ends_with(&format!("/{account}")) {
+                    account_url = format!("{account_url}/{account}");
+                }
+                options = options.with_allow_http(true);
+            } else if account_url.is_empty() {
+                account_url = format!("https://{account}.blob.core.windows.net");
+            }
             let mut b = MicrosoftAzureBuilder::new()
                 .with_container_name(&s.bucket)
-                .with_client_options(options)
+                .with_client_options(options.clone())
                 .with_retry(retry)
-                .with_use_emulator(s.use_emulator);
-            if !s.access_key.is_empty() {
-                b = b.with_account(&s.access_key);
-            }
+                .with_account(&account)
+                .with_endpoint(account_url.clone());
             if !s.secret.is_empty() {
                 b = b.with_access_key(&s.secret);
-            }
-            if !s.endpoint.is_empty() {
-                b = b.with_endpoint(s.endpoint.trim_end_matches('/').to_string());
+            } else if emulated && s.sas_url.is_empty() {
+                b = b.with_access_key(AZURITE_KEY);
             }
             if !s.sas_url.is_empty() {
                 let url = url::Url::parse(&s.sas_url).map_err(|_| {
@@ -591,9 +689,17 @@ fn build(s: &Storage) -> std::io::Result<Client> {
                         .collect::<Vec<_>>(),
                 );
             }
+            let store = b.build().map_err(bad)?;
+            let http = ReqwestConnector::default().connect(&options).map_err(bad)?;
             Ok(Client {
-                store: Arc::new(b.build().map_err(bad)?),
+                store: Arc::new(store.clone()),
                 s3: None,
+                azure: Some(AzureRaw {
+                    store,
+                    http,
+                    base: format!("{account_url}/{}", s.bucket),
+                    account,
+                }),
             })
         }
         p => Err(std::io::Error::new(
