@@ -822,10 +822,10 @@ impl ObjectReader {
         let part = self.root.tuning.down_part as u64;
         let mut filled = 0usize;
         while filled < buf.len() {
-            let at = offset + filled as u64;
-            if at >= self.size {
-                break;
-            }
+            let at = match offset.checked_add(filled as u64) {
+                Some(at) if at < self.size => at,
+                _ => break,
+            };
             let index = at / part;
             let data = self.part(index).await.await?;
             let within = (at - index * part) as usize;
@@ -907,6 +907,10 @@ impl ObjectWriter {
         let mut st = self.state.lock().await;
         if st.failed || st.done {
             return Err(FsError::Failure("the upload has failed"));
+        }
+        if data.is_empty() {
+            // Nothing to take (and nothing to keep for later).
+            return Ok(());
         }
         if offset < st.next {
             return Err(FsError::Unsupported(

@@ -164,9 +164,9 @@ pub(super) fn apply_umask(dir: BorrowedFd<'_>, name: &[u8], mode: u32, umask: Op
 /// An open regular file (reads, and the file of an upload).
 #[derive(Debug, Clone)]
 pub struct FileReader {
-    pub(super) file: Arc<File>,
-    /// Set for an object: reads and stats go to the store instead (`file`
-    /// is then `/dev/null`, never read or written).
+    /// The open local file (None for an object).
+    file: Option<Arc<File>>,
+    /// Set for an object: reads and stats go to the store instead.
     pub(super) object: Option<ObjectFile>,
 }
 
@@ -194,17 +194,23 @@ pub(super) fn object_attrs(attrs: &SetAttrs, size: u64, mode: SetstatMode) -> Re
 impl FileReader {
     pub(super) fn new(file: File) -> Self {
         Self {
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             object: None,
         }
     }
 
-    pub(super) fn for_object(object: ObjectFile) -> Result<Self, FsError> {
-        let null = File::open("/dev/null")?;
-        Ok(Self {
-            file: Arc::new(null),
+    pub(super) fn for_object(object: ObjectFile) -> Self {
+        Self {
+            file: None,
             object: Some(object),
-        })
+        }
+    }
+
+    /// The local file; object files are handled before every use.
+    pub(super) fn local(&self) -> Result<Arc<File>, FsError> {
+        self.file
+            .clone()
+            .ok_or(FsError::Failure("not a local file"))
     }
 
     /// Fills `buf[start..]` from `offset` until full or the end of the
@@ -228,7 +234,7 @@ impl FileReader {
             }
             None => {}
         }
-        let file = self.file.clone();
+        let file = self.local()?;
         blocking(move || {
             let filled = read_full_at(&file, &mut buf[start..], offset)?;
             buf.truncate(start + filled);
@@ -253,7 +259,7 @@ impl FileReader {
             }
             None => {}
         }
-        let file = self.file.clone();
+        let file = self.local()?;
         blocking(move || {
             let mut buf = vec![0u8; 256 * 1024];
             let mut offset = 0u64;
@@ -279,7 +285,7 @@ impl FileReader {
             }
             None => {}
         }
-        let file = self.file.clone();
+        let file = self.local()?;
         blocking(move || Ok(Meta::from_stat(&rustix::fs::fstat(file.as_fd())?))).await
     }
 
@@ -288,12 +294,8 @@ impl FileReader {
             // An object is durable once its upload completes.
             return Ok(());
         }
-        let file = self.file.clone();
+        let file = self.local()?;
         blocking(move || Ok(file.sync_all()?)).await
-    }
-
-    pub(super) fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
     }
 
     /// Applies attribute changes to the open file itself (FSETSTAT).
@@ -307,7 +309,7 @@ impl FileReader {
             }
             None => {}
         }
-        let file = self.file.clone();
+        let file = self.local()?;
         blocking(move || {
             let fd = file.as_fd();
             if let Some(size) = attrs.size {
@@ -464,7 +466,7 @@ impl Entry {
                 return Err(FsError::IsADirectory);
             }
             let r = Arc::new(o.reader(inner, meta.size)?);
-            return Ok((FileReader::for_object(ObjectFile::Read(r, meta))?, meta));
+            return Ok((FileReader::for_object(ObjectFile::Read(r, meta)), meta));
         }
         let this = self.clone();
         blocking(move || {
@@ -710,7 +712,7 @@ impl Entry {
                     return Err(FsError::Invalid);
                 }
                 match &file {
-                    Some(f) => rustix::fs::ftruncate(f.fd(), size)?,
+                    Some(f) => rustix::fs::ftruncate(&*f.local()?, size)?,
                     None => {
                         let (f, _) = open_regular(dir, &this.name, OFlags::WRONLY, 0)?;
                         rustix::fs::ftruncate(&f, size)?;

@@ -54,6 +54,25 @@ pub(super) struct Root {
     pub mount: Option<MountInfo>,
 }
 
+impl Backing {
+    /// A root's store when `storage` names one, else the directory at
+    /// `path` (created when missing, owned by `owner`).
+    fn open(
+        path: &Path,
+        storage: Option<&ferry_proto::edge::v1::Storage>,
+        owner: Option<(u32, u32)>,
+        user: &str,
+    ) -> std::io::Result<Self> {
+        Ok(match storage {
+            Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s, user)?)),
+            None => {
+                let (fd, real) = open_root(path, owner)?;
+                Backing::Local { fd, real }
+            }
+        })
+    }
+}
+
 impl Root {
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
@@ -339,13 +358,7 @@ impl UserFs {
         folders: &[ferry_proto::edge::v1::VirtualFolder],
         settings: FsSettings,
     ) -> std::io::Result<Self> {
-        let backing = match storage {
-            Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s, user)?)),
-            None => {
-                let (fd, real) = open_root(home, owner)?;
-                Backing::Local { fd, real }
-            }
-        };
+        let backing = Backing::open(home, storage, owner, user)?;
         let mut roots = vec![Root {
             backing,
             vpath: "/".into(),
@@ -360,17 +373,9 @@ impl UserFs {
                     format!("folder {:?} cannot be mounted on /", f.name),
                 ));
             }
-            let backing = match f.storage.as_ref().filter(|s| s.provider != 0) {
-                Some(s) => Backing::Object(Arc::new(ObjectRoot::open(s, user).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name))
-                })?)),
-                None => {
-                    let (fd, real) = open_root(Path::new(&f.mapped_path), owner).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name))
-                    })?;
-                    Backing::Local { fd, real }
-                }
-            };
+            let storage = f.storage.as_ref().filter(|s| s.provider != 0);
+            let backing = Backing::open(Path::new(&f.mapped_path), storage, owner, user)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("folder {:?}: {e}", f.name)))?;
             mounts.push(Root {
                 backing,
                 vpath,

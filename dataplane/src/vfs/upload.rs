@@ -253,20 +253,17 @@ impl Upload {
             .object()
             .map(|(o, inner)| o.writer(inner))
             .expect("an object entry");
-        let file = writer.map(Arc::new).and_then(|w| {
-            let f = FileReader::for_object(ObjectFile::Write(
-                w.clone(),
-                target.tree.settings.setstat_mode,
-            ))?;
-            Ok((w, f))
-        });
-        let (writer, file) = match file {
-            Ok(o) => o,
+        let writer = match writer {
+            Ok(w) => Arc::new(w),
             Err(e) => {
                 quota.finish(old_size).await;
                 return Err(e.into());
             }
         };
+        let file = FileReader::for_object(ObjectFile::Write(
+            writer.clone(),
+            target.tree.settings.setstat_mode,
+        ));
         Ok(Self {
             target,
             temp: None,
@@ -339,7 +336,7 @@ impl Upload {
         if let Some(w) = &self.object {
             return Ok(w.write_at(offset, data.into()).await?);
         }
-        let file = self.file.file.clone();
+        let file = self.file.local()?;
         blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
         Ok(())
     }
@@ -355,7 +352,7 @@ impl Upload {
             }
             return Ok(());
         }
-        let file = self.file.file.clone();
+        let file = self.file.local()?;
         blocking(move || Ok(rustix::fs::ftruncate(&*file, size)?)).await?;
         Ok(())
     }
@@ -432,7 +429,7 @@ impl Upload {
         let temp = self.temp.as_ref().map(|t| (t.name.clone(), t.meta));
         let (keep_existing, old_size, exclusive) =
             (self.keep_existing, self.old_size, self.exclusive);
-        let file = self.file.file.clone();
+        let file = self.file.local();
         blocking(move || {
             let dir = target.dirfd();
             let done: Result<(), FsError> = match (&temp, end) {
@@ -460,7 +457,7 @@ impl Upload {
                 // In place and over quota: kept data goes back to its old
                 // size, a new or truncated file goes away.
                 (None, End::Undo) if keep_existing => {
-                    rustix::fs::ftruncate(&*file, old_size.unwrap_or(0)).map_err(Into::into)
+                    file.and_then(|f| Ok(rustix::fs::ftruncate(&*f, old_size.unwrap_or(0))?))
                 }
                 (None, End::Undo) => {
                     rustix::fs::unlinkat(dir, target.name.as_slice(), AtFlags::empty())
